@@ -1,0 +1,26 @@
+"""attnviz: see what the attention blocks inside a ResNet are doing.
+
+Public API (DESIGN.md): list_attentions, create_attention, build_model, AttentionRecorder, AttentionMap.
+"""
+
+from .blocks import KINDS, create_attention, get_attention, list_attentions, register_attention
+from .capture import AttentionMap, AttentionRecorder
+from .models import ARCHS, build_model
+from .weights import LoadReport, load_backbone_state_dict
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ARCHS",
+    "KINDS",
+    "AttentionMap",
+    "AttentionRecorder",
+    "LoadReport",
+    "__version__",
+    "build_model",
+    "create_attention",
+    "get_attention",
+    "list_attentions",
+    "load_backbone_state_dict",
+    "register_attention",
+]

@@ -1,0 +1,195 @@
+"""Capture: read every attention block's own weights through forward hooks on its taps.
+
+    with AttentionRecorder(model) as rec:
+        logits = model(x)
+    for m in rec.maps:  # one AttentionMap per tap call, in forward order
+        print(m.name, m.stage, m.kind, tuple(m.data.shape))
+
+Only :class:`~attnviz.blocks.Tap` submodules are hooked, so capture never special-cases a block. Hooks
+are removed on exit even when the forward raises; the model's train/eval flags are restored; a shared
+model is hooked under a per-model lock, so concurrent hooked forwards of one model are serialised.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import weakref
+from dataclasses import dataclass
+from types import TracebackType
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from .blocks.tap import Tap
+
+__all__ = ["AttentionMap", "AttentionRecorder"]
+
+_STAGE_RE = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)(?:\.|$)")
+
+
+@dataclass(frozen=True)
+class AttentionMap:
+    """One captured attention weight.
+
+    Attributes:
+        name: module path of the tap in the model, e.g. ``"layer2.1.attn.spatial.tap"``.
+        kind: ``channel`` (B, C), ``spatial`` (B, H, W), ``branch`` (B, K, C),
+            ``pairwise`` (B, heads, N, N), ``channel_pairwise`` (B, C, C) or ``memory`` (B, S, H, W).
+        data: detached copy on the CPU, float32, in the kind's canonical shape.
+        size: (H, W) of the feature map the weight refers to, where the shape does not already say it
+            plainly (``pairwise``), or the map's own (H, W) for ``spatial`` and ``memory``; else ``None``.
+    """
+
+    name: str
+    kind: str
+    data: Tensor
+    size: tuple[int, int] | None = None
+
+    @property
+    def stage(self) -> int | None:
+        """The ResNet stage (1..4) of the block the tap belongs to, or ``None`` outside ``layerK``."""
+        m = _STAGE_RE.search(self.name)
+        return int(m.group(1)) if m else None
+
+    @property
+    def block(self) -> str:
+        """Module path of the residual block (``"layer2.1"``) or stage module (``"layer3.6"``) holding the tap;
+        for a tap outside ``layerK.i``, the path of the tap's parent module."""
+        m = _STAGE_RE.search(self.name)
+        if m:
+            return self.name[: m.end()].rstrip(".")
+        return self.name.rpartition(".")[0]
+
+
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The lock that serialises hooked forwards of ``model`` (one per model object)."""
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
+class AttentionRecorder:
+    """Context manager recording every tap's output during the forwards run inside it.
+
+    Args:
+        model: any ``nn.Module`` containing :class:`~attnviz.blocks.Tap` submodules.
+        names: tap module paths to record (default: every tap). Checked against the model's modules
+            before any hook is registered.
+        kinds: record only taps of these kinds (default: all).
+        eval_mode: put the model in eval mode while recording (default ``False``: the model is run as it
+            is). The train/eval flag of every submodule is restored on exit either way.
+
+    Raises:
+        ValueError: a requested name is not a tap of the model, or an unknown kind.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: list[str] | None = None,
+        kinds: list[str] | None = None,
+        *,
+        eval_mode: bool = False,
+    ) -> None:
+        self.model = model
+        taps = {n: m for n, m in model.named_modules() if isinstance(m, Tap)}
+        if names is not None:
+            unknown = [n for n in names if n not in taps]
+            if unknown:
+                raise ValueError(f"not taps of this model: {unknown}; its taps are: {list(taps) or 'none'}")
+            taps = {n: taps[n] for n in names}
+        if kinds is not None:
+            from .blocks.tap import KINDS
+
+            bad = [k for k in kinds if k not in KINDS]
+            if bad:
+                raise ValueError(f"unknown kinds {bad}; valid kinds: {list(KINDS)}")
+            taps = {n: m for n, m in taps.items() if m.kind in kinds}
+        self.taps: dict[str, Tap] = taps
+        self.eval_mode = eval_mode
+        self._handles: list[RemovableHandle] = []
+        self._pending: list[tuple[str, str, Tensor, tuple[int, int] | None]] = []
+        self._maps: list[AttentionMap] = []
+        self._flags: list[tuple[nn.Module, bool]] = []
+        self._lock = model_lock(model)
+        self._locked = False
+
+    # -- context manager -------------------------------------------------------------------------------
+    def __enter__(self) -> AttentionRecorder:
+        if self._handles:
+            raise RuntimeError("this AttentionRecorder is already active; use a new one per 'with'")
+        self._lock.acquire()
+        self._locked = True
+        try:
+            self._pending.clear()
+            self._maps.clear()
+            self._flags = [(m, m.training) for m in self.model.modules()]
+            if self.eval_mode:
+                self.model.eval()
+            for name, tap in self.taps.items():
+                self._handles.append(tap.register_forward_hook(self._hook(name), with_kwargs=True))
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._release()
+
+    def remove(self) -> None:
+        """Remove the hooks and restore the model's flags now (idempotent; ``__exit__`` calls it)."""
+        self._release()
+
+    def _release(self) -> None:
+        try:
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            for module, flag in self._flags:
+                module.training = flag
+            self._flags = []
+        finally:
+            if self._locked:
+                self._locked = False
+                self._lock.release()
+
+    # -- recording -------------------------------------------------------------------------------------
+    def _hook(self, name: str):
+        def hook(module: Tap, args: tuple, kwargs: dict, output: Tensor) -> None:
+            data = module.canonical(output).detach()
+            # A copy, not a view: later in-place ops (out += identity, ReLU(inplace)) would overwrite it
+            # (ATTENTION.md, bug 10). It stays on the device until read, so a GPU batch syncs once.
+            data = data.to(dtype=torch.float32, copy=True)
+            size = kwargs.get("size")
+            if size is None and module.kind in ("spatial", "memory"):
+                size = (int(data.shape[-2]), int(data.shape[-1]))
+            self._pending.append((name, module.kind, data, None if size is None else (int(size[0]), int(size[1]))))
+
+        return hook
+
+    @property
+    def maps(self) -> list[AttentionMap]:
+        """Every captured map so far, in call order, as CPU float32 tensors."""
+        if self._pending:
+            for name, kind, data, size in self._pending:
+                self._maps.append(AttentionMap(name, kind, data.to("cpu"), size))
+            self._pending.clear()
+        return list(self._maps)
+
+    def clear(self) -> None:
+        """Forget the maps captured so far (the hooks stay)."""
+        self._pending.clear()
+        self._maps.clear()
+
+    def __len__(self) -> int:
+        return len(self._maps) + len(self._pending)

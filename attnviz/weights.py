@@ -1,0 +1,164 @@
+"""Where weights come from, and loading them with the key checks that say exactly what did not fit.
+
+Sources (DESIGN.md, "Weights"):
+  ``"imagenet"``  torchvision's ImageNet weights for the backbone, through its Weights API (downloaded on
+                  first use into ``$TORCH_HOME/hub/checkpoints``, read from there offline); inserted
+                  attention blocks stay untrained.
+  a file path     a full checkpoint of this architecture and attention: ``.safetensors``, or a torch file
+                  read with ``torch.load(weights_only=True)`` (a pickle that would run code is refused).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import get_model_weights
+
+from .models import attention_modules
+
+__all__ = ["LoadReport", "load_backbone_state_dict", "load_checkpoint_file", "load_weights", "imagenet_weights"]
+
+
+@dataclass
+class LoadReport:
+    """What happened when a backbone state dict was loaded into a model with attention.
+
+    Attributes:
+        missing_attention: the model's attention parameters and buffers the state dict did not have
+            (expected: they are new).
+        replaced: state-dict keys of modules the attention replaced (``conv2``/``bn2`` of a block whose 3x3
+            convolution is an attention block), not loaded.
+        head_reset: the classifier (``fc``) was left at its initialisation because its shape differs.
+    """
+
+    missing_attention: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    head_reset: bool = False
+
+
+def _under(key: str, prefixes: list[str]) -> bool:
+    return any(key.startswith(p + ".") for p in prefixes)
+
+
+def load_backbone_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> LoadReport:
+    """Load a plain-ResNet state dict (e.g. torchvision ImageNet) into ``model`` with ``strict=False``,
+    checking that the only keys that do not match are attention keys.
+
+    Raises:
+        ValueError: a key is missing that is not an attention parameter, an unexpected key is not part of a
+            module the attention replaced, or a shape differs (other than the classifier's); the message
+            lists them.
+    """
+    prefixes = list(attention_modules(model))
+    modules = dict(model.named_modules())
+    own = model.state_dict()
+    sd = dict(state_dict)
+    report = LoadReport()
+    fc_keys = [k for k in sd if k.startswith("fc.")]
+    if any(k in own and own[k].shape != sd[k].shape for k in fc_keys):
+        for k in fc_keys:
+            del sd[k]
+        report.head_reset = True
+    mismatched = [
+        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in sd
+        if k in own and own[k].shape != sd[k].shape
+    ]
+    missing = [k for k in own if k not in sd and not (report.head_reset and k.startswith("fc."))]
+    unexpected = [k for k in sd if k not in own]
+    bad_missing = [k for k in missing if not _under(k, prefixes)]
+
+    def replaced(key: str) -> bool:
+        parent = key.rpartition(".")[0]
+        return parent in prefixes or isinstance(modules.get(parent), nn.Identity)
+
+    bad_unexpected = [k for k in unexpected if not replaced(k)]
+    if mismatched or bad_missing or bad_unexpected:
+        what = getattr(model, "arch", type(model).__name__), getattr(model, "attention", None)
+        lines = [f"this state dict does not fit {what[0]} with attention={what[1]!r}:"]
+        for title, keys in (
+            ("shape mismatches", mismatched),
+            ("missing keys that are not attention parameters", bad_missing),
+            ("unexpected keys", bad_unexpected),
+        ):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                lines.append(f"  {title}: {shown}")
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(sd, strict=False)
+    report.missing_attention = [k for k in missing if _under(k, prefixes)]
+    report.replaced = [k for k in unexpected if replaced(k)]
+    return report
+
+
+def imagenet_weights(arch: str) -> Any:
+    """torchvision's default ImageNet weights enum member for ``arch`` (e.g. ``ResNet50_Weights.IMAGENET1K_V2``)."""
+    return get_model_weights(arch).DEFAULT
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never running pickled code.
+
+    Raises:
+        ValueError: missing file, unreadable or unsafe content, or not a state dict.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(p))
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {p.name}: {type(e).__name__}: {e}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {p.name} does not hold a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
+    """Load ``weights`` into a model made by :func:`attnviz.build_model` and record the source on it.
+
+    Sets ``model.weights_source`` and ``model.weights_meta`` (categories, mean, std, resize size) when the
+    source carries them.
+
+    Raises:
+        ValueError: an unknown source, or weights that do not fit (the message says which keys).
+    """
+    arch = getattr(model, "arch", None)
+    if weights == "imagenet":
+        if arch is None:
+            raise ValueError("ImageNet weights need a model from attnviz.build_model (model.arch is not set)")
+        w = imagenet_weights(arch)
+        report = load_backbone_state_dict(model, w.get_state_dict(progress=False, check_hash=False))
+        t = w.transforms()
+        model.weights_source = f"imagenet ({w})"  # type: ignore[assignment]
+        model.weights_meta = {  # type: ignore[assignment]
+            "categories": list(w.meta["categories"]),
+            "mean": list(t.mean),
+            "std": list(t.std),
+            "resize_size": list(t.resize_size),
+        }
+        model.untrained_attention = bool(report.missing_attention)  # type: ignore[assignment]
+        return report
+    p = Path(str(weights))
+    if p.suffix in (".safetensors", ".pt", ".pth", ".bin") or p.exists():
+        sd = load_checkpoint_file(p)
+        result = model.load_state_dict(sd, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"checkpoint {p.name} does not fit {arch} with attention={getattr(model, 'attention', None)!r}: "
+                f"missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}"
+            )
+        model.weights_source = f"file {p.name}"  # type: ignore[assignment]
+        return None
+    raise ValueError(f"unknown weights {weights!r}; use None, 'imagenet', or a path to a .safetensors/.pt file")
