@@ -100,7 +100,7 @@ def test_eca_gate_is_local_across_channels() -> None:
     x2 = x.clone()
     x2[:, 100 + k // 2 + 1 :] += 5.0
     _, (b,) = _capture(block, x2)
-    torch.testing.assert_close(a.data[:, : 101], b.data[:, : 101])
+    torch.testing.assert_close(a.data[:, :101], b.data[:, :101])
     assert not torch.allclose(a.data[:, 101 + k // 2 :], b.data[:, 101 + k // 2 :])
 
 
@@ -135,7 +135,7 @@ def test_sk_branch_weights_and_fusion() -> None:
     x = torch.randn(1, 64, 7, 9)  # batch 1: a softmax over the wrong dim gives all ones (blog bug 7)
     y, (m,) = _capture(block, x)
     assert m.data.shape == (1, 2, 64)
-    assert 0 < m.data.min() and m.data.max() < 1
+    assert m.data.min() > 0 and m.data.max() < 1
     with torch.no_grad():
         u = torch.stack([p(x) for p in block.paths], 1)
         torch.testing.assert_close(y, (u * m.data.view(1, 2, 64, 1, 1)).sum(1))
