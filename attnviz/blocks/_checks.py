@@ -38,12 +38,12 @@ def check_stride(block: str, stride: object) -> int:
     return int(stride)  # type: ignore[arg-type]
 
 
-def hidden_width(channels: int, reduction: int, minimum: int, hidden: int | None = None) -> int:
+def hidden_width(block: str, channels: int, reduction: int, minimum: int, hidden: int | None = None) -> int:
     """Bottleneck width ``max(channels // reduction, minimum)``, or ``hidden`` when given.
 
     Guards the blog bug where ``C // 16`` is 0 or 1 for small C (ATTENTION.md, bug 9).
     """
     if hidden is not None:
-        return check_positive("hidden", "hidden", hidden)
-    check_positive("reduction", "reduction", reduction)
+        return check_positive(block, "hidden", hidden)
+    check_positive(block, "reduction", reduction)
     return max(channels // reduction, minimum)

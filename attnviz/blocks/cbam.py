@@ -41,7 +41,7 @@ class ChannelAttention(nn.Module):
     ) -> None:
         super().__init__()
         check_channels("channel", channels)
-        d = hidden_width(channels, reduction, min_hidden, hidden)
+        d = hidden_width("channel", channels, reduction, min_hidden, hidden)
         self.fc1 = nn.Conv2d(channels, d, 1, bias=bias)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(d, channels, 1, bias=bias)

@@ -30,7 +30,7 @@ class CoordinateAttention(nn.Module):
     def __init__(self, channels: int, reduction: int = 32, min_hidden: int = 8) -> None:
         super().__init__()
         check_channels("coord", channels)
-        mid = hidden_width(channels, reduction, min_hidden)
+        mid = hidden_width("coord", channels, reduction, min_hidden)
         self.conv1 = nn.Conv2d(channels, mid, 1)
         self.bn1 = nn.BatchNorm2d(mid)
         self.act = nn.Hardswish()

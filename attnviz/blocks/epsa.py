@@ -78,7 +78,7 @@ class EPSA(nn.Module):
             )
             for k, g in zip(kernels, groups, strict=True)
         )
-        self.se = SEWeight(split, hidden_width(split, reduction, min_hidden))
+        self.se = SEWeight(split, hidden_width("epsa", split, reduction, min_hidden))
         self.tap = Tap("branch")
 
     def forward(self, x: Tensor) -> Tensor:

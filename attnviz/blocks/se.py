@@ -28,7 +28,7 @@ class SqueezeExcite(nn.Module):
     def __init__(self, channels: int, reduction: int = 16, min_hidden: int = 8, hidden: int | None = None) -> None:
         super().__init__()
         check_channels("se", channels)
-        d = hidden_width(channels, reduction, min_hidden, hidden)
+        d = hidden_width("se", channels, reduction, min_hidden, hidden)
         self.fc1 = nn.Conv2d(channels, d, 1, bias=True)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Conv2d(d, channels, 1, bias=True)

@@ -82,7 +82,7 @@ class SelectiveKernel(nn.Module):
             )
             for i in range(branches)
         )
-        self.attn = SelectiveKernelAttn(channels, branches, hidden_width(channels, reduction, min_hidden, hidden))
+        self.attn = SelectiveKernelAttn(channels, branches, hidden_width("sk", channels, reduction, min_hidden, hidden))
 
     def forward(self, x: Tensor) -> Tensor:
         u = torch.stack([path(x) for path in self.paths], dim=1)  # (B, K, C, H', W')
