@@ -1,28 +1,317 @@
-"""attnviz web app entry point: ``python app.py [--host 127.0.0.1] [--port 7860] [--device cpu|cuda]``.
+"""attnviz web app: upload an image, pick an attention type, see each block's own weights.
 
-The browser app (upload an image, pick an attention type, see its maps) is being built; until it lands this
-entry point says so plainly and points to what works today.
+    python app.py [--host 127.0.0.1] [--port 7860] [--device cpu|cuda]
+
+Thin wiring over the library: handlers call attnviz.analyze (model) and attnviz.render/views/export (drawing).
+Changing a display setting re-renders the kept Result; only the image, attention, arch or weights re-run the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
+import time
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry, no checks
+
+import gradio as gr
+import numpy as np
+import pandas as pd
+
+import attnviz
+from attnviz.analyze import AnalyzeError, Result, analyze, default_device
+from attnviz.export import export_zip, safe_name, spatial_views
+from attnviz.image import MAX_BYTES, ImageError
+from attnviz.render import (
+    COLORMAPS,
+    NORM_MODES,
+    branch_chart_png,
+    channel_stats,
+    channel_table,
+    figure_png,
+    matrix_png,
+    overlay,
+    pairwise_query,
+    tile_maps,
+)
+from attnviz.views import View, build_views
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+EXPORT_ROOT = Path(tempfile.gettempdir()) / "attnviz-exports"
+KEEP_EXPORTS = 64  # export folders kept on disk (oldest removed first)
+NONE = "none (plain ResNet)"
+TOPK_CHOICES = ["16", "32", "64", "all"]
+DEVICE = os.environ.get("ATTNVIZ_DEVICE") or None
+EMPTY_CHART = pd.DataFrame({"channel": pd.Series(dtype=str), "weight": pd.Series(dtype=float)})
+
+
+def _export_dir() -> Path:
+    EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
+    old = sorted(EXPORT_ROOT.iterdir(), key=lambda p: p.stat().st_mtime)
+    for p in old[: max(0, len(old) - KEEP_EXPORTS + 1)]:
+        shutil.rmtree(p, ignore_errors=True)
+    d = EXPORT_ROOT / uuid.uuid4().hex
+    d.mkdir()
+    return d
+
+
+def _topk(value: str | int | None) -> int | None:
+    return None if value in (None, "all") else int(value)
+
+
+def _status(result: Result, extra: list[str]) -> str:
+    t = result.timings
+    timing = " · ".join(f"{k} {v:.0f} ms" for k, v in t.items())
+    lines = []
+    if result.warning:
+        lines.append(f"⚠️ **{result.warning}**")
+    m = result.model
+    lines.append(
+        f"{m['arch']} + {m['attention'] or 'no attention'} · weights: {m['weights_source']} · "
+        f"device: {result.settings['device']} · input {result.input_size[0]}×{result.input_size[1]}"
+    )
+    lines.append(timing)
+    lines += [f"note: {n}" for n in result.notes + extra]
+    return "\n\n".join(lines)
+
+
+def _detail(view: View, views: list[View], query: tuple[float, float] | None, topk: int | None) -> tuple[Any, Any]:
+    """(bar chart DataFrame, detail image) for the selected view."""
+    chart = EMPTY_CHART
+    channel = next((v for v in views if v.block == view.block and v.kind == "channel"), None)
+    if channel is not None:
+        chart = channel_table(channel.data, topk)
+    detail = None
+    if view.kind == "branch":
+        detail = branch_chart_png(view.data, view.title, topk=topk)
+    elif view.kind == "channel_pairwise":
+        detail = matrix_png(view.data, view.title)
+    elif view.kind == "memory":
+        detail = np.clip(tile_maps(view.data) * 255, 0, 255).astype(np.uint8)
+    elif view.kind == "pairwise" and view.grid is not None:
+        h, w = view.grid
+        qx, qy = query or (0.5, 0.5)
+        heads = pairwise_query(view.data, view.grid, (min(int(qy * h), h - 1), min(int(qx * w), w - 1)))
+        detail = np.clip(tile_maps(heads, cols=len(heads)) * 255, 0, 255).astype(np.uint8)
+    if isinstance(detail, bytes):
+        from io import BytesIO
+
+        from PIL import Image
+
+        detail = np.asarray(Image.open(BytesIO(detail)).convert("RGB"))
+    return chart, detail
+
+
+def render_outputs(
+    state: dict | None, cmap: str, alpha: float, norm: str, topk: str, block: str | None
+) -> tuple[Any, ...]:
+    """Everything drawn from a kept Result; no model runs here."""
+    if not state or "result" not in state:
+        raise gr.Error("Run an analysis first: upload an image and press Analyze.")
+    t0 = time.perf_counter()
+    result: Result = state["result"]
+    query = state.get("query")
+    k = _topk(topk)
+    views = build_views(result, query)
+    image = np.asarray(result.image)
+    shown, normed, _ = spatial_views(views, norm)
+    gallery = [(overlay(image, m01, cmap, alpha), v.title) for v, m01 in zip(shown, normed, strict=True)]
+    keys = [v.key for v in views]
+    if block not in keys:
+        block = shown[-1].key if shown else (keys[-1] if keys else None)
+    choices = [(v.title, v.key) for v in views]
+    extra: list[str] = []
+    big, chart, detail = None, EMPTY_CHART, None
+    if block is not None:
+        view = views[keys.index(block)]
+        chart, detail = _detail(view, views, query, k)
+        channel = next((v for v in views if v.block == view.block and v.kind == "channel"), None)
+        if channel is not None:
+            extra.append(f"{channel.block} channel gate: {channel_stats(channel.data)['note']}")
+        if view in shown:
+            big = overlay(image, normed[shown.index(view)], cmap, alpha)
+    result.timings["render"] = (time.perf_counter() - t0) * 1e3
+    predictions = {label: p for label, p in result.predictions}
+    return (
+        predictions,
+        gallery,
+        gr.Dropdown(choices=choices, value=block),
+        big,
+        chart,
+        detail,
+        _status(result, extra),
+    )
+
+
+def make_exports(
+    state: dict | None, cmap: str, alpha: float, norm: str, topk: str, block: str | None
+) -> tuple[str | None, str | None]:
+    """Files for the download buttons: the selected overlay with a colorbar (PNG) and everything (zip).
+
+    Chained after each render, so the page updates first and the files follow."""
+    if not state or "result" not in state:
+        return None, None
+    result: Result = state["result"]
+    settings = {"cmap": cmap, "alpha": alpha, "norm": norm, "topk": _topk(topk), "query": state.get("query")}
+    out = _export_dir()
+    views = build_views(result, settings["query"])
+    shown, normed, ranges = spatial_views(views, norm)
+    png_path = None
+    match = [i for i, v in enumerate(shown) if v.key == block] or ([len(shown) - 1] if shown else [])
+    if match:
+        i = match[0]
+        v = shown[i]
+        png_path = out / f"{safe_name(v.block)}_{v.kind}.png"
+        png_path.write_bytes(
+            figure_png(np.asarray(result.image), normed[i], cmap, alpha, v.title, ranges[i], v.spatial_label)
+        )
+    zip_path = export_zip(result, settings, out / f"attnviz_{result.model['attention'] or 'plain'}.zip")
+    return (str(png_path) if png_path else None), str(zip_path)
+
+
+def run_analysis(
+    image: str | None,
+    attention: str,
+    arch: str = "resnet18",
+    weights: str = "random",
+    cmap: str = "turbo",
+    alpha: float = 0.5,
+    norm: str = "map",
+    topk: str = "32",
+    block: str | None = None,
+) -> tuple[Any, ...]:
+    """The `analyze` endpoint: (image path, attention type, ...) -> state and every output."""
+    if image is None:
+        raise gr.Error("Upload an image first (drag and drop, paste, or pick an example).")
+    try:
+        result = analyze(
+            image,
+            attention=None if attention in (None, "", NONE) else attention,
+            arch=arch,
+            weights=weights,
+            device=DEVICE,
+        )
+    except ImageError as e:
+        raise gr.Error(f"Cannot use this image: {e}") from None
+    except (ValueError, AnalyzeError) as e:
+        raise gr.Error(str(e)) from None
+    state = {"result": result, "query": None}
+    return (state, *render_outputs(state, cmap, alpha, norm, topk, block))
+
+
+def pick_query(
+    state: dict | None, cmap: str, alpha: float, norm: str, topk: str, block: str | None, evt: gr.SelectData
+) -> tuple[Any, ...]:
+    """A click on the large view picks the query position for pairwise maps."""
+    if not state or "result" not in state:
+        raise gr.Error("Run an analysis first.")
+    w, h = state["result"].image.size
+    x, y = evt.index
+    state = {**state, "query": (min(max(x / w, 0.0), 1.0), min(max(y / h, 0.0), 1.0))}
+    return (state, *render_outputs(state, cmap, alpha, norm, topk, block))
+
+
+def build_demo() -> gr.Blocks:
+    """The Gradio app: wiring only."""
+    attentions = attnviz.list_attentions()
+    examples = sorted(str(p) for p in ASSETS.glob("*.jpg"))
+    with gr.Blocks(title="attnviz") as demo:
+        gr.Markdown("# attnviz\nSee what the attention blocks inside a ResNet compute: their own gates and softmaxes.")
+        state = gr.State()
+        with gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(
+                    type="filepath", label="Image", elem_id="image-input", sources=["upload", "clipboard", "webcam"]
+                )
+                attention = gr.Dropdown(
+                    [*attentions, NONE], value="cbam", label="Attention type", elem_id="attention-select"
+                )
+                with gr.Row():
+                    arch = gr.Dropdown(list(attnviz.ARCHS), value="resnet18", label="Architecture", elem_id="arch")
+                    weights = gr.Dropdown(
+                        ["random", "imagenet"],
+                        value="random",
+                        label="Weights",
+                        elem_id="weights",
+                        info="random: untrained; imagenet: torchvision backbone (cached)",
+                    )
+                run = gr.Button("Analyze", variant="primary", elem_id="run-button")
+                with gr.Accordion("Display", open=True):
+                    cmap = gr.Dropdown(list(COLORMAPS), value="turbo", label="Colormap", elem_id="cmap")
+                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Overlay alpha", elem_id="alpha")
+                    norm = gr.Radio(
+                        list(NORM_MODES),
+                        value="map",
+                        label="Normalisation",
+                        elem_id="norm",
+                        info="; ".join(f"{k}: {v}" for k, v in NORM_MODES.items()),
+                    )
+                    topk = gr.Radio(TOPK_CHOICES, value="32", label="Channels in charts", elem_id="topk")
+                gr.Examples(examples, inputs=image, label="Examples (see assets/ATTRIBUTION.md)")
+            with gr.Column(scale=2):
+                status = gr.Markdown("Upload an image and press **Analyze**.", elem_id="status")
+                predictions = gr.Label(num_top_classes=5, label="Predictions", elem_id="predictions")
+                gallery = gr.Gallery(
+                    label="Overlays, by stage and block", columns=4, height="auto", format="png", elem_id="overlays"
+                )
+                block = gr.Dropdown(label="Block", choices=[], elem_id="block-select")
+                with gr.Row():
+                    big = gr.Image(
+                        label="Selected block (click to pick the query of pairwise maps)",
+                        format="png",
+                        interactive=False,
+                        elem_id="block-view",
+                    )
+                    detail = gr.Image(label="Block detail", format="png", interactive=False, elem_id="block-detail")
+                chart = gr.BarPlot(
+                    EMPTY_CHART,
+                    x="channel",
+                    y="weight",
+                    sort="-y",
+                    label="Channel weights",
+                    x_label_angle=-90,
+                    elem_id="channel-chart",
+                )
+                with gr.Row():
+                    png = gr.DownloadButton("Download PNG", elem_id="download-png")
+                    zipf = gr.DownloadButton("Download all (zip)", elem_id="download-zip")
+        display = [cmap, alpha, norm, topk, block]
+        outputs = [predictions, gallery, block, big, chart, detail, status, png, zipf]
+        model_inputs = [image, attention, arch, weights, *display]
+        run.click(run_analysis, model_inputs, [state, *outputs], api_name="analyze", concurrency_id="model")
+        for trigger in (attention, arch, weights):
+            trigger.input(
+                run_analysis, model_inputs, [state, *outputs], api_visibility="private", concurrency_id="model"
+            )
+        for setting in display:
+            setting.input(render_outputs, [state, *display], outputs, api_visibility="private")
+        big.select(pick_query, [state, *display], [state, *outputs], api_visibility="private")
+    return demo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="app.py", description="attnviz web app")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    parser.parse_args(argv)
-    import attnviz
-
-    print(
-        "attnviz web app: coming soon (it is not served yet).\n"
-        f"The library works today: attention types {', '.join(attnviz.list_attentions())}.\n"
-        "Try:  attnviz list   |   attnviz info --arch resnet50 --attention cbam"
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when available")
+    args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device or DEVICE or default_device()
+    demo = build_demo()
+    demo.queue(max_size=32, default_concurrency_limit=1)
+    demo.launch(
+        server_name=args.host,
+        server_port=args.port,
+        share=False,
+        max_file_size=MAX_BYTES,
+        footer_links=["gradio", "settings"],
     )
     return 0
 

@@ -86,6 +86,8 @@ class AttentionRecorder:
         kinds: record only taps of these kinds (default: all).
         eval_mode: put the model in eval mode while recording (default ``False``: the model is run as it
             is). The train/eval flag of every submodule is restored on exit either way.
+        activations: also record, for every inserted attention module, the channel mean of its output
+            (B, H, W) in :attr:`activations` (for SE/ECA that is the gate-weighted mean activation).
 
     Raises:
         ValueError: a requested name is not a tap of the model, or an unknown kind.
@@ -98,6 +100,7 @@ class AttentionRecorder:
         kinds: list[str] | None = None,
         *,
         eval_mode: bool = False,
+        activations: bool = False,
     ) -> None:
         self.model = model
         taps = {n: m for n, m in model.named_modules() if isinstance(m, Tap)}
@@ -115,6 +118,8 @@ class AttentionRecorder:
             taps = {n: m for n, m in taps.items() if m.kind in kinds}
         self.taps: dict[str, Tap] = taps
         self.eval_mode = eval_mode
+        self.record_activations = activations
+        self._acts: dict[str, Tensor] = {}
         self._handles: list[RemovableHandle] = []
         self._pending: list[tuple[str, str, Tensor, tuple[int, int] | None]] = []
         self._maps: list[AttentionMap] = []
@@ -134,8 +139,14 @@ class AttentionRecorder:
             self._flags = [(m, m.training) for m in self.model.modules()]
             if self.eval_mode:
                 self.model.eval()
+            self._acts.clear()
             for name, tap in self.taps.items():
                 self._handles.append(tap.register_forward_hook(self._hook(name), with_kwargs=True))
+            if self.record_activations:
+                from .models import attention_modules
+
+                for name, module in attention_modules(self.model).items():
+                    self._handles.append(module.register_forward_hook(self._act_hook(name)))
         except BaseException:
             self._release()
             raise
@@ -177,6 +188,17 @@ class AttentionRecorder:
 
         return hook
 
+    def _act_hook(self, name: str):
+        def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+            self._acts[name] = output.detach().mean(dim=1, dtype=torch.float32)  # (B, H, W), a new tensor
+
+        return hook
+
+    @property
+    def activations(self) -> dict[str, Tensor]:
+        """Channel mean of each attention module's output, (B, H, W) CPU float32, by module path."""
+        return {k: v.to("cpu") for k, v in self._acts.items()}
+
     @property
     def maps(self) -> list[AttentionMap]:
         """Every captured map so far, in call order, as CPU float32 tensors."""
@@ -190,6 +212,7 @@ class AttentionRecorder:
         """Forget the maps captured so far (the hooks stay)."""
         self._pending.clear()
         self._maps.clear()
+        self._acts.clear()
 
     def __len__(self) -> int:
         return len(self._maps) + len(self._pending)

@@ -122,7 +122,9 @@ def build_model(
         attention_kwargs: extra keyword arguments for every inserted block (e.g. ``{"reduction": 8}``).
 
     Returns:
-        The model in eval mode, with ``model.arch``, ``model.attention`` and ``model.weights_source`` set.
+        The model in eval mode, with ``model.arch``, ``model.attention``, ``model.weights_source`` and
+        ``model.weights_meta`` (categories, mean, std: torchvision's ImageNet metadata for 1000 classes, until
+        a source with its own replaces them) set.
 
     Raises:
         ValueError: unknown arch, attention or weights, or block arguments the block rejects.
@@ -138,6 +140,13 @@ def build_model(
     model.arch = arch  # type: ignore[assignment]
     model.attention = attention  # type: ignore[assignment]
     model.weights_source = "random"  # type: ignore[assignment]
+    model.untrained_attention = attention is not None  # type: ignore[assignment]
+    from .weights import torchvision_meta
+
+    meta = torchvision_meta(arch)
+    if num_classes != len(meta["categories"]):
+        meta["categories"] = [f"class {i}" for i in range(num_classes)]
+    model.weights_meta = meta  # type: ignore[assignment]
     if weights is not None:
         from .weights import load_weights
 

@@ -20,7 +20,14 @@ from torchvision.models import get_model_weights
 
 from .models import attention_modules
 
-__all__ = ["LoadReport", "load_backbone_state_dict", "load_checkpoint_file", "load_weights", "imagenet_weights"]
+__all__ = [
+    "LoadReport",
+    "load_backbone_state_dict",
+    "load_checkpoint_file",
+    "load_weights",
+    "imagenet_weights",
+    "torchvision_meta",
+]
 
 
 @dataclass
@@ -100,6 +107,19 @@ def imagenet_weights(arch: str) -> Any:
     return get_model_weights(arch).DEFAULT
 
 
+def torchvision_meta(arch: str) -> dict[str, Any]:
+    """Preprocessing and labels from torchvision's ImageNet weights enum for ``arch`` (no download):
+    ``categories``, ``mean``, ``std``, ``resize_size``."""
+    w = imagenet_weights(arch)
+    t = w.transforms()
+    return {
+        "categories": list(w.meta["categories"]),
+        "mean": list(t.mean),
+        "std": list(t.std),
+        "resize_size": list(t.resize_size),
+    }
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, never running pickled code.
 
@@ -140,14 +160,8 @@ def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
             raise ValueError("ImageNet weights need a model from attnviz.build_model (model.arch is not set)")
         w = imagenet_weights(arch)
         report = load_backbone_state_dict(model, w.get_state_dict(progress=False, check_hash=False))
-        t = w.transforms()
         model.weights_source = f"imagenet ({w})"  # type: ignore[assignment]
-        model.weights_meta = {  # type: ignore[assignment]
-            "categories": list(w.meta["categories"]),
-            "mean": list(t.mean),
-            "std": list(t.std),
-            "resize_size": list(t.resize_size),
-        }
+        model.weights_meta = torchvision_meta(arch)  # type: ignore[assignment]
         model.untrained_attention = bool(report.missing_attention)  # type: ignore[assignment]
         return report
     p = Path(str(weights))

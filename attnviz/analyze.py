@@ -1,0 +1,215 @@
+"""The pipeline the app, the CLI and scripts share: image -> preprocess -> forward + capture -> Result.
+
+result = attnviz.analyze("cat.jpg", attention="cbam", arch="resnet18")
+result.predictions      # [("tabby", 0.41), ...] top-5
+result.maps             # every AttentionMap, batch of one
+result.timings          # ms: decode, preprocess, forward, capture
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .capture import AttentionMap, AttentionRecorder
+from .image import decode_image, preprocess
+from .models import build_model
+
+__all__ = ["AnalyzeError", "ModelCache", "Result", "analyze", "default_device"]
+
+#: Weights the pipeline knows by name; a path to a checkpoint file is accepted too.
+WEIGHTS = ("random", "imagenet")
+
+
+class AnalyzeError(RuntimeError):
+    """A failure of the pipeline that is not the input's fault (a model that cannot load, out of memory)."""
+
+
+@dataclass
+class Result:
+    """What :func:`analyze` returns.
+
+    Attributes:
+        image: the decoded RGB image at its original size (EXIF orientation applied): maps are drawn on it.
+        input_size: (width, height) the model saw (aspect ratio kept, no crop).
+        predictions: top-k (label, probability).
+        maps: every captured map, batch dimension of 1 kept.
+        activations: block path -> channel mean of that attention module's output (H, W) float32.
+        model: arch, attention, weights source, and whether the weights are trained.
+        settings: the arguments of the call.
+        timings: milliseconds per stage (decode, preprocess, forward, capture).
+        notes: what decoding did to the image (e.g. "rotated by its EXIF orientation (6)").
+    """
+
+    image: Image.Image
+    input_size: tuple[int, int]
+    predictions: list[tuple[str, float]]
+    maps: list[AttentionMap]
+    activations: dict[str, np.ndarray]
+    model: dict[str, Any]
+    settings: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def warning(self) -> str:
+        """A line to show when the maps cannot be meaningful, else ''."""
+        if not self.model["trained"]:
+            return "untrained: maps are not meaningful (random weights)"
+        if self.model["untrained_attention"]:
+            return "untrained attention: the backbone is trained, the inserted blocks are not"
+        return ""
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is available, else ``"cpu"``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class ModelCache:
+    """A few built models, least recently used first out; each is warmed up once when built.
+
+    Building is serialised by one lock; forwards of a shared model are serialised by the recorder's
+    per-model lock.
+    """
+
+    def __init__(self, maxsize: int = 4) -> None:
+        self.maxsize = maxsize
+        self._models: OrderedDict[tuple, nn.Module] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, arch: str, attention: str | None, weights: str | None, device: str) -> nn.Module:
+        key = (arch, attention, weights, device)
+        with self._lock:
+            model = self._models.get(key)
+            if model is not None:
+                self._models.move_to_end(key)
+                return model
+            model = build_model(arch, attention, weights=None if weights in (None, "random") else weights)
+            model = model.to(device).eval()
+            with torch.inference_mode():
+                model(torch.zeros(1, 3, 64, 64, device=device))  # warm-up: allocator, kernels
+            self._models[key] = model
+            while len(self._models) > self.maxsize:
+                self._models.popitem(last=False)
+            return model
+
+    def models(self) -> list[nn.Module]:
+        with self._lock:
+            return list(self._models.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
+DEFAULT_CACHE = ModelCache()
+
+
+def analyze(
+    image: str | Path | bytes | Image.Image | np.ndarray,
+    *,
+    attention: str | None,
+    arch: str = "resnet18",
+    weights: str | None = "random",
+    device: str | None = None,
+    size: int | None = None,
+    topk: int = 5,
+    cache: ModelCache | None = None,
+) -> Result:
+    """Run ``image`` through ``arch`` with ``attention`` blocks and capture every block's weights.
+
+    Args:
+        image: a path, encoded bytes, a PIL image or a uint8 array (any mode; see :func:`decode_image`).
+        attention: a registry name, or ``None`` for the plain network.
+        arch: ResNet depth (``resnet18`` .. ``resnet101``).
+        weights: ``"random"``/``None`` (untrained), ``"imagenet"`` or a checkpoint path.
+        device: ``"cuda"`` or ``"cpu"``; default: CUDA when available (autocast bfloat16 there).
+        size: short side the image is resized to (aspect kept); default from the weights' metadata.
+        topk: number of predictions.
+        cache: where built models are kept (default: a process-wide LRU of 4).
+
+    Raises:
+        ImageError: the image cannot be used (message for the user).
+        ValueError: an unknown arch, attention or weights.
+        AnalyzeError: the model cannot be loaded or run (e.g. GPU out of memory).
+    """
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    decoded = decode_image(image)
+    timings["decode"] = (time.perf_counter() - t0) * 1e3
+    device = device or default_device()
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but no CUDA GPU is available")
+    try:
+        model = (cache or DEFAULT_CACHE).get(arch, attention, weights, device)
+    except ValueError:
+        raise
+    except Exception as e:
+        raise AnalyzeError(f"cannot load {arch} with {attention} ({weights} weights): {e}") from None
+    meta = model.weights_meta
+    short = size or int(meta.get("resize_size", [224])[0])
+
+    t0 = time.perf_counter()
+    x = preprocess(decoded.image, short, meta["mean"], meta["std"])
+    timings["preprocess"] = (time.perf_counter() - t0) * 1e3
+
+    t0 = time.perf_counter()
+    try:
+        x = x.to(device, non_blocking=True)
+        with (
+            AttentionRecorder(model, activations=True) as rec,
+            torch.inference_mode(),
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"),
+        ):
+            logits = model(x)
+        probs = torch.softmax(logits.float(), dim=1)[0]
+        top = torch.topk(probs, min(topk, probs.numel()))
+        top_p, top_i = top.values.cpu().tolist(), top.indices.cpu().tolist()  # one sync
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise AnalyzeError("the GPU ran out of memory; try a smaller image, a smaller model or --device cpu") from None
+    timings["forward"] = (time.perf_counter() - t0) * 1e3
+
+    t0 = time.perf_counter()
+    maps = rec.maps
+    activations = {k: v[0].numpy() for k, v in rec.activations.items()}
+    timings["capture"] = (time.perf_counter() - t0) * 1e3
+
+    categories = meta["categories"]
+    return Result(
+        image=decoded.image,
+        input_size=(int(x.shape[3]), int(x.shape[2])),
+        predictions=[(categories[i], float(p)) for i, p in zip(top_i, top_p, strict=True)],
+        maps=maps,
+        activations=activations,
+        model={
+            "arch": arch,
+            "attention": attention,
+            "weights": weights or "random",
+            "weights_source": model.weights_source,
+            "trained": model.weights_source != "random",
+            "untrained_attention": bool(model.untrained_attention) and attention is not None,
+        },
+        settings={
+            "arch": arch,
+            "attention": attention,
+            "weights": weights or "random",
+            "device": device,
+            "size": short,
+            "topk": topk,
+        },
+        timings=timings,
+        notes=decoded.notes,
+    )

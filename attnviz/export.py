@@ -1,0 +1,144 @@
+"""Write everything a Result shows to files: overlays with colorbars, charts, raw maps (.npy) and a JSON
+sidecar; as a folder (the CLI) or a zip (the app). File names come from module paths, sanitised."""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import re
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analyze import Result
+from .render import (
+    branch_chart_png,
+    channel_chart_png,
+    encode_png,
+    figure_png,
+    matrix_png,
+    normalize,
+    tile_maps,
+    value_range,
+)
+from .views import View, build_views
+
+__all__ = ["DisplaySettings", "export_files", "export_zip", "safe_name", "spatial_views", "write_folder"]
+
+DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe version of ``text``: only letters, digits, '.', '_' and '-'; no leading dots."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "map"
+
+
+def spatial_views(views: list[View], norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:
+    """The views that have a spatial map, their maps normalised with ``norm``, and each one's value range."""
+    shown = [v for v in views if v.spatial is not None]
+    arrays = [v.spatial for v in shown]  # type: ignore[misc]
+    groups = [v.stage for v in shown]
+    return shown, normalize(arrays, norm, groups), value_range(arrays, norm, groups)
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("attnviz", "torch", "torchvision", "numpy", "pillow", "matplotlib", "gradio"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[str, bytes]]:
+    """Yield (relative path, bytes) for every file of an export.
+
+    ``settings``: ``cmap``, ``alpha``, ``norm``, ``topk`` (None for all channels), ``query`` ((x, y) fractions).
+    """
+    cmap, alpha, norm = settings["cmap"], settings["alpha"], settings["norm"]
+    views = build_views(result, settings.get("query"))
+    image = np.asarray(result.image)
+    files: list[str] = []
+
+    def emit(path: str, data: bytes) -> tuple[str, bytes]:
+        files.append(path)
+        return path, data
+
+    yield emit("image.png", encode_png(image))
+    shown, normed, ranges = spatial_views(views, norm)
+    for i, (v, m01, vr) in enumerate(zip(shown, normed, ranges, strict=True)):
+        name = f"{i:02d}_{safe_name(v.block)}_{v.kind}.png"
+        yield emit(f"overlays/{name}", figure_png(image, m01, cmap, alpha, v.title, vr, v.spatial_label))
+    for i, v in enumerate(views):
+        stem = f"{i:02d}_{safe_name(v.block)}_{v.kind}"
+        buf = io.BytesIO()
+        np.save(buf, v.data)
+        yield emit(f"maps/{stem}.npy", buf.getvalue())
+        if v.kind == "channel":
+            yield emit(f"charts/{stem}.png", channel_chart_png(v.data, settings.get("topk"), v.title))
+        elif v.kind == "branch":
+            yield emit(f"charts/{stem}.png", branch_chart_png(v.data, v.title, topk=settings.get("topk")))
+        elif v.kind == "channel_pairwise":
+            yield emit(f"charts/{stem}.png", matrix_png(v.data, v.title))
+        elif v.kind == "memory":
+            yield emit(f"charts/{stem}.png", encode_png(_gray(tile_maps(v.data))))
+    for block, act in result.activations.items():
+        buf = io.BytesIO()
+        np.save(buf, act)
+        yield emit(f"activations/{safe_name(block)}.npy", buf.getvalue())
+    sidecar = {
+        "model": result.model,
+        "settings": {**result.settings, "display": {k: settings.get(k) for k in ("cmap", "alpha", "norm", "topk")}},
+        "query": settings.get("query"),
+        "image": {"size": list(result.image.size), "input_size": list(result.input_size), "notes": result.notes},
+        "predictions": [{"label": label, "probability": p} for label, p in result.predictions],
+        "maps": [
+            {
+                "name": v.key,
+                "block": v.block,
+                "stage": v.stage,
+                "kind": v.kind,
+                "shape": list(v.data.shape),
+                "view": v.spatial_label,
+            }
+            for v in views
+        ],
+        "timings_ms": result.timings,
+        "warning": result.warning,
+        "versions": _versions(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "files": list(files),
+    }
+    yield "result.json", json.dumps(sidecar, indent=2).encode()
+
+
+def _gray(tile01: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(tile01 * 255), 0, 255).astype(np.uint8)
+
+
+def export_zip(result: Result, settings: DisplaySettings, path: str | Path) -> Path:
+    """Write the export as one zip file at ``path``."""
+    path = Path(path)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, data in export_files(result, settings):
+            zf.writestr(name, data)
+    return path
+
+
+def write_folder(result: Result, settings: DisplaySettings, out: str | Path) -> list[Path]:
+    """Write the export into the folder ``out`` (created); returns the files written."""
+    out = Path(out)
+    written = []
+    for name, data in export_files(result, settings):
+        target = out / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written.append(target)
+    return written

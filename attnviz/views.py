@@ -1,0 +1,91 @@
+"""What to show for each captured map: one :class:`View` per map, with the spatial map to overlay (if any)
+and what it means. Pure: a Result in, views out; the app and the exporter both draw from these.
+
+Spatial view per kind:
+  spatial          the gate itself (values in 0..1)
+  channel          the gate-weighted mean activation of the block (channel mean of the module's output),
+                   unless the same block also has a spatial gate (CBAM), which is then its view
+  branch           the channel mean of the module's output (SK, EPSA)
+  pairwise         where the query position attends, head mean (the query defaults to the centre)
+  memory           the External Attention unit whose weights vary most over positions
+  channel_pairwise none (drawn as a C x C matrix)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .analyze import Result
+from .render import pairwise_query
+
+__all__ = ["View", "build_views"]
+
+
+@dataclass
+class View:
+    """One captured map, ready to draw.
+
+    Attributes:
+        key: the tap's module path (unique per map).
+        block: residual block or stage module path (``"layer2.1"``).
+        stage: ResNet stage 1..4 (or ``None``).
+        kind: the map's kind.
+        data: the map without the batch dimension (numpy float32, canonical shape minus B).
+        spatial: the (h, w) map to overlay on the image, or ``None``.
+        spatial_label: what ``spatial`` shows.
+        is_gate: ``spatial`` holds gate values in 0..1 (the "absolute" normalisation is natural).
+        grid: (h, w) of the feature map for pairwise/memory maps.
+    """
+
+    key: str
+    block: str
+    stage: int | None
+    kind: str
+    data: np.ndarray
+    spatial: np.ndarray | None
+    spatial_label: str
+    is_gate: bool = False
+    grid: tuple[int, int] | None = None
+
+    @property
+    def title(self) -> str:
+        stage = f"stage {self.stage}" if self.stage is not None else "model"
+        return f"{stage} · {self.block} · {self.kind}" + (f": {self.spatial_label}" if self.spatial_label else "")
+
+
+def _activation(result: Result, name: str) -> np.ndarray | None:
+    owners = [k for k in result.activations if name.startswith(k + ".")]
+    return result.activations[max(owners, key=len)] if owners else None
+
+
+def build_views(result: Result, query: tuple[float, float] | None = None) -> list[View]:
+    """Views for every map of ``result``, in forward order.
+
+    Args:
+        result: an :func:`attnviz.analyze` result.
+        query: (x, y) as fractions (0..1) of the image's width and height for pairwise maps; default centre.
+    """
+    qx, qy = query if query is not None else (0.5, 0.5)
+    blocks_with_spatial = {m.block for m in result.maps if m.kind == "spatial"}
+    views: list[View] = []
+    for m in result.maps:
+        data = m.data[0].numpy()
+        spatial: np.ndarray | None = None
+        label, gate, grid = "", False, m.size
+        if m.kind == "spatial":
+            spatial, label, gate = data, "spatial gate", True
+        elif m.kind in ("channel", "branch") and m.block not in blocks_with_spatial:
+            spatial = _activation(result, m.name)
+            label = "gate-weighted mean activation" if m.kind == "channel" else "mean output activation"
+        elif m.kind == "pairwise" and m.size is not None:
+            h, w = m.size
+            cell = (min(int(qy * h), h - 1), min(int(qx * w), w - 1))
+            spatial = pairwise_query(data, m.size, cell)[-1]
+            label = f"attention from query ({cell[0]}, {cell[1]}), head mean"
+        elif m.kind == "memory":
+            unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
+            spatial, label = data[unit], f"memory unit {unit} (most variable)"
+        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, grid))
+    return views
