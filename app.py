@@ -227,8 +227,12 @@ def build_demo() -> gr.Blocks:
         state = gr.State()
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(
-                    type="filepath", label="Image", elem_id="image-input", sources=["upload", "clipboard", "webcam"]
+                image = gr.Image(  # image_mode=None: the file reaches attnviz's decoder untouched (EXIF, 16-bit, CMYK)
+                    type="filepath",
+                    image_mode=None,
+                    label="Image",
+                    elem_id="image-input",
+                    sources=["upload", "clipboard", "webcam"],
                 )
                 attention = gr.Dropdown(
                     [*attentions, NONE], value="cbam", label="Attention type", elem_id="attention-select"
@@ -283,16 +287,35 @@ def build_demo() -> gr.Blocks:
                     png = gr.DownloadButton("Download PNG", elem_id="download-png")
                     zipf = gr.DownloadButton("Download all (zip)", elem_id="download-zip")
         display = [cmap, alpha, norm, topk, block]
-        outputs = [predictions, gallery, block, big, chart, detail, status, png, zipf]
+        outputs = [predictions, gallery, block, big, chart, detail, status]
         model_inputs = [image, attention, arch, weights, *display]
-        run.click(run_analysis, model_inputs, [state, *outputs], api_name="analyze", concurrency_id="model")
+        private: dict[str, Any] = {"api_visibility": "private"}
+        events = [run.click(run_analysis, model_inputs, [state, *outputs], api_name="analyze", concurrency_id="model")]
         for trigger in (attention, arch, weights):
-            trigger.input(
-                run_analysis, model_inputs, [state, *outputs], api_visibility="private", concurrency_id="model"
+            events.append(
+                trigger.input(run_analysis, model_inputs, [state, *outputs], concurrency_id="model", **private)
             )
         for setting in display:
-            setting.input(render_outputs, [state, *display], outputs, api_visibility="private")
-        big.select(pick_query, [state, *display], [state, *outputs], api_visibility="private")
+            events.append(setting.input(render_outputs, [state, *display], outputs, **private))
+        events.append(big.select(pick_query, [state, *display], [state, *outputs], **private))
+        for event in events:  # the page updates first; the download files follow
+            event.success(make_exports, [state, *display], [png, zipf], **private)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any) -> gr.Blocks:
+    """Queue and launch with the safe defaults: loopback unless told otherwise, no share link, upload limit,
+    a bounded queue, errors shown to the user."""
+    demo.queue(max_size=32, default_concurrency_limit=1)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        show_error=True,
+        max_file_size=MAX_BYTES,
+        footer_links=["gradio", "settings"],
+        **kwargs,
+    )
     return demo
 
 
@@ -304,15 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     global DEVICE
     DEVICE = args.device or DEVICE or default_device()
-    demo = build_demo()
-    demo.queue(max_size=32, default_concurrency_limit=1)
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        share=False,
-        max_file_size=MAX_BYTES,
-        footer_links=["gradio", "settings"],
-    )
+    launch(build_demo(), args.host, args.port)
     return 0
 
 

@@ -36,7 +36,8 @@ DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query
 
 def safe_name(text: str) -> str:
     """A file-name-safe version of ``text``: only letters, digits, '.', '_' and '-'; no leading dots."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).lstrip(".") or "map"
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", re.sub(r"\.{2,}", "_", text))
+    return re.sub(r"_+", "_", name).lstrip(".") or "map"
 
 
 def spatial_views(views: list[View], norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:

@@ -1,0 +1,74 @@
+"""The app through its public API (gradio_client against a real server) and its handlers directly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+import app
+from tests.images import ASSET, bad_files, odd_images
+
+
+@pytest.fixture(scope="module")
+def client(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(app_url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def _check_ok(out: tuple, n_overlays: int | None = None) -> None:
+    predictions, gallery, _block, _big, _chart, _detail, status = out
+    assert len(predictions["confidences"]) == 5
+    assert gallery and all(Path(item["image"]).stat().st_size > 0 for item in gallery)
+    if n_overlays is not None:
+        assert len(gallery) == n_overlays
+    assert "untrained: maps are not meaningful" in status and "device: cpu" in status
+
+
+def test_analyze_endpoint(client: Client) -> None:
+    out = client.predict(handle_file(ASSET), "cbam", api_name="/analyze")
+    _check_ok(out, n_overlays=8)
+    assert out[4]["columns"][:3] == ["channel", "index", "weight"] and len(out[4]["data"]) == 32
+    out = client.predict(handle_file(ASSET), "da", api_name="/analyze")
+    _check_ok(out)
+    assert "pairwise" in out[1][-1]["caption"] or "memory" in out[1][-1]["caption"] or out[1]
+
+
+def test_odd_and_bad_uploads_then_a_normal_request(client: Client, tmp_path: Path) -> None:
+    outcomes: dict[str, str] = {}
+    for name, data in odd_images().items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        _check_ok(client.predict(handle_file(str(path)), "spatial", api_name="/analyze"))
+        outcomes[name] = "ok"
+    for name, (data, _) in bad_files().items():
+        path = tmp_path / name
+        path.write_bytes(data)
+        with pytest.raises(Exception) as err:
+            client.predict(handle_file(str(path)), "se", api_name="/analyze")
+        message = str(err.value)
+        assert any(w in message for w in ("Cannot use this image", "cannot identify", "exceeds limit", "empty")), (
+            message
+        )
+        outcomes[name] = message
+    _check_ok(client.predict(handle_file(ASSET), "eca", api_name="/analyze"))
+
+
+def test_no_image_gives_a_clear_message() -> None:
+    import gradio as gr
+
+    with pytest.raises(gr.Error, match="Upload an image first"):
+        app.run_analysis(None, "se")
+
+
+def test_display_change_does_not_rerun_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    state, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "random", "turbo", 0.5, "map", "32", None)
+    calls = []
+    monkeypatch.setattr(app, "analyze", lambda *a, **k: calls.append(1))
+    out = app.render_outputs(state, "gray", 1.0, "network", "all", None)
+    assert not calls
+    big = out[3]
+    assert big.shape == (300, 451, 3)
+    assert (big[..., 0] == big[..., 1]).all() and (big[..., 1] == big[..., 2]).all()  # gray colormap, alpha 1
+    png, zip_path = app.make_exports(state, "gray", 1.0, "network", "all", None)
+    assert Path(png).stat().st_size > 0 and Path(zip_path).suffix == ".zip"
