@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from . import AttentionRecorder, build_model, get_attention, list_attentions
 from .models import ARCHS, count_parameters
+from .render import COLORMAPS, NORM_MODES
 
 __all__ = ["main"]
 
@@ -43,6 +45,53 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def _images(paths: Sequence[str]) -> list[Path]:
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        else:
+            found.append(p)
+    return found
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from .analyze import ModelCache, analyze
+    from .export import safe_name, write_folder
+    from .image import ImageError
+
+    images = _images(args.inputs)
+    if not images:
+        print("no images found in " + ", ".join(args.inputs), file=sys.stderr)
+        return 2
+    settings = {"cmap": args.cmap, "alpha": args.alpha, "norm": args.norm, "topk": args.topk, "query": None}
+    cache = ModelCache(maxsize=1)
+    out = Path(args.out)
+    failed = 0
+    names: set[str] = set()
+    for i, path in enumerate(images, 1):
+        stem = safe_name(path.stem)
+        while stem in names:  # two inputs with the same name do not overwrite each other
+            stem += "_"
+        names.add(stem)
+        try:
+            result = analyze(
+                path, attention=args.attention, arch=args.arch, weights=args.weights, device=args.device, cache=cache
+            )
+        except (ImageError, ValueError) as e:
+            failed += 1
+            print(f"[{i}/{len(images)}] {path}: skipped: {e}", file=sys.stderr)
+            continue
+        files = write_folder(result, settings, out / stem)
+        top = result.predictions[0]
+        print(f"[{i}/{len(images)}] {path} -> {out / stem}/ ({len(files)} files; top-1 {top[0]} {top[1]:.3f})")
+    print(f"{len(images) - failed} of {len(images)} images rendered into {out}/")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attnviz`` console script."""
     parser = argparse.ArgumentParser(prog="attnviz", description=__doc__.splitlines()[0])
@@ -53,6 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     info.add_argument("--attention", choices=list_attentions())
     info.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
     info.set_defaults(func=_cmd_info)
+    render = sub.add_parser("render", help="write every map of images (files or folders) to a folder")
+    render.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    render.add_argument("--attention", choices=list_attentions(), required=True)
+    render.add_argument("--out", required=True, help="output folder; one subfolder per image")
+    render.add_argument("--arch", choices=list(ARCHS), default="resnet18")
+    render.add_argument("--weights", default="random", help="random | imagenet | a checkpoint path")
+    render.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    render.add_argument("--cmap", choices=list(COLORMAPS), default="turbo")
+    render.add_argument("--alpha", type=float, default=0.5)
+    render.add_argument("--norm", choices=list(NORM_MODES), default="map")
+    render.add_argument("--topk", type=int, default=32)
+    render.set_defaults(func=_cmd_render)
     args = parser.parse_args(argv)
     return int(args.func(args))
 
