@@ -82,6 +82,12 @@ def _status(result: Result, extra: list[str]) -> str:
     return "\n\n".join(lines)
 
 
+def _gray_tiles(tile01: np.ndarray, min_side: int = 384) -> np.ndarray:
+    """A 0..1 tiling as uint8, enlarged by whole pixels (nearest) so small feature grids stay visible."""
+    k = max(1, min_side // max(tile01.shape))
+    return np.clip(np.rint(tile01 * 255), 0, 255).astype(np.uint8).repeat(k, 0).repeat(k, 1)
+
+
 def _detail(view: View, views: list[View], query: tuple[float, float] | None, topk: int | None) -> tuple[Any, Any]:
     """(bar chart DataFrame, detail image) for the selected view."""
     chart = EMPTY_CHART
@@ -94,12 +100,12 @@ def _detail(view: View, views: list[View], query: tuple[float, float] | None, to
     elif view.kind == "channel_pairwise":
         detail = matrix_png(view.data, view.title)
     elif view.kind == "memory":
-        detail = np.clip(tile_maps(view.data) * 255, 0, 255).astype(np.uint8)
+        detail = _gray_tiles(tile_maps(view.data))
     elif view.kind == "pairwise" and view.grid is not None:
         h, w = view.grid
         qx, qy = query or (0.5, 0.5)
         heads = pairwise_query(view.data, view.grid, (min(int(qy * h), h - 1), min(int(qx * w), w - 1)))
-        detail = np.clip(tile_maps(heads, cols=len(heads)) * 255, 0, 255).astype(np.uint8)
+        detail = _gray_tiles(tile_maps(heads, cols=len(heads)))
     if isinstance(detail, bytes):
         from io import BytesIO
 
@@ -263,7 +269,12 @@ def build_demo() -> gr.Blocks:
                 status = gr.Markdown("Upload an image and press **Analyze**.", elem_id="status")
                 predictions = gr.Label(num_top_classes=5, label="Predictions", elem_id="predictions")
                 gallery = gr.Gallery(
-                    label="Overlays, by stage and block", columns=4, height="auto", format="png", elem_id="overlays"
+                    label="Overlays, by stage and block",
+                    columns=4,
+                    height="auto",
+                    format="png",
+                    object_fit="contain",
+                    elem_id="overlays",
                 )
                 block = gr.Dropdown(label="Block", choices=[], elem_id="block-select")
                 with gr.Row():
