@@ -9,6 +9,7 @@ Changing a display setting re-renders the kept Result; only the image, attention
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is i
 import gradio as gr
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 import attnviz
 from attnviz.analyze import AnalyzeError, Result, analyze, default_device
@@ -106,12 +108,8 @@ def _detail(view: View, views: list[View], query: tuple[float, float] | None, to
         qx, qy = query or (0.5, 0.5)
         heads = pairwise_query(view.data, view.grid, (min(int(qy * h), h - 1), min(int(qx * w), w - 1)))
         detail = _gray_tiles(tile_maps(heads, cols=len(heads)))
-    if isinstance(detail, bytes):
-        from io import BytesIO
-
-        from PIL import Image
-
-        detail = np.asarray(Image.open(BytesIO(detail)).convert("RGB"))
+    if isinstance(detail, bytes):  # a chart rendered to PNG
+        detail = np.asarray(Image.open(io.BytesIO(detail)).convert("RGB"))
     return chart, detail
 
 

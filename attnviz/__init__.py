@@ -1,10 +1,12 @@
 """attnviz: see what the attention blocks inside a ResNet are doing.
 
-Public API (DESIGN.md): list_attentions, create_attention, build_model, AttentionRecorder, AttentionMap.
+Public API (DESIGN.md): list_attentions, create_attention, build_model, AttentionRecorder, AttentionMap, analyze.
 """
 
+from .analyze import AnalyzeError, Result, analyze
 from .blocks import KINDS, create_attention, get_attention, list_attentions, register_attention
 from .capture import AttentionMap, AttentionRecorder
+from .image import ImageError
 from .models import ARCHS, build_model
 from .weights import LoadReport, load_backbone_state_dict
 
@@ -12,6 +14,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ARCHS",
+    "AnalyzeError",
+    "ImageError",
+    "Result",
+    "analyze",
     "KINDS",
     "AttentionMap",
     "AttentionRecorder",
