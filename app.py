@@ -54,6 +54,24 @@ DEVICE = os.environ.get("ATTNVIZ_DEVICE") or None
 EMPTY_CHART = pd.DataFrame({"channel": pd.Series(dtype=str), "weight": pd.Series(dtype=float)})
 
 
+class UploadImage(gr.Image):
+    """``gr.Image`` whose uploaded file reaches attnviz's decoder untouched.
+
+    Gradio's own preprocessing opens the file with PIL first, so a non-image, an empty file or a decompression
+    bomb would fail there with an unclear message; attnviz.decode_image gives each a clear one.
+    """
+
+    def get_block_name(self) -> str:
+        return "image"  # the same browser component as gr.Image
+
+    def preprocess(self, payload: Any) -> str | None:
+        if payload is None:
+            return None
+        if getattr(payload, "path", None) is None:  # e.g. a data: URL: let Gradio decode it
+            return super().preprocess(payload)  # type: ignore[return-value]
+        return str(payload.path)
+
+
 def _export_dir() -> Path:
     EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
     old = sorted(EXPORT_ROOT.iterdir(), key=lambda p: p.stat().st_mtime)
@@ -231,7 +249,7 @@ def build_demo() -> gr.Blocks:
         state = gr.State()
         with gr.Row():
             with gr.Column(scale=1):
-                image = gr.Image(  # image_mode=None: the file reaches attnviz's decoder untouched (EXIF, 16-bit, CMYK)
+                image = UploadImage(
                     type="filepath",
                     image_mode=None,
                     label="Image",
