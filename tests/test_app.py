@@ -71,3 +71,17 @@ def test_display_change_does_not_rerun_the_model(monkeypatch: pytest.MonkeyPatch
     assert (big[..., 0] == big[..., 1]).all() and (big[..., 1] == big[..., 2]).all()  # gray colormap, alpha 1
     png, zip_path = app.make_exports(state, "gray", 1.0, "network", "all", None)
     assert Path(png).stat().st_size > 0 and Path(zip_path).suffix == ".zip"
+
+
+def test_click_picks_the_pairwise_query() -> None:
+    import gradio as gr
+    import numpy as np
+
+    state, *first = app.run_analysis(ASSET, "mhsa", "resnet18", "random", "turbo", 1.0, "map", "32", None)
+    assert state["query"] is None
+    assert "query (4, 6)" in first[1][-1][1]  # the default query: the centre cell of layer4's 8x13 grid
+    click = gr.SelectData(None, {"index": [0, 0], "value": None, "selected": True})
+    new_state, *out = app.pick_query(state, "turbo", 1.0, "map", "32", None, click)
+    assert new_state["query"] == (0.0, 0.0)
+    assert not np.array_equal(out[3], first[3])  # the large view now shows the top-left query's attention
+    assert "query (0, 0)" in out[1][-1][1]  # the gallery caption names the query cell
