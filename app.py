@@ -34,6 +34,7 @@ from attnviz.image import MAX_BYTES, ImageError
 from attnviz.render import (
     COLORMAPS,
     NORM_MODES,
+    apply_colormap,
     branch_chart_png,
     channel_stats,
     channel_table,
@@ -105,15 +106,12 @@ def _status(result: Result, extra: list[str]) -> str:
 def _gray_tiles(tile01: np.ndarray, min_side: int = 384) -> np.ndarray:
     """A 0..1 tiling as uint8, enlarged by whole pixels (nearest) so small feature grids stay visible."""
     k = max(1, min_side // max(tile01.shape))
-    return np.clip(np.rint(tile01 * 255), 0, 255).astype(np.uint8).repeat(k, 0).repeat(k, 1)
+    return apply_colormap(tile01, "gray").repeat(k, 0).repeat(k, 1)
 
 
-def _detail(view: View, views: list[View], query: tuple[float, float] | None, topk: int | None) -> tuple[Any, Any]:
-    """(bar chart DataFrame, detail image) for the selected view."""
-    chart = EMPTY_CHART
-    channel = next((v for v in views if v.block == view.block and v.kind == "channel"), None)
-    if channel is not None:
-        chart = channel_table(channel.data, topk)
+def _detail(view: View, channel: View | None, topk: int | None) -> tuple[Any, Any]:
+    """(bar chart DataFrame, detail image) for the selected view; ``channel`` is its block's channel gate, if any."""
+    chart = EMPTY_CHART if channel is None else channel_table(channel.data, topk)
     detail = None
     if view.kind == "branch":
         detail = branch_chart_png(view.data, view.title, topk=topk)
@@ -121,10 +119,8 @@ def _detail(view: View, views: list[View], query: tuple[float, float] | None, to
         detail = matrix_png(view.data, view.title)
     elif view.kind == "memory":
         detail = _gray_tiles(tile_maps(view.data))
-    elif view.kind == "pairwise" and view.grid is not None:
-        h, w = view.grid
-        qx, qy = query or (0.5, 0.5)
-        heads = pairwise_query(view.data, view.grid, (min(int(qy * h), h - 1), min(int(qx * w), w - 1)))
+    elif view.kind == "pairwise" and view.grid is not None and view.cell is not None:
+        heads = pairwise_query(view.data, view.grid, view.cell)
         detail = _gray_tiles(tile_maps(heads, cols=len(heads)))
     if isinstance(detail, bytes):  # a chart rendered to PNG
         detail = np.asarray(Image.open(io.BytesIO(detail)).convert("RGB"))
@@ -153,8 +149,8 @@ def render_outputs(
     big, chart, detail = None, EMPTY_CHART, None
     if block is not None:
         view = views[keys.index(block)]
-        chart, detail = _detail(view, views, query, k)
         channel = next((v for v in views if v.block == view.block and v.kind == "channel"), None)
+        chart, detail = _detail(view, channel, k)
         if channel is not None:
             extra.append(f"{channel.block} channel gate: {channel_stats(channel.data)['note']}")
         if view in shown:

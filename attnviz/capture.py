@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .blocks.tap import Tap
+from .blocks.tap import KINDS, Tap
 
 __all__ = ["AttentionMap", "AttentionRecorder"]
 
@@ -110,8 +110,6 @@ class AttentionRecorder:
                 raise ValueError(f"not taps of this model: {unknown}; its taps are: {list(taps) or 'none'}")
             taps = {n: taps[n] for n in names}
         if kinds is not None:
-            from .blocks.tap import KINDS
-
             bad = [k for k in kinds if k not in KINDS]
             if bad:
                 raise ValueError(f"unknown kinds {bad}; valid kinds: {list(KINDS)}")

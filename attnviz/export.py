@@ -18,6 +18,7 @@ import numpy as np
 
 from .analyze import Result
 from .render import (
+    apply_colormap,
     branch_chart_png,
     channel_chart_png,
     encode_png,
@@ -89,7 +90,7 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         elif v.kind == "channel_pairwise":
             yield emit(f"charts/{stem}.png", matrix_png(v.data, v.title))
         elif v.kind == "memory":
-            yield emit(f"charts/{stem}.png", encode_png(_gray(tile_maps(v.data))))
+            yield emit(f"charts/{stem}.png", encode_png(apply_colormap(tile_maps(v.data), "gray")))
     for block, act in result.activations.items():
         buf = io.BytesIO()
         np.save(buf, act)
@@ -118,10 +119,6 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         "files": list(files),
     }
     yield "result.json", json.dumps(sidecar, indent=2).encode()
-
-
-def _gray(tile01: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(tile01 * 255), 0, 255).astype(np.uint8)
 
 
 def export_zip(result: Result, settings: DisplaySettings, path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .analyze import Result
-from .render import pairwise_query
+from .render import pairwise_query, query_cell
 
 __all__ = ["View", "build_views"]
 
@@ -37,6 +37,7 @@ class View:
         spatial_label: what ``spatial`` shows.
         is_gate: ``spatial`` holds gate values in 0..1 (the "absolute" normalisation is natural).
         grid: (h, w) of the feature map for pairwise/memory maps.
+        cell: (row, col) of the query cell on ``grid`` for pairwise maps.
     """
 
     key: str
@@ -48,6 +49,7 @@ class View:
     spatial_label: str
     is_gate: bool = False
     grid: tuple[int, int] | None = None
+    cell: tuple[int, int] | None = None
 
     @property
     def title(self) -> str:
@@ -73,19 +75,18 @@ def build_views(result: Result, query: tuple[float, float] | None = None) -> lis
     for m in result.maps:
         data = m.data[0].numpy()
         spatial: np.ndarray | None = None
-        label, gate, grid = "", False, m.size
+        label, gate, grid, cell = "", False, m.size, None
         if m.kind == "spatial":
             spatial, label, gate = data, "spatial gate", True
         elif m.kind in ("channel", "branch") and m.block not in blocks_with_spatial:
             spatial = _activation(result, m.name)
             label = "gate-weighted mean activation" if m.kind == "channel" else "mean output activation"
         elif m.kind == "pairwise" and m.size is not None:
-            h, w = m.size
-            cell = (min(int(qy * h), h - 1), min(int(qx * w), w - 1))
+            cell = query_cell((qx, qy), (1, 1), m.size)  # the query as fractions of a unit image
             spatial = pairwise_query(data, m.size, cell)[-1]
             label = f"attention from query ({cell[0]}, {cell[1]}), head mean"
         elif m.kind == "memory":
             unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
             spatial, label = data[unit], f"memory unit {unit} (most variable)"
-        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, grid))
+        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, grid, cell))
     return views
