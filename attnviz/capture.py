@@ -24,7 +24,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .blocks.tap import KINDS, Tap
 
-__all__ = ["AttentionMap", "AttentionRecorder"]
+__all__ = ["AttentionMap", "AttentionRecorder", "to_cpu"]
 
 _STAGE_RE = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)(?:\.|$)")
 
@@ -61,6 +61,37 @@ class AttentionMap:
         if m:
             return self.name[: m.end()].rstrip(".")
         return self.name.rpartition(".")[0]
+
+
+def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
+    """The tensors on the CPU, in order; those on a GPU travel as one flat buffer.
+
+    One device-to-host copy into pinned memory (non-blocking) and one wait, however many tensors; the pinned
+    buffer is then copied to ordinary memory and given back to PyTorch's pinned cache for the next batch, so
+    kept results never hold pinned pages. The returned tensors are views into that copy. CPU tensors are
+    returned as they are.
+    """
+    out = list(tensors)
+    on_gpu = [i for i, t in enumerate(out) if t.device.type != "cpu"]
+    if not on_gpu:
+        return out
+    by_device: dict[torch.device, list[int]] = {}
+    for i in on_gpu:
+        by_device.setdefault(out[i].device, []).append(i)
+    for device, idx in by_device.items():
+        flat = torch.cat([out[i].reshape(-1) for i in idx])  # on the device: float32, contiguous
+        cuda = device.type == "cuda"
+        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=cuda)
+        host.copy_(flat, non_blocking=cuda)
+        if cuda:
+            torch.cuda.current_stream(device).synchronize()  # the one wait: the copy has landed
+            host = host.clone()  # pageable; the pinned block returns to the cache
+        offset = 0
+        for i in idx:
+            n = out[i].numel()
+            out[i] = host[offset : offset + n].view(out[i].shape)
+            offset += n
+    return out
 
 
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
@@ -177,8 +208,10 @@ class AttentionRecorder:
         def hook(module: Tap, args: tuple, kwargs: dict, output: Tensor) -> None:
             data = module.canonical(output).detach()
             # A copy, not a view: later in-place ops (out += identity, ReLU(inplace)) would overwrite it
-            # (ATTENTION.md, bug 10). It stays on the device until read, so a GPU batch syncs once.
-            data = data.to(dtype=torch.float32, copy=True)
+            # (ATTENTION.md, bug 10); a channel mean or a cast is already a new tensor and is not copied again.
+            # It stays on the device until read, so a GPU batch is moved to the CPU in one transfer.
+            shared = data.untyped_storage().data_ptr() == output.untyped_storage().data_ptr()
+            data = data.to(dtype=torch.float32, copy=shared)
             size = kwargs.get("size")
             if size is None and module.kind in ("spatial", "memory"):
                 size = (int(data.shape[-2]), int(data.shape[-1]))
@@ -192,18 +225,27 @@ class AttentionRecorder:
 
         return hook
 
+    def _flush(self) -> None:
+        """Move the pending maps and the activations to the CPU together: one transfer, one sync on a GPU."""
+        n = len(self._pending)
+        moved = to_cpu([data for _, _, data, _ in self._pending] + list(self._acts.values()))
+        for (name, kind, _, size), data in zip(self._pending, moved[:n], strict=True):
+            self._maps.append(AttentionMap(name, kind, data, size))
+        self._acts = dict(zip(self._acts, moved[n:], strict=True))
+        self._pending.clear()
+
     @property
     def activations(self) -> dict[str, Tensor]:
         """Channel mean of each attention module's output, (B, H, W) CPU float32, by module path."""
-        return {k: v.to("cpu") for k, v in self._acts.items()}
+        if any(v.device.type != "cpu" for v in self._acts.values()):
+            self._flush()
+        return dict(self._acts)
 
     @property
     def maps(self) -> list[AttentionMap]:
         """Every captured map so far, in call order, as CPU float32 tensors."""
         if self._pending:
-            for name, kind, data, size in self._pending:
-                self._maps.append(AttentionMap(name, kind, data.to("cpu"), size))
-            self._pending.clear()
+            self._flush()
         return list(self._maps)
 
     def clear(self) -> None:
