@@ -134,7 +134,9 @@ class AttentionRecorder:
         activations: bool = False,
     ) -> None:
         self.model = model
-        taps = {n: m for n, m in model.named_modules() if isinstance(m, Tap)}
+        named = list(model.named_modules())  # walked once: __enter__ saves these modules' flags
+        self._modules = [m for _, m in named]
+        taps = {n: m for n, m in named if isinstance(m, Tap)}
         if names is not None:
             unknown = [n for n in names if n not in taps]
             if unknown:
@@ -165,7 +167,7 @@ class AttentionRecorder:
         try:
             self._pending.clear()
             self._maps.clear()
-            self._flags = [(m, m.training) for m in self.model.modules()]
+            self._flags = [(m, m.training) for m in self._modules]
             if self.eval_mode:
                 self.model.eval()
             self._acts.clear()
@@ -196,7 +198,8 @@ class AttentionRecorder:
                 handle.remove()
             self._handles.clear()
             for module, flag in self._flags:
-                module.training = flag
+                if module.training != flag:  # nn.Module.__setattr__ is slow: only what changed
+                    module.training = flag
             self._flags = []
         finally:
             if self._locked:

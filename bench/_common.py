@@ -1,0 +1,121 @@
+"""Shared by the benchmarks: interleaved timing, the machine/versions header, markdown tables.
+
+Every benchmark measures its variants side by side in one run, interleaved (A B, B A, A B, ...), and reports
+medians; ratios are medians of the per-round ratios, so a machine that slows down during the run (another job,
+thermal throttling) moves both sides of each ratio together.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from importlib import metadata
+
+import torch
+
+PACKAGES = ("torch", "torchvision", "numpy", "pillow", "opencv-python-headless", "gradio", "grad-cam", "torchcam")
+
+
+def command() -> str:
+    """The command line that reproduces this run."""
+    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda})"
+    return f"CPU, {torch.get_num_threads()} torch threads"
+
+
+def versions() -> str:
+    out = [f"python {platform.python_version()}"]
+    for pkg in PACKAGES:
+        try:
+            out.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(out)
+
+
+def header(title: str, device: str, note: str = "") -> None:
+    """Print the markdown heading of a result block: what, where, when, with what, and how to reproduce it."""
+    load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
+    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"\n### {title}\n")
+    print(f"- machine: {cpu_name()}, {os.cpu_count()} cores; load average at start {load}")
+    print(f"- device: {device_name(device)}")
+    print(f"- versions: {versions()}")
+    print(f"- date: {date}")
+    print(f"- command: `{command()}`")
+    if note:
+        print(f"- note: {note}")
+    print()
+
+
+def table(columns: list[str], rows: list[list[str]]) -> None:
+    """Print a markdown table."""
+    print("| " + " | ".join(columns) + " |")
+    print("| " + " | ".join("---" if i == 0 else "---:" for i in range(len(columns))) + " |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    sys.stdout.flush()
+
+
+def synchronize(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def interleave(
+    variants: dict[str, Callable[[], object]], repeat: int, warmup: int = 1, device: str = "cpu"
+) -> dict[str, list[float]]:
+    """Run every variant ``warmup`` times, then ``repeat`` rounds, alternating the order each round.
+
+    Returns:
+        name -> ``repeat`` wall times in ms (device work included: CUDA is synchronised after each call).
+    """
+    names = list(variants)
+    for _ in range(warmup):
+        for name in names:
+            variants[name]()
+            synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeat):
+        for name in names if r % 2 == 0 else names[::-1]:
+            synchronize(device)
+            t0 = time.perf_counter()
+            variants[name]()
+            synchronize(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def ratio(num: list[float], den: list[float]) -> float:
+    """Median of the per-round ratios num[i] / den[i]."""
+    return statistics.median(a / b for a, b in zip(num, den, strict=True))
+
+
+def p95(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
