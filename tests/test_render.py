@@ -476,6 +476,35 @@ def test_encode_png_round_trip(rng: np.random.Generator) -> None:
         encode_png(np.zeros((5, 7), np.float32))
 
 
+def test_encode_png_levels_and_jpeg(rng: np.random.Generator) -> None:
+    smooth = np.repeat(np.linspace(0, 255, 64).astype(np.uint8)[None, :, None], 48, 0).repeat(3, 2)  # (48, 64, 3)
+    for level in (0, 1, 9):
+        np.testing.assert_array_equal(np.asarray(_decode(encode_png(smooth, compress_level=level))), smooth)
+    with pytest.raises(ValueError, match=r"compress_level must be in 0..9, got 10"):
+        encode_png(smooth, compress_level=10)
+    with pytest.raises(TypeError, match="compress_level must be an int, got float"):
+        encode_png(smooth, compress_level=1.0)  # type: ignore[arg-type]
+    jpeg = render.encode_jpeg(smooth, quality=90)
+    assert jpeg[:3] == b"\xff\xd8\xff"
+    back = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")).astype(int)
+    assert back.shape == smooth.shape and np.abs(back - smooth).max() <= 4  # lossy, but close on a smooth image
+    with pytest.raises(ValueError, match=r"quality must be in 1..95, got 0"):
+        render.encode_jpeg(smooth, quality=0)
+    with pytest.raises(TypeError, match="arr must be uint8"):
+        render.encode_jpeg(smooth.astype(np.float32))
+
+
+def test_display_size() -> None:
+    assert render.display_size((451, 300), 800) == (451, 300)  # fits: kept
+    assert render.display_size((4000, 3000), 800) == (800, 600)
+    assert render.display_size((3000, 4000), 800) == (600, 800)
+    assert render.display_size((10_000, 3), 100) == (100, 1)  # never 0
+    with pytest.raises(ValueError, match="max_side must be in"):
+        render.display_size((10, 10), 0)
+    with pytest.raises(TypeError, match="size must be a pair"):
+        render.display_size(10, 10)  # type: ignore[arg-type]
+
+
 def test_charts_are_thread_safe_and_deterministic(rng: np.random.Generator) -> None:
     gate = rng.random(128)
     expected = channel_chart_png(gate, title="x")
