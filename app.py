@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -21,6 +22,10 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry, no checks
+# The server never downloads: weights come from local caches and files (ATTNVIZ_OFFLINE=0 allows downloads).
+os.environ.setdefault("ATTNVIZ_OFFLINE", "1")
+if os.environ["ATTNVIZ_OFFLINE"] == "1":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr
 import numpy as np
@@ -48,10 +53,16 @@ from attnviz.views import View, build_views
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "attnviz-exports"
-KEEP_EXPORTS = 64  # export folders kept on disk (oldest removed first)
+KEEP_EXPORTS = 64  # export folders kept on disk (oldest removed first) ...
+EXPORT_MAX_BYTES = int(os.environ.get("ATTNVIZ_EXPORT_MAX_BYTES", 1 << 30))  # ... and at most this many bytes in all
+KEEP_NEWEST = 4  # the newest exports stay whatever their size: their files may still be on their way to a browser
+CACHE_TTL_S = int(os.environ.get("ATTNVIZ_CACHE_TTL", 3600))  # Gradio's copies of uploads and outputs live this long
+QUEUE_SIZE = int(os.environ.get("ATTNVIZ_QUEUE_SIZE", 32))  # requests waiting; one more gets "busy, try again"
+MAX_SESSIONS = int(os.environ.get("ATTNVIZ_MAX_SESSIONS", 64))  # sessions whose last result is kept in memory
 NONE = "none (plain ResNet)"
 TOPK_CHOICES = ["16", "32", "64", "all"]
 DEVICE = os.environ.get("ATTNVIZ_DEVICE") or None
+SIZE = int(os.environ.get("ATTNVIZ_SIZE") or 0) or None  # short side the model sees (default: the weights')
 EMPTY_CHART = pd.DataFrame({"channel": pd.Series(dtype=str), "weight": pd.Series(dtype=float)})
 
 
@@ -73,14 +84,33 @@ class UploadImage(gr.Image):
         return str(payload.path)
 
 
+_EXPORT_LOCK = threading.Lock()
+
+
+def _tree_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def _export_dir() -> Path:
-    EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
-    old = sorted(EXPORT_ROOT.iterdir(), key=lambda p: p.stat().st_mtime)
-    for p in old[: max(0, len(old) - KEEP_EXPORTS + 1)]:
-        shutil.rmtree(p, ignore_errors=True)
-    d = EXPORT_ROOT / uuid.uuid4().hex
-    d.mkdir()
-    return d
+    """A fresh folder for one export; older ones are removed first (oldest first), so that at most
+    ``KEEP_EXPORTS`` folders and about ``EXPORT_MAX_BYTES`` stay on disk (the ``KEEP_NEWEST`` newest always stay)."""
+    with _EXPORT_LOCK:
+        EXPORT_ROOT.mkdir(parents=True, exist_ok=True)
+        dated = []
+        for p in EXPORT_ROOT.iterdir():
+            try:
+                dated.append((p.stat().st_mtime, p, _tree_bytes(p)))
+            except FileNotFoundError:  # removed meanwhile (another process sharing the folder)
+                continue
+        dated.sort(key=lambda t: t[0])
+        total = sum(size for _, _, size in dated)
+        while dated and (len(dated) >= KEEP_EXPORTS or total > EXPORT_MAX_BYTES) and len(dated) > KEEP_NEWEST:
+            _, p, size = dated.pop(0)
+            shutil.rmtree(p, ignore_errors=True)
+            total -= size
+        d = EXPORT_ROOT / uuid.uuid4().hex
+        d.mkdir()
+        return d
 
 
 def _topk(value: str | int | None) -> int | None:
@@ -190,7 +220,7 @@ def make_exports(
         png_path.write_bytes(
             figure_png(np.asarray(result.image), normed[i], cmap, alpha, v.title, ranges[i], v.spatial_label)
         )
-    zip_path = export_zip(result, settings, out / f"attnviz_{result.model['attention'] or 'plain'}.zip")
+    zip_path = export_zip(result, settings, out / f"attnviz_{safe_name(result.model['attention'] or 'plain')}.zip")
     return (str(png_path) if png_path else None), str(zip_path)
 
 
@@ -215,6 +245,7 @@ def run_analysis(
             arch=arch,
             weights=weights,
             device=DEVICE,
+            size=SIZE,
         )
     except ImageError as e:
         raise gr.Error(f"Cannot use this image: {e}") from None
@@ -240,7 +271,8 @@ def build_demo() -> gr.Blocks:
     """The Gradio app: wiring only."""
     attentions = attnviz.list_attentions()
     examples = sorted(str(p) for p in ASSETS.glob("*.jpg"))
-    with gr.Blocks(title="attnviz") as demo:
+    # Gradio's copies of uploads and outputs are deleted once CACHE_TTL_S old (and all of them at shutdown).
+    with gr.Blocks(title="attnviz", delete_cache=(max(1, min(CACHE_TTL_S, 600)), CACHE_TTL_S)) as demo:
         gr.Markdown("# attnviz\nSee what the attention blocks inside a ResNet compute: their own gates and softmaxes.")
         state = gr.State()
         with gr.Row():
@@ -326,16 +358,27 @@ def build_demo() -> gr.Blocks:
     return demo
 
 
-def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, **kwargs: Any) -> gr.Blocks:
+def launch(
+    demo: gr.Blocks,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    *,
+    queue_size: int | None = None,
+    max_sessions: int | None = None,
+    **kwargs: Any,
+) -> gr.Blocks:
     """Queue and launch with the safe defaults: loopback unless told otherwise, no share link, upload limit,
-    a bounded queue, errors shown to the user."""
-    demo.queue(max_size=32, default_concurrency_limit=1)
+    a bounded queue (``queue_size`` waiting requests, default ``QUEUE_SIZE``; one more is refused at once and the
+    page says the app is busy), at most ``max_sessions`` sessions' results kept (default ``MAX_SESSIONS``), errors
+    shown to the user."""
+    demo.queue(max_size=queue_size or QUEUE_SIZE, default_concurrency_limit=1)
     demo.launch(
         server_name=host,
         server_port=port,
         share=False,
         show_error=True,
         max_file_size=MAX_BYTES,
+        state_session_capacity=max_sessions or MAX_SESSIONS,
         footer_links=["gradio", "settings"],
         **kwargs,
     )
@@ -347,9 +390,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when available")
+    parser.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
     args = parser.parse_args(argv)
-    global DEVICE
+    global DEVICE, SIZE
     DEVICE = args.device or DEVICE or default_device()
+    SIZE = args.size or SIZE
     launch(build_demo(), args.host, args.port)
     return 0
 

@@ -70,6 +70,16 @@ class Result:
         return ""
 
 
+OOM_MESSAGE = "the GPU ran out of memory; try a smaller image, a smaller model or --device cpu"
+
+
+def _is_oom(e: BaseException) -> bool:
+    """Whether ``e`` is a CUDA out-of-memory error (cuDNN and cuBLAS raise theirs as plain RuntimeErrors)."""
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and ("out of memory" in str(e) or "ALLOC_FAILED" in str(e))
+    )
+
+
 def default_device() -> str:
     """``"cuda"`` when a GPU is available, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -157,6 +167,9 @@ def analyze(
     except ValueError:
         raise
     except Exception as e:
+        if _is_oom(e):
+            torch.cuda.empty_cache()
+            raise AnalyzeError(f"cannot load {arch} with {attention}: {OOM_MESSAGE}") from None
         raise AnalyzeError(f"cannot load {arch} with {attention} ({weights} weights): {e}") from None
     meta = model.weights_meta
     short = size or int(meta.get("resize_size", [224])[0])
@@ -177,9 +190,11 @@ def analyze(
         probs = torch.softmax(logits.float(), dim=1)[0]
         top = torch.topk(probs, min(topk, probs.numel()))
         top_p, top_i = top.values.cpu().tolist(), top.indices.cpu().tolist()  # one sync
-    except torch.cuda.OutOfMemoryError:
+    except RuntimeError as e:
+        if not _is_oom(e):
+            raise
         torch.cuda.empty_cache()
-        raise AnalyzeError("the GPU ran out of memory; try a smaller image, a smaller model or --device cpu") from None
+        raise AnalyzeError(OOM_MESSAGE) from None
     timings["forward"] = (time.perf_counter() - t0) * 1e3
 
     t0 = time.perf_counter()

@@ -35,10 +35,11 @@ __all__ = ["DisplaySettings", "export_files", "export_zip", "safe_name", "spatia
 DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query
 
 
-def safe_name(text: str) -> str:
-    """A file-name-safe version of ``text``: only letters, digits, '.', '_' and '-'; no leading dots."""
+def safe_name(text: str, max_len: int = 100) -> str:
+    """A file-name-safe version of ``text``: only letters, digits, '.', '_' and '-'; no leading dots; at most
+    ``max_len`` characters (file systems refuse names over 255 bytes)."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", re.sub(r"\.{2,}", "_", text))
-    return re.sub(r"_+", "_", name).lstrip(".") or "map"
+    return re.sub(r"_+", "_", name).lstrip(".")[:max_len] or "map"
 
 
 def spatial_views(views: list[View], norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:
