@@ -10,6 +10,7 @@ Sources (DESIGN.md, "Weights"):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,35 @@ def torchvision_meta(arch: str) -> dict[str, Any]:
     }
 
 
+def _offline() -> bool:
+    """Whether downloads are off (``ATTNVIZ_OFFLINE=1``, the app's default): weights come from local caches only."""
+    return os.environ.get("ATTNVIZ_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _imagenet_state_dict(arch: str) -> dict[str, Tensor]:
+    """torchvision's ImageNet state dict for ``arch`` from ``$TORCH_HOME/hub/checkpoints``, downloaded there first
+    unless downloads are off.
+
+    Raises:
+        ValueError: the file is not cached and downloads are off, or the download failed; the message names the
+            file and where it belongs.
+    """
+    w = imagenet_weights(arch)
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+    if not cached.is_file() and _offline():
+        raise ValueError(
+            f"ImageNet weights for {arch} are not in the cache ({cached}) and downloads are off "
+            "(ATTNVIZ_OFFLINE=1): place that file there, or pick other weights"
+        )
+    try:
+        return w.get_state_dict(progress=False, check_hash=False)
+    except OSError as e:  # no network (URLError), a timeout, a full disk
+        raise ValueError(
+            f"ImageNet weights for {arch} are not in the cache ({cached}) and could not be downloaded "
+            f"({getattr(e, 'reason', None) or e}): place that file there, or pick other weights"
+        ) from None
+
+
 def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file, never running pickled code.
 
@@ -159,7 +189,7 @@ def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
         if arch is None:
             raise ValueError("ImageNet weights need a model from attnviz.build_model (model.arch is not set)")
         w = imagenet_weights(arch)
-        report = load_backbone_state_dict(model, w.get_state_dict(progress=False, check_hash=False))
+        report = load_backbone_state_dict(model, _imagenet_state_dict(arch))
         model.weights_source = f"imagenet ({w})"  # type: ignore[assignment]
         model.weights_meta = torchvision_meta(arch)  # type: ignore[assignment]
         model.untrained_attention = bool(report.missing_attention)  # type: ignore[assignment]
