@@ -59,7 +59,7 @@ def _images(paths: Sequence[str]) -> list[Path]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .analyze import ModelCache, analyze
+    from .analyze import AnalyzeError, ModelCache, analyze
     from .export import safe_name, write_folder
     from .image import ImageError
 
@@ -81,10 +81,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
             result = analyze(
                 path, attention=args.attention, arch=args.arch, weights=args.weights, device=args.device, cache=cache
             )
-        except (ImageError, ValueError) as e:
+        except (ImageError, AnalyzeError) as e:  # this image cannot be used, or it ran out of memory: the next may do
             failed += 1
             print(f"[{i}/{len(images)}] {path}: skipped: {e}", file=sys.stderr)
             continue
+        except ValueError as e:  # the arch, attention or weights: every image would fail the same way
+            print(f"attnviz render: {e}", file=sys.stderr)
+            return 2
         files = write_folder(result, settings, out / stem)
         top = result.predictions[0]
         print(f"[{i}/{len(images)}] {path} -> {out / stem}/ ({len(files)} files; top-1 {top[0]} {top[1]:.3f})")
