@@ -85,3 +85,20 @@ def test_click_picks_the_pairwise_query() -> None:
     assert new_state["query"] == (0.0, 0.0)
     assert not np.array_equal(out[3], first[3])  # the large view now shows the top-left query's attention
     assert "query (0, 0)" in out[1][-1][1]  # the gallery caption names the query cell
+
+
+def test_large_images_are_shown_at_display_sizes(tmp_path: Path) -> None:
+    import gradio as gr
+    import numpy as np
+    from PIL import Image
+
+    path = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (1000, 2400, 3), dtype=np.uint8)).save(path)
+    state, _, gallery, _, big, *_ = app.run_analysis(str(path), "mhsa", "resnet18", "random", "turbo", 0.5, "map")
+    assert big.shape == (667, 1600, 3)  # the large view: longest side VIEW_SIDE, aspect kept
+    assert all(img.shape == (333, 800, 3) for img, _ in gallery)  # thumbnails: GALLERY_SIDE
+    click = gr.SelectData(None, {"index": [1599, 666], "value": None, "selected": True})
+    new_state, *_ = app.pick_query(state, "turbo", 0.5, "map", "32", None, click)
+    assert new_state["query"] == (1599 / 1600, 666 / 667)  # fractions of the view the click came from
+    files = app.DisplayGallery().postprocess(gallery[:2])
+    assert [Path(item.image.path).suffix for item in files.root] == [".jpg", ".jpg"]
