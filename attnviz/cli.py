@@ -3,6 +3,10 @@
 attnviz list                               the registered attention types, their placement and paper
 attnviz info --arch resnet50 [--attention cbam] [--size 224]
                                            parameters vs the plain network, and every map it captures
+attnviz render IMAGE_OR_DIR... --attention cbam --out DIR
+                                           every map of every image, as PNG, .npy and result.json
+attnviz train --data DIR --attention cbam --out CKPT   fine-tune on an image folder (attnviz.commands)
+attnviz eval --data SCENES                 accuracy and localisation of the demo checkpoints
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 import torch
 
 from . import AttentionRecorder, build_model, get_attention, list_attentions
+from .commands import add_eval_parser, add_train_parser
 from .models import ARCHS, count_parameters
 from .render import COLORMAPS, NORM_MODES
 
@@ -117,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("--norm", choices=list(NORM_MODES), default="map")
     render.add_argument("--topk", type=int, default=32)
     render.set_defaults(func=_cmd_render)
+    add_train_parser(sub)
+    add_eval_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -107,7 +107,7 @@ def build_model(
     arch: str = "resnet50",
     attention: str | None = None,
     *,
-    num_classes: int = 1000,
+    num_classes: int | None = None,
     weights: str | None = None,
     attention_kwargs: dict[str, Any] | None = None,
 ) -> nn.Module:
@@ -116,9 +116,10 @@ def build_model(
     Args:
         arch: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
         attention: a registry name (:func:`attnviz.list_attentions`) or ``None`` for the plain network.
-        num_classes: size of the classifier.
-        weights: ``None`` (random init) or ``"imagenet"``: torchvision's ImageNet weights through its
-            Weights API (cached under ``$TORCH_HOME``); attention blocks then start untrained.
+        num_classes: size of the classifier (default: the weights' classes, else 1000).
+        weights: ``None`` (random init); ``"imagenet"``: torchvision's ImageNet weights through its Weights API
+            (cached under ``$TORCH_HOME``), attention blocks then untrained; ``"demo"``: the shipped checkpoints
+            trained on cut-and-paste scenes (resnet18, every attention type); or a checkpoint path.
         attention_kwargs: extra keyword arguments for every inserted block (e.g. ``{"reduction": 8}``).
 
     Returns:
@@ -131,6 +132,12 @@ def build_model(
     """
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
+    from .weights import torchvision_meta, weights_card
+
+    card = weights_card(weights, arch, attention)
+    if card and num_classes is not None and num_classes != len(card["classes"]):
+        raise ValueError(f"these weights have {len(card['classes'])} classes, not num_classes={num_classes}")
+    num_classes = len(card["classes"]) if card else 1000 if num_classes is None else num_classes
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
     block, layers = ARCHS[arch]
@@ -141,8 +148,6 @@ def build_model(
     model.attention = attention  # type: ignore[assignment]
     model.weights_source = "random"  # type: ignore[assignment]
     model.untrained_attention = attention is not None  # type: ignore[assignment]
-    from .weights import torchvision_meta
-
     meta = torchvision_meta(arch)
     if num_classes != len(meta["categories"]):
         meta["categories"] = [f"class {i}" for i in range(num_classes)]

@@ -20,7 +20,7 @@ import numpy as np
 from .analyze import Result
 from .render import pairwise_query, query_cell
 
-__all__ = ["View", "build_views"]
+__all__ = ["View", "build_views", "spatial_view"]
 
 
 @dataclass
@@ -62,6 +62,35 @@ def _activation(result: Result, name: str) -> np.ndarray | None:
     return result.activations[max(owners, key=len)] if owners else None
 
 
+def spatial_view(
+    kind: str,
+    data: np.ndarray,
+    size: tuple[int, int] | None,
+    activation: np.ndarray | None,
+    query: tuple[float, float] = (0.5, 0.5),
+) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
+    """The spatial map to overlay for one map of one image (module docstring), its label, and the query cell.
+
+    Args:
+        kind: the map's kind; data: its canonical data without the batch dimension.
+        size: (h, w) of the feature map for pairwise/memory maps.
+        activation: channel mean of the owning attention module's output (h, w), for channel/branch kinds;
+            pass ``None`` where another view of the block is preferred (CBAM's spatial gate).
+        query: (x, y) fractions of the image for pairwise maps.
+    """
+    if kind == "spatial":
+        return data, "spatial gate", None
+    if kind in ("channel", "branch") and activation is not None:
+        return activation, "gate-weighted mean activation" if kind == "channel" else "mean output activation", None
+    if kind == "pairwise" and size is not None:
+        cell = query_cell(query, (1, 1), size)  # the query as fractions of a unit image
+        return pairwise_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell
+    if kind == "memory":
+        unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
+        return data[unit], f"memory unit {unit} (most variable)", None
+    return None, "", None
+
+
 def build_views(result: Result, query: tuple[float, float] | None = None) -> list[View]:
     """Views for every map of ``result``, in forward order.
 
@@ -69,24 +98,12 @@ def build_views(result: Result, query: tuple[float, float] | None = None) -> lis
         result: an :func:`attnviz.analyze` result.
         query: (x, y) as fractions (0..1) of the image's width and height for pairwise maps; default centre.
     """
-    qx, qy = query if query is not None else (0.5, 0.5)
     blocks_with_spatial = {m.block for m in result.maps if m.kind == "spatial"}
     views: list[View] = []
     for m in result.maps:
         data = m.data[0].numpy()
-        spatial: np.ndarray | None = None
-        label, gate, grid, cell = "", False, m.size, None
-        if m.kind == "spatial":
-            spatial, label, gate = data, "spatial gate", True
-        elif m.kind in ("channel", "branch") and m.block not in blocks_with_spatial:
-            spatial = _activation(result, m.name)
-            label = "gate-weighted mean activation" if m.kind == "channel" else "mean output activation"
-        elif m.kind == "pairwise" and m.size is not None:
-            cell = query_cell((qx, qy), (1, 1), m.size)  # the query as fractions of a unit image
-            spatial = pairwise_query(data, m.size, cell)[-1]
-            label = f"attention from query ({cell[0]}, {cell[1]}), head mean"
-        elif m.kind == "memory":
-            unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
-            spatial, label = data[unit], f"memory unit {unit} (most variable)"
-        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, grid, cell))
+        act = None if m.block in blocks_with_spatial else _activation(result, m.name)
+        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query or (0.5, 0.5))
+        gate = m.kind == "spatial"
+        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell))
     return views

@@ -4,8 +4,10 @@ Sources (DESIGN.md, "Weights"):
   ``"imagenet"``  torchvision's ImageNet weights for the backbone, through its Weights API (downloaded on
                   first use into ``$TORCH_HOME/hub/checkpoints``, read from there offline); inserted
                   attention blocks stay untrained.
-  a file path     a full checkpoint of this architecture and attention: ``.safetensors``, or a torch file
-                  read with ``torch.load(weights_only=True)`` (a pickle that would run code is refused).
+  ``"demo"``      the shipped checkpoints trained on cut-and-paste scenes (:mod:`attnviz.demo`).
+  a file path     a checkpoint of this architecture and attention: ``.safetensors`` (with a model card in
+                  its header, see :mod:`attnviz.checkpoint`), or a torch file read with
+                  ``torch.load(weights_only=True)`` (a pickle that would run code is refused).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
+from .checkpoint import read_card, read_checkpoint, tensors_sha256
 from .models import attention_modules
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "load_weights",
     "imagenet_weights",
     "torchvision_meta",
+    "weights_card",
 ]
 
 
@@ -175,11 +179,84 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
     return obj
 
 
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def weights_card(weights: str | Path | None, arch: str, attention: str | None) -> dict[str, Any]:
+    """The model card a weight source brings (``{}`` for none, random, imagenet or a file without a card).
+
+    Raises:
+        ValueError: the card's architecture or attention differs from the model asked for (both are named),
+            or ``"demo"`` is asked for an architecture or attention that has no shipped checkpoint.
+    """
+    if weights in (None, "random", "imagenet"):
+        return {}
+    if weights == "demo":
+        from .demo import DEMO_ARCH, demo_dir, demo_file
+
+        path = demo_file(attention)
+        if arch != DEMO_ARCH:
+            raise ValueError(f"demo checkpoints are {DEMO_ARCH} only, not {arch}; use --arch {DEMO_ARCH}")
+        if not path.is_file():
+            raise ValueError(f"no demo checkpoint for attention={attention!r}: {path.name} is not in {demo_dir()}")
+    else:
+        path = Path(str(weights))
+        if path.suffix not in CHECKPOINT_SUFFIXES and not path.exists():
+            raise ValueError(
+                f"unknown weights {weights!r}; use None, 'demo', 'imagenet', or a path to a .safetensors/.pt file"
+            )
+        if not path.is_file():
+            raise ValueError(f"checkpoint not found: {path}")
+    card = read_card(path)
+    if card and (card.get("arch") != arch or card.get("attention") != attention):
+        raise ValueError(
+            f"checkpoint {path.name} is for {card.get('arch')} with attention={card.get('attention')!r}, "
+            f"not {arch} with attention={attention!r}"
+        )
+    return card
+
+
+def _load_file(model: nn.Module, path: Path) -> dict[str, Any]:
+    """Load a full or delta checkpoint into ``model``; returns its card."""
+    sd, card = read_checkpoint(path)
+    what = f"{getattr(model, 'arch', None)} with attention={getattr(model, 'attention', None)!r}"
+    base = card.get("base")
+    if base:
+        base_path = path.parent / str(base.get("file"))
+        if not base_path.is_file():
+            raise ValueError(f"checkpoint {path.name} builds on {base_path.name}, which is not beside it")
+        base_sd = load_checkpoint_file(base_path)
+        if base.get("sha256") and tensors_sha256(base_sd) != base["sha256"]:
+            raise ValueError(f"checkpoint {path.name} builds on {base_path.name}, but that file's weights have changed")
+        load_backbone_state_dict(model, base_sd)
+        own = model.state_dict()
+        unexpected = [k for k in sd if k not in own]
+        mismatched = [k for k in sd if k in own and own[k].shape != sd[k].shape]
+        if unexpected or mismatched:
+            raise ValueError(
+                f"checkpoint {path.name} does not fit {what}: unexpected {unexpected[:8]}, wrong shape {mismatched[:8]}"
+            )
+        model.load_state_dict(sd, strict=False)
+        return card
+    try:
+        result = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"checkpoint {path.name} does not fit {what}: {str(e).splitlines()[-1].strip()}") from None
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {path.name} does not fit {what}: "
+            f"missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}"
+        )
+    return card
+
+
 def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
     """Load ``weights`` into a model made by :func:`attnviz.build_model` and record the source on it.
 
-    Sets ``model.weights_source`` and ``model.weights_meta`` (categories, mean, std, resize size) when the
-    source carries them.
+    Sources: ``"imagenet"`` (torchvision, attention untrained), ``"demo"`` (the shipped checkpoints, see
+    :mod:`attnviz.demo`), or a checkpoint file (full, or a delta naming its base). Sets ``model.weights_source``,
+    ``model.untrained_attention`` and ``model.weights_meta`` (categories, mean, std, resize size) from the
+    source's metadata or model card.
 
     Raises:
         ValueError: an unknown source, or weights that do not fit (the message says which keys).
@@ -194,15 +271,26 @@ def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
         model.weights_meta = torchvision_meta(arch)  # type: ignore[assignment]
         model.untrained_attention = bool(report.missing_attention)  # type: ignore[assignment]
         return report
-    p = Path(str(weights))
-    if p.suffix in (".safetensors", ".pt", ".pth", ".bin") or p.exists():
-        sd = load_checkpoint_file(p)
-        result = model.load_state_dict(sd, strict=False)
-        if result.missing_keys or result.unexpected_keys:
-            raise ValueError(
-                f"checkpoint {p.name} does not fit {arch} with attention={getattr(model, 'attention', None)!r}: "
-                f"missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}"
-            )
-        model.weights_source = f"file {p.name}"  # type: ignore[assignment]
-        return None
-    raise ValueError(f"unknown weights {weights!r}; use None, 'imagenet', or a path to a .safetensors/.pt file")
+    if weights == "demo":
+        from .demo import demo_file
+
+        p = demo_file(getattr(model, "attention", None))
+        weights_card(weights, str(arch), getattr(model, "attention", None))  # clear errors before reading
+        source = f"demo ({p.name})"
+    else:
+        p = Path(str(weights))
+        weights_card(p, str(arch), getattr(model, "attention", None))  # unknown source, missing file, wrong model
+        source = f"file {p.name}"
+    card = _load_file(model, p)
+    model.weights_source = source  # type: ignore[assignment]
+    model.untrained_attention = False  # type: ignore[assignment]
+    if card:
+        size = int(card.get("input_size", 224))
+        model.weights_meta = {  # type: ignore[assignment]
+            "categories": list(card["classes"]),
+            "mean": list(card["mean"]),
+            "std": list(card["std"]),
+            "resize_size": [size],
+        }
+        model.weights_card = card  # type: ignore[assignment]
+    return None

@@ -1,0 +1,262 @@
+"""Measured, not claimed: accuracy and localisation of attention maps on held-out scenes with object masks.
+
+For every map that yields a spatial view (the view the app overlays, :func:`attnviz.views.spatial_view`; for
+pairwise attention the attention each position *receives*, averaged over queries and heads, since no single
+query is privileged), each map is upsampled bilinearly to the image and min-max normalised, then scored:
+
+* pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016): the map's
+  maximum lies inside the object mask dilated by ``tolerance`` pixels. A flat map points nowhere (a miss).
+* energy in mask: the share of the map's mass inside the mask, next to the mask's share of the image (what a
+  uniform map scores).
+
+Scores are given per block, per stage (the mean of the stage's block maps) and for the stage-averaged map (the
+mean of the stage maps), against two baselines: a centred Gaussian (the centre prior) and the plain network's
+own activation map (channel mean of each stage's output, averaged the same way).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from .capture import AttentionRecorder
+from .views import spatial_view
+
+__all__ = ["LocalisationScores", "centre_prior", "evaluate_model", "markdown_table", "score_maps", "summary_row"]
+
+
+@dataclass
+class LocalisationScores:
+    """Running sums of pointing-game hits and mask energy for named maps."""
+
+    hits: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    energy: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    count: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def add(self, name: str, hit: Tensor, energy: Tensor) -> None:
+        self.hits[name] += float(hit.sum())
+        self.energy[name] += float(energy.sum())
+        self.count[name] += int(hit.numel())
+
+    def table(self) -> dict[str, dict[str, float]]:
+        """``{name: {"pointing": rate, "energy": mean share}}``, in insertion order."""
+        return {
+            n: {"pointing": round(self.hits[n] / c, 4), "energy": round(self.energy[n] / c, 4)}
+            for n, c in self.count.items()
+        }
+
+
+def _dilate(mask: Tensor, pixels: int) -> Tensor:
+    if pixels <= 0:
+        return mask
+    k = 2 * pixels + 1
+    return F.max_pool2d(mask[:, None].float(), k, stride=1, padding=pixels)[:, 0] > 0
+
+
+def score_maps(maps: Tensor, masks: Tensor, tolerance: int = 0) -> tuple[Tensor, Tensor]:
+    """Pointing-game hits and energy in mask for a batch.
+
+    Args:
+        maps: (B, H, W) non-negative maps at the image's resolution (e.g. min-max normalised).
+        masks: (B, H, W) bool object masks.
+        tolerance: the pointing game accepts a maximum within this many pixels of the mask.
+
+    Returns:
+        hits (B,) float 0/1 and energy (B,) share of each map's mass inside its mask.
+    """
+    b = maps.shape[0]
+    flat = maps.reshape(b, -1)
+    spread = flat.amax(1) - flat.amin(1)
+    peak = flat.argmax(1)  # (B,)
+    inside = _dilate(masks, tolerance).reshape(b, -1).gather(1, peak[:, None])[:, 0]
+    hits = (inside & (spread > 1e-6)).float()
+    m = masks.reshape(b, -1).float()
+    energy = (flat * m).sum(1) / flat.sum(1).clamp(min=1e-12)
+    return hits, energy
+
+
+def centre_prior(size: tuple[int, int], sigma: float = 0.25) -> Tensor:
+    """(H, W) Gaussian centred on the image, ``sigma`` as a fraction of each side: the centre-bias baseline."""
+    h, w = size
+    y = (torch.arange(h, dtype=torch.float32) + 0.5) / h - 0.5
+    x = (torch.arange(w, dtype=torch.float32) + 0.5) / w - 0.5
+    return torch.exp(-(y[:, None] ** 2 + x[None, :] ** 2) / (2 * sigma**2))
+
+
+def _to_image(m: Tensor, size: tuple[int, int]) -> Tensor:
+    """(B, h, w) -> (B, H, W) bilinear, min-max normalised per image to [0, 1]."""
+    up = F.interpolate(m[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    lo = up.flatten(1).amin(1)[:, None, None]
+    hi = up.flatten(1).amax(1)[:, None, None]
+    return (up - lo) / (hi - lo).clamp(min=1e-12)
+
+
+def _block_maps(rec: AttentionRecorder) -> dict[str, tuple[int | None, Tensor]]:
+    """block path -> (stage, (B, h, w) map) from a recorder's maps, one per block (its spatial view)."""
+    maps = rec.maps
+    acts = rec.activations
+    with_spatial = {m.block for m in maps if m.kind == "spatial"}
+    out: dict[str, tuple[int | None, Tensor]] = {}
+    for m in maps:
+        if m.block in out and m.kind != "spatial":
+            continue  # one view per block; a spatial gate (CBAM) wins over the channel view
+        if m.kind == "pairwise" and m.size is not None:
+            b = m.data.shape[0]  # data (B, heads, N, N)
+            received = m.data.mean(dim=(1, 2)).reshape(b, *m.size)  # (B, h, w): attention each key receives
+            out[m.block] = (m.stage, received)
+            continue
+        owners = [k for k in acts if m.name.startswith(k + ".")]
+        act = acts[max(owners, key=len)] if owners and m.block not in with_spatial else None
+        views = []
+        for i in range(m.data.shape[0]):
+            spatial, _, _ = spatial_view(m.kind, m.data[i].numpy(), m.size, None if act is None else act[i].numpy())
+            if spatial is None:
+                break
+            views.append(torch.as_tensor(np.ascontiguousarray(spatial)))
+        if len(views) == m.data.shape[0]:
+            out[m.block] = (m.stage, torch.stack(views))
+    return out
+
+
+def _aggregate(blocks: dict[str, tuple[int | None, Tensor]], size: tuple[int, int]) -> dict[str, Tensor]:
+    """Per block, per stage (mean of its blocks) and ``average`` (mean of the stages), all (B, H, W) in [0, 1]."""
+    out: dict[str, Tensor] = {}
+    stages: dict[int, list[Tensor]] = defaultdict(list)
+    for name, (stage, m) in blocks.items():
+        img = _to_image(m, size)
+        out[name] = img
+        if stage is not None:
+            stages[stage].append(img)
+    stage_maps = {f"stage{s}": torch.stack(v).mean(0) for s, v in sorted(stages.items())}
+    out.update(stage_maps)
+    if stage_maps:
+        out["average"] = torch.stack(list(stage_maps.values())).mean(0)
+    return out
+
+
+@torch.inference_mode()
+def evaluate_model(
+    model: nn.Module,
+    dataset: Dataset,
+    *,
+    mean: list[float],
+    std: list[float],
+    batch_size: int = 32,
+    tolerance: float = 0.05,
+    device: str | torch.device = "cpu",
+    baselines: bool = False,
+    num_workers: int = 0,
+) -> dict:
+    """Top-1 accuracy and localisation scores of ``model`` on ``dataset`` (items: image in [0, 1], label, mask).
+
+    Args:
+        tolerance: pointing-game tolerance as a fraction of the image's shorter side.
+        baselines: also score the centre prior and this model's own stage activations (use on the plain model).
+
+    Returns:
+        ``{"accuracy", "images", "mask_share", "localisation": {name: {"pointing", "energy"}},
+        "baselines": {...}}``; names are block paths, ``stageK`` and ``average``.
+    """
+    device = torch.device(device)
+    model.eval().to(device)
+    m_ = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s_ = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    scores, base = LocalisationScores(), LocalisationScores()
+    correct = seen = 0
+    mask_share = 0.0
+    stage_acts: dict[str, Tensor] = {}
+    hooks = []
+    if baselines:
+        for k in range(1, 5):
+            layer = getattr(model, f"layer{k}", None)
+            if layer is not None:
+                hooks.append(layer.register_forward_hook(_keep(stage_acts, f"stage{k}")))
+    try:
+        for x, y, mask in loader:
+            size = (int(x.shape[2]), int(x.shape[3]))
+            tol = round(tolerance * min(size))
+            with AttentionRecorder(model, activations=True) as rec:
+                logits = model(((x.to(device) - m_) / s_).contiguous(memory_format=torch.channels_last))
+            correct += int((logits.argmax(1).cpu() == y).sum())
+            seen += int(y.numel())
+            mask_share += float(mask.float().mean(dim=(1, 2)).sum())
+            for name, img in _aggregate(_block_maps(rec), size).items():
+                scores.add(name, *score_maps(img, mask, tol))
+            if baselines:
+                prior = centre_prior(size).expand(x.shape[0], *size)
+                base.add("centre prior", *score_maps(prior, mask, tol))
+                acts = {k: (int(k[-1]), v.cpu()) for k, v in stage_acts.items()}
+                for name, img in _aggregate(acts, size).items():
+                    base.add(f"activation {name}", *score_maps(img, mask, tol))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {
+        "accuracy": round(correct / max(1, seen), 4),
+        "images": seen,
+        "mask_share": round(mask_share / max(1, seen), 4),
+        "tolerance_px": round(tolerance * min(size)) if seen else None,
+        "localisation": scores.table(),
+        "baselines": base.table(),
+    }
+
+
+def _keep(store: dict[str, Tensor], name: str):
+    def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
+        store[name] = output.detach().float().mean(1)  # (B, h, w) channel mean
+
+    return hook
+
+
+def summary_row(attention: str | None, result: dict, plain: dict | None) -> dict:
+    """The headline numbers of one evaluation: accuracy (and its difference to the plain backbone), the best
+    stage and the stage-averaged map on the pointing game, energy in mask of the stage-averaged map."""
+    loc = result["localisation"]
+    stages = {k: v for k, v in loc.items() if k.startswith("stage")}
+    best = max(stages.items(), key=lambda kv: kv[1]["pointing"]) if stages else None
+    row = {
+        "attention": attention or "none (plain)",
+        "accuracy": result["accuracy"],
+        "delta": None if plain is None else round(result["accuracy"] - plain["accuracy"], 4),
+        "best_stage": None if best is None else best[0],
+        "best_stage_pointing": None if best is None else best[1]["pointing"],
+        "stage_pointing": {k: v["pointing"] for k, v in stages.items()},
+        "average_pointing": loc.get("average", {}).get("pointing"),
+        "average_energy": loc.get("average", {}).get("energy"),
+    }
+    return row
+
+
+def markdown_table(rows: list[dict], baselines: dict, mask_share: float) -> str:
+    """A README table of :func:`summary_row` rows, with the baselines underneath."""
+
+    def pct(v: float | None) -> str:
+        return "–" if v is None else f"{100 * v:.1f}"
+
+    lines = [
+        "| attention | test acc % | Δ vs plain | pointing % by stage (1/2/3/4) | best stage | stage-avg pointing % "
+        "| stage-avg energy % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        by_stage = "/".join(pct(r["stage_pointing"].get(f"stage{k}")) for k in range(1, 5))
+        delta = "–" if r["delta"] is None else f"{100 * r['delta']:+.1f}"
+        lines.append(
+            f"| {r['attention']} | {pct(r['accuracy'])} | {delta} | {by_stage if r['stage_pointing'] else '–'} "
+            f"| {r['best_stage'] or '–'} | {pct(r['average_pointing'])} | {pct(r['average_energy'])} |"
+        )
+    lines.append("")
+    lines.append(f"Baselines on the same test scenes (object mask covers {pct(mask_share)} % of the image on average):")
+    lines.append("")
+    lines.append("| baseline | pointing % | energy % |")
+    lines.append("|---|---|---|")
+    for name, v in baselines.items():
+        lines.append(f"| {name} | {pct(v['pointing'])} | {pct(v['energy'])} |")
+    return "\n".join(lines)
