@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
 import pytest
 import torch
 
@@ -18,19 +24,30 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@pytest.fixture(scope="session")
-def app_url() -> str:
-    """The real Gradio app, served on a free loopback port for the whole session."""
-    import os
-    import socket
+def free_port() -> int:
+    """A TCP port free on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
+
+@contextlib.contextmanager
+def serve_app(**launch_kwargs: Any) -> Iterator[tuple[str, Any]]:
+    """The real Gradio app (``app.launch`` with ``launch_kwargs``) on a free loopback port: yields (url, demo)."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     import app
 
     app.DEVICE = "cpu"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    demo = app.launch(app.build_demo(), "127.0.0.1", port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/"
-    demo.close()
+    port = free_port()
+    demo = app.launch(app.build_demo(), "127.0.0.1", port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/", demo
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url() -> Iterator[str]:
+    """The real Gradio app, served on a free loopback port for the whole session."""
+    with serve_app() as (url, _):
+        yield url

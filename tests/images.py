@@ -7,7 +7,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 ASSET = "assets/chelsea_cat.jpg"
 
@@ -45,6 +45,19 @@ def exif_rotated_jpeg() -> bytes:
     return _save(Image.fromarray(arr), "JPEG", exif=exif.tobytes(), quality=95)
 
 
+def exif_upright_png() -> bytes:
+    """The pixels :func:`exif_rotated_jpeg` shows once its EXIF rotation is applied, stored upright as a PNG."""
+    return _save(ImageOps.exif_transpose(Image.open(io.BytesIO(exif_rotated_jpeg()))), "PNG")
+
+
+def jpeg_bomb(width: int = 50000, height: int = 50000) -> bytes:
+    """A small JPEG whose frame header (SOF0) declares width x height pixels."""
+    data = bytearray(_save(Image.new("RGB", (16, 16)), "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
 def odd_images() -> dict[str, bytes]:
     """name -> bytes of every odd-but-valid image the pipeline must turn into a correct RGB image."""
     p = photo()
@@ -78,5 +91,6 @@ def bad_files() -> dict[str, tuple[bytes, str]]:
         "truncated.jpg": (jpeg[: len(jpeg) // 3], "truncated or corrupt"),
         "empty.png": (b"", "empty"),
         "bomb.png": (png_bomb(), "declares too many pixels; it was not decoded .*2500000000 pixels"),
+        "bomb.jpg": (jpeg_bomb(), "declares too many pixels; it was not decoded .*2500000000 pixels"),
         "bomb_100mp.png": (png_bomb(10000, 10000), r"10000x10000 = 100 megapixels, above the limit of 40 MP"),
     }
