@@ -106,6 +106,8 @@ class ModelCache:
                 return model
             model = build_model(arch, attention, weights=None if weights in (None, "random") else weights)
             model = model.to(device).eval()
+            if device == "cuda":  # cuDNN's fastest (bfloat16, tensor core) convolutions take NHWC
+                model = model.to(memory_format=torch.channels_last)
             with torch.inference_mode():
                 model(torch.zeros(1, 3, 64, 64, device=device))  # warm-up: allocator, kernels
             self._models[key] = model
