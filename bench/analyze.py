@@ -1,100 +1,196 @@
-"""Time attnviz.analyze (decode, preprocess, forward + capture) and the app's rendering against a bare forward.
+"""attnviz end to end vs a bare forward and vs gradient CAMs, on the same model and image, in one run.
 
-    python bench/analyze.py [--archs resnet18 resnet50] [--attention cbam] [--repeat 10]
+    python bench/analyze.py [--quick] [--archs resnet18 resnet50] [--attentions cbam] [--size 224] [--repeat 10]
 
-Prints medians in ms and ratios to the bare forward, measured side by side in one run (these machines are noisy).
+Variants, interleaved round by round (medians; ratios are medians of per-round ratios):
+  bare       the model's forward alone (inference_mode; on CUDA bfloat16 autocast as the app), input prepared
+  analyze    attnviz.analyze: decode the file, preprocess, forward + capture (maps on the CPU)
+  request    what the server does for one Analyze click: app.run_analysis (analyze + every overlay and chart the
+             page shows) and Gradio's postprocessing of every output (image encoding, files in its cache)
+  display    a display-setting change: render_outputs + postprocessing, no model run
+  grad-cam   pytorch-grad-cam GradCAM on layer4[-1] (forward + backward + CAM), the prepared input
+  torchcam   torchcam GradCAM on layer4 (forward + backward + CAM), the prepared input
+Then, outside the interleaving, where the request's time goes (medians of the same number of rounds), and the
+zip the page prepares after each render (exports). Prints markdown blocks for bench/RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import contextlib
+import sys
 import time
+import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
+from _common import header, interleave, med, ratio, table
 
-from attnviz.analyze import ModelCache, analyze
-from attnviz.export import export_zip, spatial_views
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # app.py
+
+import app
+from attnviz import render
+from attnviz.analyze import DEFAULT_CACHE, analyze
+from attnviz.export import spatial_views
 from attnviz.image import decode_image, preprocess
-from attnviz.render import overlay
 from attnviz.views import build_views
 
 IMAGE = Path(__file__).resolve().parent.parent / "assets" / "chelsea_cat.jpg"
-
-
-def median_ms(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+OUTPUT_IDS = ["predictions", "overlays", None, "block-view", "channel-chart", "block-detail", "status"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", nargs="+", default=["resnet18", "resnet50"])
-    ap.add_argument("--attention", default="cbam")
+    ap.add_argument("--attentions", nargs="+", default=["cbam"])
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    ap.add_argument("--no-cams", action="store_true", help="skip pytorch-grad-cam and torchcam")
+    ap.add_argument("--quick", action="store_true", help="resnet50 + cbam, 3 rounds")
     args = ap.parse_args()
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, image {IMAGE.name}")
-    print(
-        f"{'arch':9} {'bare fwd':>9} {'analyze':>8} {'= decode':>9} {'prep':>6} {'fwd+hooks':>10} {'capture':>8} "
-        f"{'render':>7} {'zip':>7} {'analyze/bare':>13} {'+render/bare':>13}"
+    if args.quick:
+        args.archs, args.attentions, args.repeat = ["resnet50"], ["cbam"], min(args.repeat, 3)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    app.DEVICE, app.SIZE = device, args.size
+    demo = app.build_demo()
+    comps = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    outputs = [comps[i] if i else None for i in OUTPUT_IDS]
+    w, h = decode_image(IMAGE).image.size
+    header(
+        "End to end vs bare forward and gradient CAMs (bench/analyze.py)",
+        device,
+        f"image {IMAGE.name} ({w}x{h}), short side {args.size}, random weights; medians of {args.repeat} "
+        "interleaved rounds; ratios = medians of per-round ratios to the bare forward",
     )
+    rows, parts = [], []
     for arch in args.archs:
-        bench_arch(arch, args, device)
+        for attention in args.attentions:
+            row, part = bench_one(arch, attention, args, device, outputs)
+            rows.append(row)
+            parts.append(part)
+    cols = ["arch", "attention", "bare ms", "analyze ms (x)", "request ms (x)", "display ms (x)"]
+    if not args.no_cams:
+        cols += ["pytorch-grad-cam ms (x)", "torchcam ms (x)", "request / grad-cam"]
+    print("\nEnd to end (x = ratio to the bare forward):\n")
+    table(cols, rows)
+    print(
+        "\nWhere a request's time goes (ms, medians; `exports` is the zip + PNG the page prepares after each render):\n"
+    )
+    table(list(parts[0]), [list(p.values()) for p in parts])
 
 
-def bench_arch(arch: str, args: argparse.Namespace, device: str) -> None:
-    """One line of the table: medians over ``args.repeat`` interleaved runs."""
-    cache = ModelCache(1)
-    kw = {"attention": args.attention, "arch": arch, "device": device, "size": args.size, "cache": cache}
-    r = analyze(IMAGE, **kw)  # builds and warms the model
-    model = cache.models()[0]
+def _postprocess(outputs: list, values: tuple) -> None:
+    """What Gradio does with a handler's return values before sending them: encode images, write cache files."""
+    for comp, value in zip(outputs, values, strict=True):
+        if comp is not None:
+            comp.postprocess(value)
+
+
+def bench_one(arch: str, attention: str, args: argparse.Namespace, device: str, outputs: list) -> tuple[list, dict]:
+    """One row of each table."""
+    cuda = device == "cuda"
+    state, *_ = app.run_analysis(str(IMAGE), attention, arch, "random", "turbo", 0.5, "map", "32", None)
+    model = DEFAULT_CACHE.get(arch, attention, "random", device)
     meta = model.weights_meta
     x = preprocess(decode_image(IMAGE).image, args.size, meta["mean"], meta["std"]).to(device)
+    if cuda:
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def bare() -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
             model(x)
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    parts: dict[str, list[float]] = {}
 
     def full() -> None:
-        res = analyze(IMAGE, **kw)
-        for k, v in res.timings.items():
-            parts.setdefault(k, []).append(v)
+        analyze(IMAGE, attention=attention, arch=arch, device=device, size=args.size)
 
-    image = np.asarray(r.image)
+    def request() -> None:
+        _, *values = app.run_analysis(str(IMAGE), attention, arch, "random", "turbo", 0.5, "map", "32", None)
+        _postprocess(outputs, tuple(values))
 
-    def render() -> None:  # what the page shows: every overlay of the gallery
-        _, normed, _ = spatial_views(build_views(r), "map")
-        for m01 in normed:
-            overlay(image, m01, "turbo", 0.5)
+    def display() -> None:
+        _postprocess(outputs, app.render_outputs(state, "viridis", 0.6, "stage", "32", None))
 
-    settings = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32, "query": None}
-    out = Path("/tmp/attnviz-bench.zip")
-    # interleave so both see the same machine state
-    t_bare, t_full, t_render, t_zip = [], [], [], []
+    variants = {"bare": bare, "analyze": full, "request": request, "display": display}
+    if not args.no_cams:
+        from pytorch_grad_cam import GradCAM
+        from torchcam.methods import GradCAM as TorchcamGradCAM
+
+        def grad_cam() -> None:
+            with GradCAM(model=model, target_layers=[model.layer4[-1]]) as cam:
+                cam(input_tensor=x, targets=None)
+
+        def torchcam() -> None:
+            with TorchcamGradCAM(model, target_layer="layer4") as extractor:
+                scores = model(x)
+                extractor(scores[0].argmax().item(), scores)
+
+        variants |= {"grad-cam": grad_cam, "torchcam": torchcam}
+    t = interleave(variants, args.repeat, warmup=1, device=device)
+    b = med(t["bare"])
+
+    def cell(name: str) -> str:
+        return f"{med(t[name]):.1f} ({ratio(t[name], t['bare']):.2f})"
+
+    row = [arch, attention, f"{b:.1f}", cell("analyze"), cell("request"), cell("display")]
+    if not args.no_cams:
+        row += [cell("grad-cam"), cell("torchcam"), f"{ratio(t['request'], t['grad-cam']):.2f}"]
+    return row, breakdown(arch, attention, state, args, device, outputs)
+
+
+def breakdown(arch: str, attention: str, state: dict, args: argparse.Namespace, device: str, outputs: list) -> dict:
+    """Medians of each stage of a request, timed one by one as the app runs them."""
+    acc: dict[str, list[float]] = {}
+
+    @contextlib.contextmanager
+    def clock(name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        yield
+        acc.setdefault(name, []).append((time.perf_counter() - t0) * 1e3)
+
+    gallery, big, detail = outputs[1], outputs[3], outputs[5]
     for _ in range(args.repeat):
-        t_bare.append(median_ms(bare, 1))
-        t_full.append(median_ms(full, 1))
-        t_render.append(median_ms(render, 1))
-    for _ in range(max(2, args.repeat // 4)):
-        t_zip.append(median_ms(lambda: export_zip(r, settings, out), 1))
-    b, f, rd, z = (statistics.median(t) for t in (t_bare, t_full, t_render, t_zip))
-    p = {k: statistics.median(v) for k, v in parts.items()}
-    print(
-        f"{arch:9} {b:9.1f} {f:8.1f} {p['decode']:9.1f} {p['preprocess']:6.1f} {p['forward']:10.1f} "
-        f"{p['capture']:8.2f} {rd:7.1f} {z:7.0f} {f / b:13.2f} {(f + rd) / b:13.2f}"
-    )
+        result = analyze(IMAGE, attention=attention, arch=arch, device=device, size=args.size)
+        for k in ("decode", "preprocess", "forward", "capture"):
+            acc.setdefault(k if k != "forward" else "forward+hooks", []).append(result.timings[k])
+        with clock("views"):
+            views = build_views(result)
+        with clock("normalise"):
+            shown, normed, _ = spatial_views(views, "map")
+        image = np.asarray(result.image)  # fits the display sizes: the app's resize is a no-op here
+        with clock("upsample"):
+            ups = [render.upsample(m, (image.shape[1], image.shape[0])) for m in normed]
+        with clock("colormap"):
+            [render.apply_colormap(u, "turbo") for u in ups]
+        with clock("overlay (all)"):
+            overlays = [render.overlay(image, m, "turbo", 0.5) for m in normed]
+        acc.setdefault("blend", []).append(acc["overlay (all)"][-1] - acc["upsample"][-1] - acc["colormap"][-1])
+        with clock("chart table"):
+            render.channel_table(views[0].data if views[0].kind == "channel" else np.ones(8))
+        values = app.render_outputs({"result": result, "query": None}, "turbo", 0.5, "map", "32", None)
+        acc.setdefault("render (app)", []).append(result.timings["render"])
+        with clock("encode gallery"):
+            gallery.postprocess(list(zip(overlays, [v.title for v in shown], strict=True)))
+        with clock("encode view"):
+            big.postprocess(values[3])
+        with clock("encode detail"):
+            detail.postprocess(values[5])
+    acc["exports"] = []
+    for _ in range(max(1, args.repeat // 5)):
+        t0 = time.perf_counter()
+        _, zip_path = app.make_exports(state, "turbo", 0.5, "map", "32", None)
+        acc["exports"].append((time.perf_counter() - t0) * 1e3)
+    with zipfile.ZipFile(zip_path) as zf:
+        n_files = len(zf.namelist())
+    out = {"arch": arch, "attention": attention}
+    order = ["decode", "preprocess", "forward+hooks", "capture", "views", "normalise", "upsample", "colormap"]
+    order += ["blend", "chart table", "render (app)", "encode gallery", "encode view", "encode detail", "exports"]
+    for k in order:
+        out[k] = f"{med(acc[k]):.1f}"
+    out["exports"] += f" ({n_files} files)"
+    return out
 
 
 if __name__ == "__main__":
