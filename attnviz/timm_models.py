@@ -251,11 +251,19 @@ def _cached_file(name: str) -> str | None:
     return path if isinstance(path, str) and os.path.isfile(path) else None
 
 
-def _offline() -> bool:
+def _downloads_off() -> str | None:
+    """The variable that turns downloads off (``HF_HUB_OFFLINE``, read by huggingface_hub at import or now, or
+    attnviz's ``ATTNVIZ_OFFLINE``, the app's default), or ``None``."""
     from huggingface_hub import constants
 
-    env = os.environ.get("HF_HUB_OFFLINE", "") or os.environ.get("TRANSFORMERS_OFFLINE", "")
-    return bool(constants.HF_HUB_OFFLINE) or env.strip().upper() in {"1", "ON", "YES", "TRUE"}
+    def on(var: str) -> bool:
+        return os.environ.get(var, "").strip().lower() in {"1", "on", "yes", "true"}
+
+    if constants.HF_HUB_OFFLINE or on("HF_HUB_OFFLINE"):
+        return "HF_HUB_OFFLINE"
+    if on("ATTNVIZ_OFFLINE"):
+        return "ATTNVIZ_OFFLINE"
+    return None
 
 
 _PROBES: dict[str, tuple[float, str | None]] = {}
@@ -280,7 +288,7 @@ def _hub_error() -> str | None:
             pass  # the hub answered (any status): it is reachable
         except (OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
-            error = f"{endpoint} cannot be reached ({type(reason).__name__}: {reason})"
+            error = f"the hub ({endpoint}) cannot be reached ({type(reason).__name__}: {reason})"
         _PROBES[endpoint] = (time.monotonic(), error)
         return error
 
@@ -288,8 +296,9 @@ def _hub_error() -> str | None:
 def timm_availability(name: str) -> tuple[bool, str]:
     """Whether :func:`build_timm_model` can load ``name``'s pretrained weights now, and why (or why not).
 
-    Looks in the Hugging Face cache first (no network). Otherwise, unless ``HF_HUB_OFFLINE`` is set, asks the hub
-    once with a short timeout (:data:`HUB_PROBE_TIMEOUT_S`; the answer is kept for a minute).
+    Looks in the Hugging Face cache first (no network). Otherwise, unless downloads are off (``HF_HUB_OFFLINE`` or
+    ``ATTNVIZ_OFFLINE``), asks the hub once with a short timeout (:data:`HUB_PROBE_TIMEOUT_S`; the answer is kept
+    for a minute).
 
     Raises:
         ValueError: ``name`` is not in :data:`TIMM_MODELS`.
@@ -299,13 +308,14 @@ def timm_availability(name: str) -> tuple[bool, str]:
         import huggingface_hub  # noqa: F401
         import timm  # noqa: F401
     except ImportError as e:
-        return False, f"timm is not installed ({e.name} is missing; pip install timm)"
+        return False, f"{e.name} is not installed (pip install timm, which brings huggingface_hub)"
     path = _cached_file(name)
     if path is not None:
         return True, f"cached: {path}"
     where = f"not in the Hugging Face cache ({_repo_cache(name)})"
-    if _offline():
-        return False, f"{where} and HF_HUB_OFFLINE is set"
+    off = _downloads_off()
+    if off is not None:
+        return False, f"{where} and downloads are off ({off}=1)"
     error = _hub_error()
     if error is not None:
         return False, f"{where} and {error}"
@@ -356,9 +366,10 @@ def build_timm_model(name: str, *, pretrained: bool = True) -> nn.Module:
     """
     _check_name(name)
     try:
+        import huggingface_hub  # noqa: F401  (timm's weights come through it)
         import timm
-    except ImportError:
-        raise ValueError(f"{name} needs timm (pip install timm)") from None
+    except ImportError as e:
+        raise ValueError(f"{name} needs timm and huggingface_hub ({e.name} is missing; pip install timm)") from None
     if not pretrained:
         model = timm.create_model(name, pretrained=False)
         source = "random"

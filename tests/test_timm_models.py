@@ -381,7 +381,7 @@ def test_recompute_diffs_recorded() -> None:
 # -- weights: the Hugging Face cache, offline ------------------------------------------------------------------------
 _CHILD = textwrap.dedent(
     """
-    import hashlib, json, socket, sys, time
+    import hashlib, json, os, socket, sys, time
 
     attempts = []
     def refuse(self, address, *args):
@@ -399,37 +399,46 @@ _CHILD = textwrap.dedent(
     def _bytes(v):
         return v.reshape(-1).view(torch.uint8).numpy().tobytes()
 
-    out = {"models": {}}
-    for name in json.loads(sys.argv[1]):
-        t0 = time.perf_counter()
-        ok, reason = timm_availability(name)
-        entry = {"available": ok, "reason": reason, "seconds": time.perf_counter() - t0}
-        try:
-            model = build_timm_model(name, pretrained=True)
-        except ValueError as e:
-            entry["error"] = str(e)
-        else:
-            entry["digest"] = digest(model.state_dict())
-            entry["source"] = model.weights_source
-            entry["untrained_attention"] = model.untrained_attention
-            entry["taps"] = sum(type(m).__name__ == "Tap" for m in model.modules())
-        entry["build_seconds"] = time.perf_counter() - t0
-        out["models"][name] = entry
-    if len(sys.argv) > 2:  # timm's own hub loader (hf_hub_download, offline) reads the same file
-        out["timm_hub"] = digest(timm.create_model(sys.argv[2], pretrained=True).state_dict())
+    config = json.loads(sys.argv[1])
+    out = {"phases": []}
+    for env in config["phases"]:  # variables read at call time (ATTNVIZ_OFFLINE), set before each phase
+        os.environ.update(env)
+        models = {}
+        for name in config["names"]:
+            t0 = time.perf_counter()
+            ok, reason = timm_availability(name)
+            entry = {"available": ok, "reason": reason, "seconds": time.perf_counter() - t0}
+            try:
+                model = build_timm_model(name, pretrained=True)
+            except ValueError as e:
+                entry["error"] = str(e)
+            else:
+                entry["digest"] = digest(model.state_dict())
+                entry["source"] = model.weights_source
+                entry["untrained_attention"] = model.untrained_attention
+                entry["taps"] = sum(type(m).__name__ == "Tap" for m in model.modules())
+            entry["build_seconds"] = time.perf_counter() - t0
+            models[name] = entry
+        out["phases"].append(models)
+    if config.get("timm_hub"):  # timm's own hub loader (hf_hub_download, offline) reads the same file
+        out["timm_hub"] = digest(timm.create_model(config["timm_hub"], pretrained=True).state_dict())
     out["attempts"] = attempts
     print(json.dumps(out))
     """
 )
 
 
-def _child(tmp_path: Path, env: dict[str, str], names: list[str], *extra: str) -> dict:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE_", "TRANSFORMERS_"))}
-    full.update(env, OMP_NUM_THREADS="1", XDG_CACHE_HOME=str(tmp_path / "xdg"))
+def _child(tmp_path: Path, env: dict[str, str], names: list[str], phases: list[dict], timm_hub: str = "") -> dict:
+    """Run ``_CHILD`` in a fresh interpreter whose environment is ``env`` (huggingface_hub reads HF_HOME,
+    HF_HUB_OFFLINE and HF_ENDPOINT when it is imported), with nothing inherited that would change it."""
+    drop = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "ATTNVIZ_OFFLINE", "XDG_CACHE_HOME")
+    full = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    full.update(env, OMP_NUM_THREADS="1")
     root = Path(__file__).resolve().parents[1]
     full["PYTHONPATH"] = os.pathsep.join([str(root), full.get("PYTHONPATH", "")])
+    config = {"names": names, "phases": phases, "timm_hub": timm_hub}
     proc = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(names), *extra],
+        [sys.executable, "-c", _CHILD, json.dumps(config)],
         env=full,
         capture_output=True,
         text=True,
@@ -486,10 +495,10 @@ def test_pretrained_weights_load_from_the_hub_cache_offline(tmp_path: Path) -> N
         made[name] = (_digest(sd), path)
         del sd
     env = {"HF_HOME": str(home), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
-    out = _child(tmp_path, env, NAMES, "skresnet34.ra_in1k")
+    out = _child(tmp_path, env, NAMES, [{}], timm_hub="skresnet34.ra_in1k")
     assert out["attempts"] == []  # not one connection was tried
     for name in NAMES:
-        entry, (digest, path) = out["models"][name], made[name]
+        entry, (digest, path) = out["phases"][0][name], made[name]
         assert entry["available"] is True and entry["reason"] == f"cached: {path}", entry
         assert "error" not in entry, entry.get("error")
         assert entry["digest"] == digest, f"{name}: the loaded tensors are not the file's"
@@ -499,22 +508,26 @@ def test_pretrained_weights_load_from_the_hub_cache_offline(tmp_path: Path) -> N
 
 
 def test_unavailable_weights_are_reported_quickly(tmp_path: Path) -> None:
-    """Empty cache: offline -> (False, reason) at once; a hub that refuses connections -> (False, reason) at once;
-    build_timm_model raises a ValueError naming the cache folder it looked in."""
+    """Empty cache: HF_HUB_OFFLINE or ATTNVIZ_OFFLINE -> (False, reason) with no request; a hub that cannot be reached
+    -> (False, reason) after one quick probe; build_timm_model raises a ValueError naming the cache folder."""
     home = tmp_path / "hf"
     names = ["seresnet50.ra2_in1k", "botnet26t_256.c1_in1k"]
-    for env, why in [
-        ({"HF_HOME": str(home), "HF_HUB_OFFLINE": "1"}, "HF_HUB_OFFLINE is set"),
-        ({"HF_HOME": str(home), "HF_ENDPOINT": "http://127.0.0.1:9"}, "http://127.0.0.1:9 cannot be reached"),
-    ]:
-        out = _child(tmp_path, env, names)
+    phases = [{}, {"ATTNVIZ_OFFLINE": "1"}, {"ATTNVIZ_OFFLINE": "0", "HF_HUB_OFFLINE": "1"}]
+    out = _child(tmp_path, {"HF_HOME": str(home), "HF_ENDPOINT": "http://127.0.0.1:9"}, names, phases)
+    assert len(out["attempts"]) == 1 and "127.0.0.1" in out["attempts"][0]  # one probe, remembered; none offline
+    whys = [
+        "and the hub (http://127.0.0.1:9) cannot be reached (OSError: network disabled by the test)",
+        "and downloads are off (ATTNVIZ_OFFLINE=1)",
+        "and downloads are off (HF_HUB_OFFLINE=1)",
+    ]
+    for models, why in zip(out["phases"], whys, strict=True):
         for name in names:
-            entry = out["models"][name]
+            entry = models[name]
             folder = str(home / "hub" / f"models--timm--{name}")
-            assert entry["available"] is False and why in entry["reason"] and folder in entry["reason"], entry
+            assert entry["available"] is False, entry
+            assert entry["reason"] == f"not in the Hugging Face cache ({folder}) {why}", entry
             assert entry["seconds"] < 5 and entry["build_seconds"] < 10
-            assert entry["error"].startswith(f"pretrained weights for {name} are unavailable: not in the Hugging")
-            assert folder in entry["error"]
+            assert entry["error"] == f"pretrained weights for {name} are unavailable: {entry['reason']}"
 
 
 def test_errors() -> None:
