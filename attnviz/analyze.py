@@ -159,20 +159,8 @@ def analyze(
     t0 = time.perf_counter()
     decoded = decode_image(image)
     timings["decode"] = (time.perf_counter() - t0) * 1e3
-    device = device or default_device()
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for, but no CUDA GPU is available")
-    try:
-        model = (cache or DEFAULT_CACHE).get(arch, attention, weights, device)
-    except ValueError:
-        raise
-    except Exception as e:
-        if _is_oom(e):
-            torch.cuda.empty_cache()
-            raise AnalyzeError(f"cannot load {arch} with {attention}: {OOM_MESSAGE}") from None
-        raise AnalyzeError(f"cannot load {arch} with {attention} ({weights} weights): {e}") from None
+    device = check_device(device)
+    model = load_model(arch, attention, weights, device, cache)
     meta = model.weights_meta
     short = size or int(meta.get("resize_size", [224])[0])
 
@@ -211,14 +199,7 @@ def analyze(
         predictions=[(categories[i], float(p)) for i, p in zip(top_i, top_p, strict=True)],
         maps=maps,
         activations=activations,
-        model={
-            "arch": arch,
-            "attention": attention,
-            "weights": weights or "random",
-            "weights_source": model.weights_source,
-            "trained": model.weights_source != "random",
-            "untrained_attention": bool(model.untrained_attention) and attention is not None,
-        },
+        model=model_info(model, arch, attention, weights),
         settings={
             "arch": arch,
             "attention": attention,
@@ -230,3 +211,45 @@ def analyze(
         timings=timings,
         notes=decoded.notes,
     )
+
+
+def check_device(device: str | None) -> str:
+    """``device``, or the default one; ``ValueError`` for anything but an available ``cpu`` or ``cuda``."""
+    device = device or default_device()
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but no CUDA GPU is available")
+    return device
+
+
+def load_model(
+    arch: str, attention: str | None, weights: str | None, device: str, cache: ModelCache | None = None
+) -> nn.Module:
+    """The model from ``cache`` (default: the process-wide one), built on first use.
+
+    Raises:
+        ValueError: an unknown arch, attention or weights.
+        AnalyzeError: the model cannot be loaded (e.g. GPU out of memory).
+    """
+    try:
+        return (cache or DEFAULT_CACHE).get(arch, attention, weights, device)
+    except ValueError:
+        raise
+    except Exception as e:
+        if _is_oom(e):
+            torch.cuda.empty_cache()
+            raise AnalyzeError(f"cannot load {arch} with {attention}: {OOM_MESSAGE}") from None
+        raise AnalyzeError(f"cannot load {arch} with {attention} ({weights} weights): {e}") from None
+
+
+def model_info(model: nn.Module, arch: str, attention: str | None, weights: str | None) -> dict[str, Any]:
+    """What :attr:`Result.model` says about a loaded model."""
+    return {
+        "arch": arch,
+        "attention": attention,
+        "weights": weights or "random",
+        "weights_source": model.weights_source,
+        "trained": model.weights_source != "random",
+        "untrained_attention": bool(model.untrained_attention) and attention is not None,
+    }
