@@ -146,7 +146,8 @@ def _imagenet_state_dict(arch: str) -> dict[str, Tensor]:
             "(ATTNVIZ_OFFLINE=1): place that file there, or pick other weights"
         )
     try:
-        return w.get_state_dict(progress=False, check_hash=False)
+        # weights_only: torch.hub's default is False, and a cached file may have been replaced by a code-running pickle
+        return w.get_state_dict(progress=False, check_hash=False, weights_only=True)
     except OSError as e:  # no network (URLError), a timeout, a full disk
         raise ValueError(
             f"ImageNet weights for {arch} are not in the cache ({cached}) and could not be downloaded "
