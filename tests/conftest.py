@@ -51,3 +51,31 @@ def app_url() -> Iterator[str]:
     """The real Gradio app, served on a free loopback port for the whole session."""
     with serve_app() as (url, _):
         yield url
+
+
+@pytest.fixture(scope="session")
+def scene_root(tmp_path_factory: pytest.TempPathFactory):
+    """A small objects/ + distractors/ folder of drawn RGBA cut-outs (3 shape classes, 12 instances each)."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    root = tmp_path_factory.mktemp("scenes")
+    rng = np.random.default_rng(0)
+    shapes = {"disc": "ellipse", "square": "rectangle", "triangle": "polygon"}
+    for cls, shape in shapes.items():
+        (root / "objects" / cls).mkdir(parents=True)
+        for i in range(12):  # every class then has instances in train, val and test
+            im = Image.new("RGBA", (48, 40), (0, 0, 0, 0))
+            colour = (*(int(v) for v in rng.integers(0, 256, size=3)), 255)
+            draw = ImageDraw.Draw(im)
+            if shape == "polygon":
+                draw.polygon([(2, 38), (24, 2), (46, 38)], fill=colour)
+            else:
+                getattr(draw, shape)((2, 2, 45, 37), fill=colour)
+            im.save(root / "objects" / cls / f"{cls}{i}.png")
+    (root / "distractors").mkdir()
+    for i in range(3):
+        im = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+        ImageDraw.Draw(im).line((0, 0, 19, 19), fill=(255, 255, 255, 255), width=3)
+        im.save(root / "distractors" / f"line{i}.png")
+    return root

@@ -1,0 +1,60 @@
+"""Localisation scores: pointing game and energy in mask, the baselines, and evaluate_model end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from attnviz import build_model
+from attnviz.data import SceneConfig, SceneDataset
+from attnviz.evaluate import centre_prior, evaluate_model, markdown_table, score_maps, summary_row
+
+
+def _mask() -> torch.Tensor:
+    mask = torch.zeros(1, 10, 10, dtype=torch.bool)
+    mask[0, 2:5, 2:5] = True  # 9 of 100 pixels
+    return mask
+
+
+def test_pointing_game_hit_miss_and_tolerance() -> None:
+    m = torch.zeros(1, 10, 10)
+    m[0, 3, 3] = 1.0
+    assert score_maps(m, _mask())[0].item() == 1.0
+    m = torch.zeros(1, 10, 10)
+    m[0, 6, 6] = 1.0  # two pixels from the mask's corner (4, 4)
+    assert score_maps(m, _mask())[0].item() == 0.0
+    assert score_maps(m, _mask(), tolerance=1)[0].item() == 0.0
+    assert score_maps(m, _mask(), tolerance=2)[0].item() == 1.0
+    flat = torch.ones(1, 10, 10)  # a flat map points nowhere: a miss even when the mask covers everything
+    assert score_maps(flat, torch.ones(1, 10, 10, dtype=torch.bool))[0].item() == 0.0
+
+
+def test_energy_in_mask_is_the_mass_share() -> None:
+    m = torch.ones(1, 10, 10)
+    assert score_maps(m, _mask())[1].item() == pytest.approx(0.09)  # a uniform map scores the mask's area
+    m[0, 2:5, 2:5] = 10.0
+    assert score_maps(m, _mask())[1].item() == pytest.approx(90 / (90 + 91))
+
+
+def test_centre_prior_peaks_in_the_centre() -> None:
+    p = centre_prior((9, 13))
+    assert p.shape == (9, 13) and divmod(int(p.argmax()), 13) == (4, 6)
+    assert torch.allclose(p, p.flip(0)) and torch.allclose(p, p.flip(1))
+
+
+@pytest.mark.parametrize("attention", ["cbam", "mhsa", "se", "da"])
+def test_evaluate_model_scores_every_stage_and_the_average(scene_root, attention: str) -> None:
+    ds = SceneDataset(scene_root, "test", 6, config=SceneConfig(size=64))
+    model = build_model("resnet18", attention, num_classes=3)
+    r = evaluate_model(model, ds, mean=[0.5] * 3, std=[0.25] * 3, batch_size=3, baselines=True)
+    assert r["images"] == 6 and 0 <= r["accuracy"] <= 1 and 0 < r["mask_share"] < 1
+    loc = r["localisation"]
+    stages = sorted(k for k in loc if k.startswith("stage"))
+    expected = {"cbam": 4, "se": 4, "mhsa": 1, "da": 2}[attention]
+    assert len(stages) == expected and "average" in loc
+    assert all(0 <= v["pointing"] <= 1 and 0 <= v["energy"] <= 1 for v in loc.values())
+    assert set(r["baselines"]) >= {"centre prior", "activation stage1", "activation average"}
+    row = summary_row(attention, r, r)
+    assert row["delta"] == 0 and row["best_stage"] in stages
+    table = markdown_table([row], r["baselines"], r["mask_share"])
+    assert f"| {attention} |" in table and "| centre prior |" in table
