@@ -12,9 +12,15 @@ attnviz eval --data SCENES                 accuracy and localisation of the demo
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
+import os
 import sys
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -63,9 +69,40 @@ def _images(paths: Sequence[str]) -> list[Path]:
     return found
 
 
+def _unique_stems(images: list[Path]) -> list[str]:
+    """One output folder name per input; two inputs with the same name do not overwrite each other."""
+    from .export import safe_name
+
+    names: list[str] = []
+    for path in images:
+        stem = safe_name(path.stem)
+        while stem in names:
+            stem += "_"
+        names.append(stem)
+    return names
+
+
+@contextlib.contextmanager
+def _writers(workers: int) -> Iterator[Callable[..., Future]]:
+    """``submit(fn, *args) -> Future``: in ``workers`` processes (PNG and chart encoding runs there, beside the
+    model), or at once in this process when ``workers`` is 0."""
+    if workers == 0:
+
+        def run(fn: Callable[..., Any], *args: Any) -> Future:
+            done: Future = Future()
+            done.set_result(fn(*args))
+            return done
+
+        yield run
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        yield pool.submit
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .analyze import AnalyzeError, ModelCache, analyze
-    from .export import safe_name, write_folder
+    from .analyze import AnalyzeError, ModelCache, check_device
+    from .batch import analyze_many
+    from .export import write_folder
     from .image import ImageError
 
     images = _images(args.inputs)
@@ -73,30 +110,52 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print("no images found in " + ", ".join(args.inputs), file=sys.stderr)
         return 2
     settings = {"cmap": args.cmap, "alpha": args.alpha, "norm": args.norm, "topk": args.topk, "query": None}
-    cache = ModelCache(maxsize=1)
     out = Path(args.out)
-    failed = 0
-    names: set[str] = set()
-    for i, path in enumerate(images, 1):
-        stem = safe_name(path.stem)
-        while stem in names:  # two inputs with the same name do not overwrite each other
-            stem += "_"
-        names.add(stem)
+    try:
+        device = check_device(args.device)
+    except ValueError as e:
+        print(f"attnviz render: {e}", file=sys.stderr)
+        return 2
+    batch_size = args.batch_size or (16 if device == "cuda" else 1)
+    workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if len(images) > 1 else 0)
+    n, failed = len(images), 0
+    # (index, input, folder, pending write or None when skipped, top-1 prediction or the error), in input order
+    pending: deque[tuple[int, Path, Path, Future | None, Any]] = deque()
+
+    def report(limit: int) -> None:
+        """Print the finished lines at the head, in input order; wait while more than ``limit`` are pending."""
+        while pending and (pending[0][3] is None or pending[0][3].done() or len(pending) > limit):
+            i, path, folder, write, info = pending.popleft()
+            if write is None:
+                print(f"[{i}/{n}] {path}: skipped: {info}", file=sys.stderr)
+            else:
+                files = write.result()
+                print(f"[{i}/{n}] {path} -> {folder}/ ({len(files)} files; top-1 {info[0]} {info[1]:.3f})")
+
+    results = analyze_many(
+        images,
+        attention=args.attention,
+        arch=args.arch,
+        weights=args.weights,
+        device=device,
+        cache=ModelCache(maxsize=1),
+        batch_size=batch_size,
+    )
+    with _writers(workers) as submit:
         try:
-            result = analyze(
-                path, attention=args.attention, arch=args.arch, weights=args.weights, device=args.device, cache=cache
-            )
-        except (ImageError, AnalyzeError) as e:  # this image cannot be used, or it ran out of memory: the next may do
-            failed += 1
-            print(f"[{i}/{len(images)}] {path}: skipped: {e}", file=sys.stderr)
-            continue
-        except ValueError as e:  # the arch, attention or weights: every image would fail the same way
+            for i, (path, stem, result) in enumerate(zip(images, _unique_stems(images), results, strict=True), 1):
+                if isinstance(result, (ImageError, AnalyzeError)):  # this image cannot be used, or ran out of memory
+                    failed += 1
+                    pending.append((i, path, out / stem, None, result))
+                else:
+                    write = submit(write_folder, result, settings, out / stem)
+                    pending.append((i, path, out / stem, write, result.predictions[0]))
+                report(limit=2 * max(1, workers))  # a bounded number of results waits in memory
+        except (ValueError, AnalyzeError) as e:  # the arch, attention or weights: every image would fail the same way
             print(f"attnviz render: {e}", file=sys.stderr)
             return 2
-        files = write_folder(result, settings, out / stem)
-        top = result.predictions[0]
-        print(f"[{i}/{len(images)}] {path} -> {out / stem}/ ({len(files)} files; top-1 {top[0]} {top[1]:.3f})")
-    print(f"{len(images) - failed} of {len(images)} images rendered into {out}/")
+        report(limit=0)
+    print(f"{n - failed} of {n} images rendered into {out}/")
     return 1 if failed else 0
 
 
@@ -121,6 +180,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("--alpha", type=float, default=0.5)
     render.add_argument("--norm", choices=list(NORM_MODES), default="map")
     render.add_argument("--topk", type=int, default=32)
+    render.add_argument(
+        "--batch-size", type=int, default=None, help="images per forward (same size only; default 16 on CUDA, 1 on CPU)"
+    )
+    render.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes writing files beside the model (default min(4, CPUs); 0: none)",
+    )
     render.set_defaults(func=_cmd_render)
     add_train_parser(sub)
     add_eval_parser(sub)

@@ -1,0 +1,195 @@
+"""Many images through one model: decoding in threads, same-size images batched, one map transfer per batch.
+
+    for result in analyze_many(paths, attention="cbam", device="cuda", batch_size=32):
+        ...  # one Result per input, in input order; an ImageError in place of an input that cannot be used
+
+Each result is what :func:`attnviz.analyze` returns for that image alone: the same maps (up to floating-point
+summation order, which a batch may change), predictions, settings and notes. On CUDA a batch is stacked in
+pinned memory and copied without blocking, the model runs in channels_last under bfloat16 autocast, and its
+maps and activations come back in one transfer (one host sync per batch, none per map).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .analyze import (
+    OOM_MESSAGE,
+    AnalyzeError,
+    ModelCache,
+    Result,
+    _is_oom,
+    check_device,
+    load_model,
+    model_info,
+)
+from .capture import AttentionMap, AttentionRecorder
+from .image import Decoded, ImageError, decode_image, fixed_size, preprocess
+
+__all__ = ["analyze_many"]
+
+Source = str | Path | bytes | Image.Image | np.ndarray
+
+
+@dataclass
+class _Item:
+    decoded: Decoded
+    x: torch.Tensor  # (1, 3, H, W) float32, CPU
+    timings: dict[str, float]
+
+
+def analyze_many(
+    images: Iterable[Source],
+    *,
+    attention: str | None,
+    arch: str = "resnet18",
+    weights: str | None = "random",
+    device: str | None = None,
+    size: int | None = None,
+    topk: int = 5,
+    cache: ModelCache | None = None,
+    batch_size: int = 16,
+    decode_workers: int = 2,
+) -> Iterator[Result | ImageError | AnalyzeError]:
+    """Analyze ``images`` in batches; yield one result per input, in order.
+
+    Consecutive inputs whose preprocessed size is the same share a batch (up to ``batch_size``); decoding and
+    preprocessing run ahead in ``decode_workers`` threads while the model runs.
+
+    Args:
+        images: paths, encoded bytes, PIL images or uint8 arrays (see :func:`attnviz.analyze`).
+        attention, arch, weights, device, size, topk, cache: as for :func:`attnviz.analyze`.
+        batch_size: most images per forward (>= 1).
+        decode_workers: threads decoding ahead (>= 1).
+
+    Yields:
+        a :class:`Result` per input; an :class:`ImageError` for an input that cannot be used; an
+        :class:`AnalyzeError` for an image that does not fit in GPU memory even alone.
+
+    Raises:
+        ValueError: an unknown arch, attention, weights or device (before any image is read).
+        AnalyzeError: the model cannot be loaded.
+    """
+    if batch_size < 1 or decode_workers < 1:
+        raise ValueError(f"batch_size and decode_workers must be >= 1, got {batch_size} and {decode_workers}")
+    device = check_device(device)
+    model = load_model(arch, attention, weights, device, cache)
+    meta = model.weights_meta
+    short = size or int(meta.get("resize_size", [224])[0])
+    common = {
+        "model": model_info(model, arch, attention, weights),
+        "settings": {
+            "arch": arch,
+            "attention": attention,
+            "weights": weights or "random",
+            "device": device,
+            "size": short,
+            "topk": topk,
+        },
+        "categories": meta["categories"],
+    }
+
+    def prepare(source: Source) -> _Item | ImageError:
+        try:
+            t0 = time.perf_counter()
+            decoded = decode_image(source)
+            t1 = time.perf_counter()
+            x = preprocess(decoded.image, short, meta["mean"], meta["std"], fixed=fixed_size(meta))
+            t2 = time.perf_counter()
+        except ImageError as e:
+            return e
+        return _Item(decoded, x, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3})
+
+    window = 2 * batch_size + decode_workers  # inputs decoded ahead, at most
+    with ThreadPoolExecutor(decode_workers, thread_name_prefix="attnviz-decode") as pool:
+        sources = iter(images)
+        ahead: deque[Future] = deque()
+
+        def fill() -> None:
+            while len(ahead) < window:
+                try:
+                    ahead.append(pool.submit(prepare, next(sources)))
+                except StopIteration:
+                    return
+
+        batch: list[_Item] = []
+        fill()
+        while ahead:
+            item = ahead.popleft().result()
+            fill()
+            if isinstance(item, ImageError):
+                yield from _run(model, batch, device, topk, common)
+                batch = []
+                yield item
+                continue
+            if batch and (item.x.shape != batch[0].x.shape or len(batch) == batch_size):
+                yield from _run(model, batch, device, topk, common)
+                batch = []
+            batch.append(item)
+        yield from _run(model, batch, device, topk, common)
+
+
+def _run(
+    model: nn.Module, batch: list[_Item], device: str, topk: int, common: dict[str, Any]
+) -> Iterator[Result | AnalyzeError]:
+    """One forward for ``batch`` (same-size inputs); on GPU out of memory, the images one by one."""
+    if not batch:
+        return
+    cuda = device == "cuda"
+    t0 = time.perf_counter()
+    try:
+        host = torch.empty((len(batch), *batch[0].x.shape[1:]), pin_memory=cuda)  # (B, 3, H, W)
+        torch.cat([it.x for it in batch], out=host)
+        x = host.to(device, non_blocking=True)
+        if cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with (
+            AttentionRecorder(model, activations=True) as rec,
+            torch.inference_mode(),
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda),
+        ):
+            logits = model(x)
+        top = torch.topk(torch.softmax(logits.float(), dim=1), min(topk, logits.shape[1]), dim=1)
+        t1 = time.perf_counter()
+        maps = rec.maps  # maps and activations: one transfer, the batch's one wait
+        acts = rec.activations
+        top_p, top_i = top.values.cpu().tolist(), top.indices.cpu().tolist()  # the GPU is done: no wait
+        t2 = time.perf_counter()
+    except RuntimeError as e:
+        if not _is_oom(e):
+            raise
+        del e
+        torch.cuda.empty_cache()
+        if len(batch) == 1:
+            yield AnalyzeError(OOM_MESSAGE)
+            return
+        for it in batch:
+            yield from _run(model, [it], device, topk, common)
+        return
+    n = len(batch)
+    categories = common["categories"]
+    for i, it in enumerate(batch):
+        # copies, not views of the batch: a result kept or sent to another process carries only its own maps
+        timings = {**it.timings, "forward": (t1 - t0) * 1e3 / n, "capture": (t2 - t1) * 1e3 / n}
+        yield Result(
+            image=it.decoded.image,
+            input_size=(int(it.x.shape[3]), int(it.x.shape[2])),
+            predictions=[(categories[c], float(p)) for c, p in zip(top_i[i], top_p[i], strict=True)],
+            maps=[AttentionMap(m.name, m.kind, m.data[i : i + 1].clone(), m.size) for m in maps],
+            activations={k: v[i].numpy().copy() for k, v in acts.items()},
+            model=dict(common["model"]),
+            settings=dict(common["settings"]),
+            timings=timings,
+            notes=it.decoded.notes,
+        )
