@@ -21,7 +21,7 @@ from PIL import Image
 from torch import nn
 
 from .capture import AttentionMap, AttentionRecorder
-from .image import decode_image, preprocess
+from .image import decode_image, fixed_size, preprocess
 from .models import build_model
 
 __all__ = ["AnalyzeError", "ModelCache", "Result", "analyze", "default_device"]
@@ -98,18 +98,20 @@ class ModelCache:
         self._lock = threading.Lock()
 
     def get(self, arch: str, attention: str | None, weights: str | None, device: str) -> nn.Module:
+        if is_timm(arch):  # the network's own attention; weights: random, else its ImageNet weights
+            attention, weights = None, "random" if weights in (None, "random") else "imagenet"
         key = (arch, attention, weights, device)
         with self._lock:
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
                 return model
-            model = build_model(arch, attention, weights=None if weights in (None, "random") else weights)
-            model = model.to(device).eval()
+            model = _build(arch, attention, weights).to(device).eval()
             if device == "cuda":  # cuDNN's fastest (bfloat16, tensor core) convolutions take NHWC
                 model = model.to(memory_format=torch.channels_last)
             with torch.inference_mode():
-                model(torch.zeros(1, 3, 64, 64, device=device))  # warm-up: allocator, kernels
+                h, w = fixed_size(model.weights_meta) or (64, 64)
+                model(torch.zeros(1, 3, h, w, device=device))  # warm-up: allocator, kernels
             self._models[key] = model
             while len(self._models) > self.maxsize:
                 self._models.popitem(last=False)
@@ -125,6 +127,22 @@ class ModelCache:
 
 
 DEFAULT_CACHE = ModelCache()
+
+
+def is_timm(arch: str) -> bool:
+    """Whether ``arch`` names one of timm's pretrained attention networks (:data:`attnviz.timm_models.TIMM_MODELS`)."""
+    from .timm_models import TIMM_MODELS
+
+    return arch in TIMM_MODELS
+
+
+def _build(arch: str, attention: str | None, weights: str | None) -> nn.Module:
+    """attnviz's ResNet with ``attention`` inserted, or a timm attention network (ImageNet weights unless random)."""
+    if is_timm(arch):
+        from .timm_models import build_timm_model
+
+        return build_timm_model(arch, pretrained=weights not in (None, "random"))
+    return build_model(arch, attention, weights=None if weights in (None, "random") else weights)
 
 
 def analyze(
@@ -165,7 +183,7 @@ def analyze(
     short = size or int(meta.get("resize_size", [224])[0])
 
     t0 = time.perf_counter()
-    x = preprocess(decoded.image, short, meta["mean"], meta["std"])
+    x = preprocess(decoded.image, short, meta["mean"], meta["std"], fixed=fixed_size(meta))
     timings["preprocess"] = (time.perf_counter() - t0) * 1e3
 
     t0 = time.perf_counter()
@@ -245,6 +263,8 @@ def load_model(
 
 def model_info(model: nn.Module, arch: str, attention: str | None, weights: str | None) -> dict[str, Any]:
     """What :attr:`Result.model` says about a loaded model."""
+    if is_timm(arch):
+        attention = getattr(model, "attention", None)  # the network's own (se, eca, sk, splat, gc, bot)
     return {
         "arch": arch,
         "attention": attention,

@@ -26,7 +26,8 @@ from .blocks.tap import KINDS, Tap
 
 __all__ = ["AttentionMap", "AttentionRecorder", "to_cpu"]
 
-_STAGE_RE = re.compile(r"(?:^|\.)layer(\d+)\.(\d+)(?:\.|$)")
+# torchvision/timm ResNets name blocks layerK.i (K = 1..4); timm's ByobNet (GC-ResNet-t, BoTNet) stages.S.i (S from 0)
+_STAGE_RE = re.compile(r"(?:^|\.)(?:layer(\d+)|stages\.(\d+))\.(\d+)(?:\.|$)")
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class AttentionMap:
     def stage(self) -> int | None:
         """The ResNet stage (1..4) of the block the tap belongs to, or ``None`` outside ``layerK``."""
         m = _STAGE_RE.search(self.name)
-        return int(m.group(1)) if m else None
+        if m is None:
+            return None
+        return int(m.group(1)) if m.group(1) is not None else int(m.group(2)) + 1
 
     @property
     def block(self) -> str:

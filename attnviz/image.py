@@ -163,10 +163,22 @@ def resized_size(size: tuple[int, int], short_side: int, max_long: int | None = 
     return max(32, round(w * scale)), max(32, round(h * scale))
 
 
-def preprocess(image: Image.Image, short_side: int, mean: list[float], std: list[float]) -> torch.Tensor:
+def fixed_size(meta: dict) -> tuple[int, int] | None:
+    """(H, W) a model accepts only (weights metadata ``fixed_input_size``: timm's BoTNet runs at 256 x 256), or
+    ``None`` when any size works."""
+    if meta.get("fixed_input_size") and meta.get("input_size"):
+        h, w = meta["input_size"][-2:]
+        return int(h), int(w)
+    return None
+
+
+def preprocess(
+    image: Image.Image, short_side: int, mean: list[float], std: list[float], *, fixed: tuple[int, int] | None = None
+) -> torch.Tensor:
     """RGB image -> normalised (1, 3, H, W) float tensor: resize keeping the aspect ratio (no centre crop),
-    so every map covers the whole image; ``mean``/``std`` come from the weights' metadata."""
-    w, h = resized_size(image.size, short_side)
+    so every map covers the whole image; ``mean``/``std`` come from the weights' metadata. A model with a
+    ``fixed`` (H, W) input gets the whole image stretched to it (maps are stretched back when drawn)."""
+    w, h = resized_size(image.size, short_side) if fixed is None else (fixed[1], fixed[0])
     resized = image.resize((w, h), Image.Resampling.BILINEAR, reducing_gap=None)
     x = torch.from_numpy(np.asarray(resized, dtype=np.float32)).permute(2, 0, 1).div_(255.0)  # (3, H, W)
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)

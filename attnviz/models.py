@@ -160,11 +160,15 @@ def build_model(
 
 
 def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The top-level inserted attention modules of a model, by module path (registered classes only)."""
+    """The outermost attention modules of a model, by module path: instances of registered classes, and modules
+    given taps by an adapter (timm's own attention modules, :mod:`attnviz.timm_models`)."""
+    from .blocks.tap import Tap
+
     classes = tuple(get_attention(n).cls for n in list_attentions())
     found: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
-        if isinstance(module, classes) and not any(name.startswith(p + ".") for p in found):
+        tapped = any(isinstance(c, Tap) for c in module.children())
+        if (isinstance(module, classes) or tapped) and not any(name.startswith(p + ".") for p in found):
             found[name] = module
     return found
 

@@ -535,3 +535,20 @@ def test_errors() -> None:
         build_timm_model("resnet50")
     with pytest.raises(ValueError, match="unknown timm model"):
         timm_availability("seresnet50")
+
+
+def test_analyze_runs_timm_networks_with_stages_activations_and_fixed_sizes() -> None:
+    """Through attnviz.analyze: ByobNet's stages.S.i blocks map to stages 1..4, every tapped module gives its
+    activation view, and BoTNet (256 x 256 only) gets exactly that input whatever the image's shape."""
+    from PIL import Image
+
+    from attnviz import analyze
+
+    image = Image.new("RGB", (90, 60), "red")
+    r = analyze(image, attention="cbam", arch="gcresnet50t.ra2_in1k", weights="random", size=64)
+    assert r.model["attention"] == "gc" and r.warning  # the network's own attention, untrained
+    assert sorted({m.stage for m in r.maps}) == [1, 2, 3, 4]
+    assert {m.block for m in r.maps} == {k.rpartition(".attn")[0] for k in r.activations}
+    r = analyze(image, attention=None, arch="botnet26t_256.c1_in1k", weights="random")
+    assert r.input_size == (256, 256) and {m.kind for m in r.maps} == {"pairwise"}
+    assert sorted({m.stage for m in r.maps}) == [3, 4]
