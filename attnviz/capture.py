@@ -69,9 +69,9 @@ class AttentionMap:
 def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
     """The tensors on the CPU, in order; those on a GPU travel as one flat buffer.
 
-    One device-to-host copy into pinned memory (non-blocking) and one wait, however many tensors; the pinned
-    buffer is then copied to ordinary memory and given back to PyTorch's pinned cache for the next batch, so
-    kept results never hold pinned pages. The returned tensors are views into that copy. CPU tensors are
+    One device-to-host copy into pinned memory (non-blocking) and one wait, however many tensors; the returned
+    tensors are views into that buffer, which goes back to PyTorch's pinned-memory cache once none of them is
+    alive (a batch pipeline that copies each image's slice out reuses it batch after batch). CPU tensors are
     returned as they are.
     """
     out = list(tensors)
@@ -88,7 +88,6 @@ def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
         host.copy_(flat, non_blocking=cuda)
         if cuda:
             torch.cuda.current_stream(device).synchronize()  # the one wait: the copy has landed
-            host = host.clone()  # pageable; the pinned block returns to the cache
         offset = 0
         for i in idx:
             n = out[i].numel()
