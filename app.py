@@ -66,6 +66,8 @@ MAX_SESSIONS = int(os.environ.get("ATTNVIZ_MAX_SESSIONS", 64))  # sessions whose
 GALLERY_SIDE = 800  # longest side of a gallery overlay (thumbnails; exports keep the image's own size)
 VIEW_SIDE = 1600  # longest side of the large view
 NONE = "none (plain ResNet)"
+WEIGHTS = ["demo", "imagenet", "random"]
+DEFAULTS = {"arch": "resnet18", "attention": "cbam", "weights": "demo"}  # app.py --arch/--attention/--weights
 TOPK_CHOICES = ["16", "32", "64", "all"]
 DEVICE = os.environ.get("ATTNVIZ_DEVICE") or None
 SIZE = int(os.environ.get("ATTNVIZ_SIZE") or 0) or None  # short side the model sees (default: the weights')
@@ -182,8 +184,24 @@ def _status(result: Result, extra: list[str]) -> str:
         f"device: {result.settings['device']} · input {result.input_size[0]}×{result.input_size[1]}"
     )
     lines.append(timing)
+    if m.get("measured"):
+        lines.append(measured_line(m["measured"]))
     lines += [f"note: {n}" for n in result.notes + extra]
     return "\n\n".join(lines)
+
+
+def measured_line(summary: dict) -> str:
+    """The checkpoint's held-out scores from its model card: accuracy and, per stage, how often the map's peak
+    falls on the object (pointing game), so users see which stages localise and which do not."""
+    stages = ", ".join(f"{k.replace('stage', 'stage ')} {100 * v:.0f} %" for k, v in summary["stage_pointing"].items())
+    text = f"measured on held-out scenes: top-1 {100 * summary['accuracy']:.0f} %"
+    if stages:
+        text += f" · map peak on the object (pointing game): {stages}"
+        if summary.get("average_pointing") is not None:
+            text += f"; stage average {100 * summary['average_pointing']:.0f} %"
+        if summary.get("centre_prior") is not None:
+            text += f" (centre prior {100 * summary['centre_prior']:.0f} %)"
+    return text
 
 
 def _gray_tiles(tile01: np.ndarray, min_side: int = 384) -> np.ndarray:
@@ -281,11 +299,29 @@ def make_exports(
     return (str(png_path) if png_path else None), str(zip_path)
 
 
+def arch_choices() -> list[tuple[str, str]]:
+    """Architecture dropdown entries: attnviz's ResNets, then timm's ImageNet attention networks."""
+    from attnviz.timm_models import TIMM_ATTENTION, TIMM_MODELS
+
+    return [(a, a) for a in attnviz.ARCHS] + [(f"{n} (timm, {TIMM_ATTENTION[n]})", n) for n in TIMM_MODELS]
+
+
+def timm_status() -> str:
+    """Which timm ImageNet networks can load here, and why the others cannot (no download is attempted)."""
+    from attnviz.timm_models import TIMM_MODELS, timm_availability
+
+    lines = []
+    for name in TIMM_MODELS:
+        ok, reason = timm_availability(name)
+        lines.append(f"- {name}: {'available' if ok else 'unavailable'} ({reason})")
+    return "<details><summary>timm ImageNet attention networks</summary>\n\n" + "\n".join(lines) + "\n</details>"
+
+
 def run_analysis(
     image: str | None,
     attention: str,
     arch: str = "resnet18",
-    weights: str = "random",
+    weights: str = "demo",
     cmap: str = "turbo",
     alpha: float = 0.5,
     norm: str = "map",
@@ -342,17 +378,29 @@ def build_demo() -> gr.Blocks:
                     sources=["upload", "clipboard", "webcam"],
                 )
                 attention = gr.Dropdown(
-                    [*attentions, NONE], value="cbam", label="Attention type", elem_id="attention-select"
+                    [*attentions, NONE],
+                    value=DEFAULTS["attention"] or NONE,
+                    label="Attention type",
+                    elem_id="attention-select",
                 )
                 with gr.Row():
-                    arch = gr.Dropdown(list(attnviz.ARCHS), value="resnet18", label="Architecture", elem_id="arch")
+                    arch = gr.Dropdown(
+                        arch_choices(),
+                        value=DEFAULTS["arch"],
+                        label="Architecture",
+                        elem_id="arch",
+                        info="timm networks bring their own attention (the attention type is not used)",
+                    )
                     weights = gr.Dropdown(
-                        ["random", "imagenet"],
-                        value="random",
+                        list(dict.fromkeys([*WEIGHTS, DEFAULTS["weights"]])),
+                        value=DEFAULTS["weights"],
                         label="Weights",
                         elem_id="weights",
-                        info="random: untrained; imagenet: torchvision backbone (cached)",
+                        allow_custom_value=True,
+                        info="demo: trained on scenes (resnet18, every type); imagenet: backbone only, attention "
+                        "untrained; random; or type the path of your checkpoint (attnviz train)",
                     )
+                gr.Markdown(timm_status(), elem_id="timm-status")
                 run = gr.Button("Analyze", variant="primary", elem_id="run-button")
                 with gr.Accordion("Display", open=True):
                     cmap = gr.Dropdown(list(COLORMAPS), value="turbo", label="Colormap", elem_id="cmap")
@@ -448,7 +496,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when available")
     parser.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
+    parser.add_argument("--arch", default=DEFAULTS["arch"], help="architecture shown first (default resnet18)")
+    parser.add_argument("--attention", default=DEFAULTS["attention"], help="attention type shown first (default cbam)")
+    parser.add_argument("--weights", default=DEFAULTS["weights"], help="demo | imagenet | random | a checkpoint path")
     args = parser.parse_args(argv)
+    DEFAULTS.update(arch=args.arch, attention=args.attention, weights=args.weights)
     global DEVICE, SIZE
     DEVICE = args.device or DEVICE or default_device()
     SIZE = args.size or SIZE

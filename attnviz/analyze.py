@@ -272,4 +272,6 @@ def model_info(model: nn.Module, arch: str, attention: str | None, weights: str 
         "weights_source": model.weights_source,
         "trained": model.weights_source != "random",
         "untrained_attention": bool(model.untrained_attention) and attention is not None,
+        # the checkpoint's measured held-out scores (attnviz eval), when its model card has them
+        "measured": (getattr(model, "weights_card", None) or {}).get("test", {}).get("summary"),
     }

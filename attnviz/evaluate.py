@@ -230,6 +230,7 @@ def summary_row(attention: str | None, result: dict, plain: dict | None) -> dict
         "stage_pointing": {k: v["pointing"] for k, v in stages.items()},
         "average_pointing": loc.get("average", {}).get("pointing"),
         "average_energy": loc.get("average", {}).get("energy"),
+        "centre_prior": None if plain is None else plain["baselines"].get("centre prior", {}).get("pointing"),
     }
     return row
 
