@@ -44,7 +44,7 @@ class Decoded:
 
 def _check_bytes(n: int, max_bytes: int) -> None:
     if n > max_bytes:
-        raise ImageError(f"the file is {n / 2**20:.1f} MiB, above the upload limit of {max_bytes / 2**20:.0f} MiB")
+        raise ImageError(f"the file is {n / 2**20:.3g} MiB, above the upload limit of {max_bytes / 2**20:.3g} MiB")
 
 
 def _open(source: str | Path | bytes | Image.Image | np.ndarray, max_bytes: int) -> Image.Image:
@@ -128,7 +128,7 @@ def decode_image(
         raise ImageError(f"the image has no pixels ({w}x{h})")
     if w * h > max_pixels:
         raise ImageError(
-            f"the image is {w}x{h} = {w * h / 1e6:.0f} megapixels, above the limit of {max_pixels / 1e6:.0f} MP"
+            f"the image is {w}x{h} = {w * h / 1e6:.3g} megapixels, above the limit of {max_pixels / 1e6:.3g} MP"
         )
     notes: list[str] = []
     source_mode = im.mode
