@@ -16,6 +16,9 @@ from torch import nn
 from tests.conftest import serve_app
 
 SIZE = 64  # short side the served model sees: the properties tested here do not depend on it
+#: ``attnviz render`` options: a model with few, cheap overlays, files written in this process (no pool to start).
+RENDER = ("--attention", "mhsa", "--device", "cpu", "--workers", "0")
+MODEL = ("resnet18", "random")  # arch and weights: nor on trained weights (any weights file may be absent)
 FIGURES: dict[str, str] = {}  # name -> one line, printed after the run (see pytest_terminal_summary)
 _TIMING = re.compile(r"\d+ ms")
 
@@ -51,9 +54,9 @@ def client(served: tuple[str, Any]) -> Client:
     return new_client(served[0])
 
 
-def analyze_api(client: Client, image: str | Path, attention: str, *args: str) -> tuple:
-    """One call of the public ``/analyze`` endpoint (image, attention, then arch, weights, ... if given)."""
-    return client.predict(handle_file(str(image)), attention, *args, api_name="/analyze")
+def analyze_api(client: Client, image: str | Path, attention: str, *model: str) -> tuple:
+    """One call of the public ``/analyze`` endpoint: image, attention, arch and weights (default ``MODEL``)."""
+    return client.predict(handle_file(str(image)), attention, *(model or MODEL), api_name="/analyze")
 
 
 def check_ok(out: tuple) -> dict[str, Any]:

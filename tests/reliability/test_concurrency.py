@@ -19,7 +19,7 @@ from PIL import Image
 import app
 from attnviz.capture import model_lock
 from tests.conftest import serve_app
-from tests.reliability.conftest import FIGURES, analyze_api, check_ok, hook_count, new_client
+from tests.reliability.conftest import FIGURES, MODEL, analyze_api, check_ok, hook_count, new_client
 
 pipeline = importlib.import_module("attnviz.analyze")
 ASSETS = Path(__file__).parents[2] / "assets"
@@ -93,11 +93,11 @@ def test_a_full_queue_refuses_at_once_with_a_busy_message(tmp_path: Path, monkey
     monkeypatch.setattr(app, "analyze", held)
     with serve_app(queue_size=2, max_sessions=2) as (url, demo):
         clients = [new_client(url) for _ in range(5)]
-        jobs = [clients[0].submit(handle_file(str(image)), "spatial", api_name="/analyze")]
+        jobs = [clients[0].submit(handle_file(str(image)), "spatial", *MODEL, api_name="/analyze")]
         _wait(entered.is_set, "the first request to start")
-        jobs += [c.submit(handle_file(str(image)), "spatial", api_name="/analyze") for c in clients[1:3]]
+        jobs += [c.submit(handle_file(str(image)), "spatial", *MODEL, api_name="/analyze") for c in clients[1:3]]
         _wait(lambda: len(demo._queue) == 2, "two requests to wait in the queue")
-        refused = clients[3].submit(handle_file(str(image)), "spatial", api_name="/analyze")
+        refused = clients[3].submit(handle_file(str(image)), "spatial", *MODEL, api_name="/analyze")
         with pytest.raises(QueueError, match="Queue is full! Please try again"):
             refused.result(timeout=60)  # refused at once: a TimeoutError here would mean it hangs
         raw = httpx.post(

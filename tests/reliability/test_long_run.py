@@ -13,7 +13,7 @@ from PIL import Image
 
 import app
 from tests.conftest import DEVICES, serve_app
-from tests.reliability.conftest import FIGURES, SIZE, analyze_api, check_ok, new_client
+from tests.reliability.conftest import FIGURES, MODEL, SIZE, analyze_api, check_ok, new_client
 
 ASSET = Path(__file__).parents[2] / "assets" / "rocket.jpg"  # 640x427: each result holds about 1 MB of pixels
 ATTENTIONS = ["cbam", "se", "mhsa", "da"]
@@ -37,7 +37,7 @@ def test_500_analyze_calls_keep_memory_flat(device: str, monkeypatch: pytest.Mon
 
     def run(n: int) -> None:
         for i in range(n):
-            state, predictions, *_ = app.run_analysis(str(ASSET), ATTENTIONS[i % len(ATTENTIONS)])
+            state, predictions, *_ = app.run_analysis(str(ASSET), ATTENTIONS[i % len(ATTENTIONS)], *MODEL)
             assert len(predictions) == 5 and state["result"].settings["device"] == device
 
     run(WARMUP)  # models built, allocator pools filled
@@ -70,7 +70,7 @@ def test_export_files_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(app, "SIZE", SIZE)
     small = tmp_path / "small.png"
     Image.open(ASSET).resize((160, 107)).save(small)
-    state, *_ = app.run_analysis(str(small), "mhsa")
+    state, *_ = app.run_analysis(str(small), "mhsa", *MODEL)
     png, zipped = app.make_exports(state, "turbo", 0.5, "map", "32", None)
     one = _du(Path(zipped).parent)[1]
     assert Path(png).parent == Path(zipped).parent and Path(png).parent.parent == root

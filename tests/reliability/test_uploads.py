@@ -25,7 +25,7 @@ from attnviz.export import spatial_views
 from attnviz.image import decode_image
 from attnviz.views import build_views
 from tests.images import bad_files, exif_upright_png, odd_images, photo
-from tests.reliability.conftest import FIGURES, analyze_api, check_ok, write
+from tests.reliability.conftest import FIGURES, MODEL, RENDER, analyze_api, check_ok, write
 
 ODD = odd_images()
 BAD = bad_files()
@@ -84,7 +84,7 @@ def test_hostile_and_odd_uploads_through_the_cli(tmp_path: Path, capsys: pytest.
     inputs: list[Path] = []
     for name, data in [*ODD.items(), ("upright.png", exif_upright_png()), *((n, d) for n, (d, _) in BAD.items())]:
         inputs += [write(src, name, data), write(src, f"after_{name.replace('.', '_')}.jpg", normal)]
-    code = main(["render", *map(str, inputs), "--attention", "mhsa", "--out", str(out), "--device", "cpu"])
+    code = main(["render", *map(str, inputs), *RENDER, "--out", str(out)])
     captured = capsys.readouterr()
     assert code == 1  # some inputs were skipped
     for name, (_, match) in BAD.items():
@@ -133,4 +133,4 @@ def test_upload_names_cannot_escape_the_upload_folder(served: tuple[str, Any], c
     (stored,) = response.json()
     assert not target.exists()
     assert Path(stored).resolve().is_relative_to(Path(get_upload_folder()).resolve()), stored
-    check_ok(client.predict({"path": stored, "meta": {"_type": "gradio.FileData"}}, "se", api_name="/analyze"))
+    check_ok(client.predict({"path": stored, "meta": {"_type": "gradio.FileData"}}, "se", *MODEL, api_name="/analyze"))
