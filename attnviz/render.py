@@ -509,10 +509,11 @@ def _new_figure(width_in: float, height_in: float, dpi: int, tight: bool = True)
 
 def _figure_bytes(fig: Figure) -> bytes:
     """The figure as an RGB PNG: one draw (savefig with a layout engine draws twice) and no alpha channel (the
-    figure is opaque); the same pixels as ``savefig``, in about half the time."""
+    figure is opaque); the same pixels as ``savefig``, in about half the time. zlib level 1: a third faster
+    than 3 for 2 % more bytes on an overlay figure."""
     fig.canvas.draw()
     rgba = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4) uint8, alpha 255 everywhere
-    return encode_png(rgba[..., :3])
+    return encode_png(rgba[..., :3], compress_level=1)
 
 
 def _bar_axes(fig: Figure, right_in: float = 0.25) -> Axes:
