@@ -87,16 +87,24 @@ def _checkpoints(folder: Path) -> dict[str, tuple[str, str]]:
     }
 
 
-def test_corrupt_and_mismatched_checkpoints_are_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_corrupt_and_mismatched_checkpoints_are_named(
+    client: Client, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     files = _checkpoints(tmp_path)
     for name, (attention, match) in files.items():
         with pytest.raises(ValueError, match=match):
             attnviz.analyze(ASSET, attention=attention, weights=str(tmp_path / name), size=64, device="cpu")
+    for name in ("truncated.safetensors", "spatial.pt"):  # a path typed as the app's weights: the same message
+        attention, match = files[name]
+        with pytest.raises(AppError, match=match):
+            analyze_api(client, ASSET, attention, "resnet18", str(tmp_path / name))
+        check_ok(analyze_api(client, ASSET, attention))
     result = attnviz.analyze(ASSET, attention="spatial", weights=str(tmp_path / "good.safetensors"), size=64)
     assert result.model["weights_source"] == "file good.safetensors"
     for name in ("truncated.safetensors", "spatial.pt"):  # the CLI stops at once, with the same message
         attention, match = files[name]
         args = ["render", ASSET, "--attention", attention, "--weights", str(tmp_path / name), "--out", str(tmp_path)]
+        capsys.readouterr()  # what the server logged so far
         assert main(args) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and re.search(match, err), err
@@ -114,9 +122,11 @@ class _Evil:
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
-def test_pickles_that_would_run_code_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every way a checkpoint enters (a file path in the library and the CLI, a cached ImageNet file) reads it
-    without running its code: safetensors, or torch.load(weights_only=True)."""
+def test_pickles_that_would_run_code_are_refused(
+    client: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every way a checkpoint enters (a path typed in the app, a path in the library and the CLI, a cached ImageNet
+    file) reads it without running its code: safetensors, or torch.load(weights_only=True)."""
     marker = tmp_path / "pwned"
     for name in ("evil.pt", "evil.pth", "evil.bin", "evil.safetensors", "evil.ckpt"):
         with open(tmp_path / name, "wb") as f:
@@ -129,6 +139,8 @@ def test_pickles_that_would_run_code_are_refused(tmp_path: Path, monkeypatch: py
         with pytest.raises(ValueError, match=name.replace(".", r"\.")):
             attnviz.analyze(ASSET, attention="se", weights=str(tmp_path / name), size=64, device="cpu")
     assert main(["render", ASSET, "--attention", "se", "--weights", str(tmp_path / "evil.pt"), "--out", "o"]) == 2
+    with pytest.raises(AppError, match=r"cannot read checkpoint evil\.pt: UnpicklingError: Weights only load failed"):
+        analyze_api(client, ASSET, "se", "resnet18", str(tmp_path / "evil.pt"))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # torchvision's ImageNet cache holds a pickle
     cached = tmp_path / "torch" / "hub" / "checkpoints" / Path(imagenet_weights("resnet18").url).name
     cached.parent.mkdir(parents=True)
