@@ -116,6 +116,8 @@ def run(work: Path) -> dict[str, Any]:
     import httpx
     from gradio_client import Client, handle_file
 
+    from tests.conftest import free_port
+
     loopback_up()
     report: dict[str, Any] = {"interfaces": sorted(name for _, name in socket.if_nameindex())}
     hook = work / "hook"
@@ -135,9 +137,7 @@ def run(work: Path) -> dict[str, Any]:
         PYTHONUNBUFFERED="1",
     )
     images = _images(work)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     log = work / "app.log"
     with open(log, "w") as out:
