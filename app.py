@@ -96,6 +96,7 @@ _EXPORT_LOCK = threading.Lock()
 
 
 def _tree_bytes(path: Path) -> int:
+    """Bytes of the files under ``path``."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
