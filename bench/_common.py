@@ -19,6 +19,11 @@ from importlib import metadata
 
 import torch
 
+#: ``BENCH_CLOCK=cpu`` times CPU work with this process's CPU time (all its threads) instead of wall time: on a
+#: machine another job is loading, CPU time stays close to what a quiet machine's wall time would be, while wall
+#: time swings with the other job. CUDA runs are always timed by the wall clock.
+CLOCK = os.environ.get("BENCH_CLOCK", "wall")
+
 PACKAGES = ("torch", "torchvision", "numpy", "pillow", "opencv-python-headless", "gradio", "grad-cam", "torchcam")
 
 
@@ -64,6 +69,8 @@ def header(title: str, device: str, note: str = "") -> None:
     print(f"- versions: {versions()}")
     print(f"- date: {date}")
     print(f"- command: `{command()}`")
+    if CLOCK == "cpu" and device == "cpu":
+        print("- clock: CPU time of the benchmark process (BENCH_CLOCK=cpu), not wall time")
     if note:
         print(f"- note: {note}")
     print()
@@ -92,6 +99,7 @@ def interleave(
         name -> ``repeat`` wall times in ms (device work included: CUDA is synchronised after each call).
     """
     names = list(variants)
+    clock = time.process_time if CLOCK == "cpu" and device == "cpu" else time.perf_counter
     for _ in range(warmup):
         for name in names:
             variants[name]()
@@ -100,10 +108,10 @@ def interleave(
     for r in range(repeat):
         for name in names if r % 2 == 0 else names[::-1]:
             synchronize(device)
-            t0 = time.perf_counter()
+            t0 = clock()
             variants[name]()
             synchronize(device)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name].append((clock() - t0) * 1e3)
     return times
 
 
