@@ -68,6 +68,9 @@ VIEW_SIDE = 1600  # longest side of the large view
 NONE = "none (plain ResNet)"
 WEIGHTS = ["demo", "imagenet", "random"]
 DEFAULTS = {"arch": "resnet18", "attention": "cbam", "weights": "demo"}  # app.py --arch/--attention/--weights
+# A checkpoint path typed into the page is read from the server's disk: allowed only while the app is bound to
+# loopback (the person typing is at this machine); launch() turns it off for any other address.
+TYPED_PATHS = {"allowed": True}
 TOPK_CHOICES = ["16", "32", "64", "all"]
 DEVICE = os.environ.get("ATTNVIZ_DEVICE") or None
 SIZE = int(os.environ.get("ATTNVIZ_SIZE") or 0) or None  # short side the model sees (default: the weights')
@@ -332,6 +335,11 @@ def run_analysis(
     """The `analyze` endpoint: (image path, attention type, ...) -> state and every output."""
     if image is None:
         raise gr.Error("Upload an image first (drag and drop, paste, or pick an example).")
+    if weights not in (*WEIGHTS, DEFAULTS["weights"]) and not TYPED_PATHS["allowed"]:
+        raise gr.Error(
+            "Checkpoint paths typed into the page are accepted only when the app is bound to 127.0.0.1; "
+            "start it with --weights PATH to serve a checkpoint to others."
+        )
     try:
         result = analyze(
             image,
@@ -478,6 +486,7 @@ def launch(
     page says the app is busy), at most ``max_sessions`` sessions' results kept (default ``MAX_SESSIONS``), errors
     shown to the user."""
     demo.queue(max_size=queue_size or QUEUE_SIZE, default_concurrency_limit=1)
+    TYPED_PATHS["allowed"] = host in ("127.0.0.1", "localhost", "::1")
     demo.launch(
         server_name=host,
         server_port=port,

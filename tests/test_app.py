@@ -83,3 +83,15 @@ def test_large_images_are_shown_at_display_sizes(tmp_path: Path) -> None:
     assert new_state["query"] == (1599 / 1600, 666 / 667)  # fractions of the view the click came from
     files = app.DisplayGallery().postprocess(gallery[:2])
     assert [Path(item.image.path).suffix for item in files.root] == [".jpg", ".jpg"]
+
+
+def test_typed_checkpoint_paths_only_on_loopback(monkeypatch) -> None:
+    """A path typed into the Weights field reads the server's disk: refused when the app serves other machines."""
+    import gradio as gr
+
+    monkeypatch.setitem(app.TYPED_PATHS, "allowed", False)
+    with pytest.raises(gr.Error, match=r"accepted only when the app is bound to 127\.0\.0\.1"):
+        app.run_analysis(ASSET, "cbam", "resnet18", "/etc/passwd.pt")
+    monkeypatch.setitem(app.TYPED_PATHS, "allowed", True)
+    with pytest.raises(gr.Error, match="checkpoint not found"):
+        app.run_analysis(ASSET, "cbam", "resnet18", "/nonexistent/x.safetensors")
