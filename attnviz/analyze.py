@@ -137,12 +137,19 @@ def is_timm(arch: str) -> bool:
 
 
 def _build(arch: str, attention: str | None, weights: str | None) -> nn.Module:
-    """attnviz's ResNet with ``attention`` inserted, or a timm attention network (ImageNet weights unless random)."""
+    """attnviz's ResNet with ``attention`` inserted, or a timm attention network (ImageNet weights unless random).
+
+    Random weights are drawn from a fixed seed (without touching the caller's RNG), so a model rebuilt after
+    leaving the cache gives the same maps."""
+    if weights in (None, "random"):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return _build(arch, attention, "seeded")
     if is_timm(arch):
         from .timm_models import build_timm_model
 
-        return build_timm_model(arch, pretrained=weights not in (None, "random"))
-    return build_model(arch, attention, weights=None if weights in (None, "random") else weights)
+        return build_timm_model(arch, pretrained=weights != "seeded")
+    return build_model(arch, attention, weights=None if weights == "seeded" else weights)
 
 
 def analyze(

@@ -8,6 +8,8 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 import attnviz
 from attnviz.analyze import ModelCache, analyze
@@ -95,3 +97,14 @@ def test_bad_arguments() -> None:
         analyze(ASSET, attention="nope", device="cpu", cache=CACHE)
     with pytest.raises(ValueError, match="device must be 'cpu' or 'cuda'"):
         analyze(ASSET, attention="se", device="tpu", cache=CACHE)
+
+
+def test_random_models_are_the_same_after_leaving_the_cache() -> None:
+    """Untrained models come from a fixed seed: a rebuilt model gives the same maps, and the caller's RNG is
+    untouched."""
+    image = Image.new("RGB", (64, 48), "orange")
+    state = torch.random.get_rng_state()
+    a = analyze(image, attention="se", weights="random", cache=ModelCache(1), size=48)
+    b = analyze(image, attention="se", weights="random", cache=ModelCache(1), size=48)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert all(torch.equal(x.data, y.data) for x, y in zip(a.maps, b.maps, strict=True))
