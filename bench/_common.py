@@ -28,8 +28,9 @@ PACKAGES = ("torch", "torchvision", "numpy", "pillow", "opencv-python-headless",
 
 
 def command() -> str:
-    """The command line that reproduces this run."""
-    return "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+    """The command line that reproduces this run, with the environment variables that change it."""
+    env = [f"{k}={os.environ[k]}" for k in ("BENCH_CLOCK", "OMP_NUM_THREADS") if k in os.environ]
+    return " ".join([*env, "python", *(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])])
 
 
 def cpu_name() -> str:
@@ -59,8 +60,9 @@ def versions() -> str:
     return ", ".join(out)
 
 
-def header(title: str, device: str, note: str = "") -> None:
-    """Print the markdown heading of a result block: what, where, when, with what, and how to reproduce it."""
+def header(title: str, device: str, note: str = "", clocked: bool = True) -> None:
+    """Print the markdown heading of a result block: what, where, when, with what, and how to reproduce it.
+    ``clocked``: the block's timings follow ``BENCH_CLOCK`` (else they are wall times whatever it says)."""
     load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     print(f"\n### {title}\n")
@@ -69,7 +71,7 @@ def header(title: str, device: str, note: str = "") -> None:
     print(f"- versions: {versions()}")
     print(f"- date: {date}")
     print(f"- command: `{command()}`")
-    if CLOCK == "cpu" and device == "cpu":
+    if clocked and CLOCK == "cpu" and device == "cpu":
         print("- clock: CPU time of the benchmark process (BENCH_CLOCK=cpu), not wall time")
     if note:
         print(f"- note: {note}")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import command
 
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "RESULTS.md"
@@ -56,8 +57,7 @@ def main() -> int:
         print(run.stdout, flush=True)
         blocks.append(run.stdout.strip())
     minutes = (time.perf_counter() - t0) / 60
-    quick = " --quick" if args.quick else ""
-    body = "\n\n".join(blocks) + f"\n\n`python bench/run_all.py{quick}` took {minutes:.1f} min on this machine.\n"
+    body = "\n\n".join(blocks) + f"\n\n`{command()}` took {minutes:.1f} min on this machine.\n"
     print(body.splitlines()[-1])
     if not args.print:
         write_section(device, body)

@@ -69,7 +69,9 @@ def main() -> None:
         "Cold start and latency of the served app (bench/serve.py)",
         device,
         f"{args.arch} + {args.attention}, image {IMAGE.name}, {args.weights} weights; requests one after another; "
-        + ("the client downloads every image" if args.download else "answers only (a browser fetches the images)"),
+        + ("the client downloads every image" if args.download else "answers only (a browser fetches the images)")
+        + "; wall time",
+        clocked=False,
     )
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"

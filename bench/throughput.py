@@ -158,7 +158,7 @@ def render_rows(args: argparse.Namespace, device: str) -> None:
         n = len(images)
         print(
             f"\n`attnviz render` on {n} photos ({args.render_arch} + {attention}, {workers} writer processes; "
-            "one run each; the command's model build taken off):\n"
+            "one run each, wall time; the command's model build taken off):\n"
         )
         table(
             ["arch", "attention", "images", "workers", "analyze only img/s", "files only img/s", "render img/s",
