@@ -62,3 +62,25 @@ def test_bad_settings_fail_before_reading_images() -> None:
         next(analyze_many(never(), attention="nope", device="cpu"))
     with pytest.raises(ValueError, match="batch_size"):
         next(analyze_many([ASSET], attention="se", batch_size=0))
+
+
+def test_channels_last_models_give_the_same_maps() -> None:
+    """CUDA models run in channels_last (ModelCache): every attention type's maps are those of the NCHW model."""
+    import attnviz
+    from attnviz import AttentionRecorder
+
+    x = torch.randn(2, 3, 64, 96)
+    for name in attnviz.list_attentions():
+        model = attnviz.build_model("resnet18", name).eval()
+        runs = []
+        for fmt in (torch.contiguous_format, torch.channels_last):
+            model = model.to(memory_format=fmt)
+            with AttentionRecorder(model, activations=True) as rec, torch.inference_mode():
+                model(x.contiguous(memory_format=fmt))
+            runs.append((rec.maps, rec.activations))
+        (maps, acts), (maps_cl, acts_cl) = runs
+        assert [m.name for m in maps] == [m.name for m in maps_cl], name
+        for a, b in zip(maps, maps_cl, strict=True):
+            torch.testing.assert_close(a.data, b.data, atol=5e-4, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}")
+        for k in acts:
+            torch.testing.assert_close(acts[k], acts_cl[k], atol=5e-4, rtol=1e-3)
