@@ -14,11 +14,14 @@ from attnviz.image import ImageError
 from tests.images import ASSET, photo, png_bomb
 
 
-def _same(a, b, exact: bool) -> None:
-    assert a.predictions[0][0] == b.predictions[0][0] and a.input_size == b.input_size
-    assert a.model == b.model and a.settings == b.settings and a.notes == b.notes
+def _same(a, b, exact: bool, device: str) -> None:
+    assert a.input_size == b.input_size and a.model == b.model and a.settings == b.settings and a.notes == b.notes
     assert [(m.name, m.kind, m.size) for m in a.maps] == [(m.name, m.kind, m.size) for m in b.maps]
-    tol = {"atol": 0.0, "rtol": 0.0} if exact else {"atol": 1e-5, "rtol": 1e-4}
+    if exact:  # (untrained: near-uniform probabilities, so a batch's rounding may reorder the top-5)
+        assert a.predictions == b.predictions
+    # bfloat16 on CUDA, whose kernels also depend on the batch size
+    loose = {"atol": 3e-2, "rtol": 3e-2} if device == "cuda" else {"atol": 1e-5, "rtol": 1e-4}
+    tol = {"atol": 0.0, "rtol": 0.0} if exact else loose
     for ma, mb in zip(a.maps, b.maps, strict=True):
         torch.testing.assert_close(ma.data, mb.data, **tol)
     assert a.activations.keys() == b.activations.keys()
@@ -40,7 +43,7 @@ def test_results_in_order_match_analyze(batch_size: int, device: torch.device) -
     exact = batch_size == 1 and device.type == "cpu"  # a batch may change the summation order; a GPU its kernels
     for src, res in zip(inputs, out, strict=True):
         if not isinstance(res, Exception):
-            _same(res, alone[id(src)], exact)
+            _same(res, alone[id(src)], exact, device.type)
 
 
 def test_results_own_their_maps() -> None:
