@@ -213,10 +213,11 @@ class AttentionRecorder:
         def hook(module: Tap, args: tuple, kwargs: dict, output: Tensor) -> None:
             data = module.canonical(output).detach()
             # A copy, not a view: later in-place ops (out += identity, ReLU(inplace)) would overwrite it
-            # (ATTENTION.md, bug 10); a channel mean or a cast is already a new tensor and is not copied again.
-            # It stays on the device until read, so a GPU batch is moved to the CPU in one transfer.
+            # (ATTENTION.md, bug 10); a channel mean or a cast is already a new tensor and is not copied again,
+            # nor is the output of a read_only tap (its block never changes it). It stays on the device until
+            # read, so a GPU batch is moved to the CPU in one transfer.
             shared = data.untyped_storage().data_ptr() == output.untyped_storage().data_ptr()
-            data = data.to(dtype=torch.float32, copy=shared)
+            data = data.to(dtype=torch.float32, copy=shared and not module.read_only)
             size = kwargs.get("size")
             if size is None and module.kind in ("spatial", "memory"):
                 size = (int(data.shape[-2]), int(data.shape[-1]))

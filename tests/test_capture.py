@@ -107,6 +107,31 @@ def test_stored_maps_are_copies_not_views() -> None:
     torch.testing.assert_close(rec.maps[0].data, keep)
 
 
+def test_read_only_taps_are_kept_without_a_copy() -> None:
+    """A tap whose block promises not to change the weight (DA's large softmaxes) is recorded as is."""
+
+    class Softmax(nn.Module):
+        def __init__(self, read_only: bool) -> None:
+            super().__init__()
+            self.tap = Tap("channel_pairwise", read_only=read_only)
+            self.seen: torch.Tensor | None = None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            attn = self.tap(torch.softmax(x, dim=-1))
+            self.seen = attn
+            return attn @ x
+
+    x = torch.rand(2, 5, 5)
+    for read_only in (False, True):
+        module = Softmax(read_only)
+        with attnviz.AttentionRecorder(module) as rec:
+            module(x)
+        (m,) = rec.maps
+        torch.testing.assert_close(m.data, torch.softmax(x, dim=-1))
+        assert (m.data.data_ptr() == module.seen.data_ptr()) is read_only
+    assert "read_only=True" in repr(Tap("pairwise", read_only=True))
+
+
 def _expected_shape(name: str, kind: str, inp: torch.Size) -> tuple[int, ...]:
     """The canonical shape of a map of ``kind`` from block ``name`` fed a (B, C, H, W) input."""
     b, c, h, w = inp

@@ -30,7 +30,7 @@ class PositionAttention(nn.Module):
         self.key = nn.Conv2d(channels, qk, 1)
         self.value = nn.Conv2d(channels, channels, 1)
         self.alpha = nn.Parameter(torch.zeros(1))
-        self.tap = Tap("pairwise")
+        self.tap = Tap("pairwise", read_only=True)  # (B, 1, N, N), only read by the bmm below
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape
@@ -53,7 +53,7 @@ class ChannelAttentionModule(nn.Module):
     def __init__(self, channels: int) -> None:
         super().__init__()
         self.beta = nn.Parameter(torch.zeros(1))
-        self.tap = Tap("channel_pairwise")
+        self.tap = Tap("channel_pairwise", read_only=True)  # (B, C, C), only read by the bmm below
 
     def forward(self, x: Tensor) -> Tensor:
         b, c, h, w = x.shape

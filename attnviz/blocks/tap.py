@@ -28,17 +28,20 @@ class Tap(nn.Module):
 
     Args:
         kind: one of :data:`KINDS`.
+        read_only: the block promises that the weight passing this tap is only read afterwards (never changed
+            in place), so the recorder may keep it without copying it (worth it for large maps: DA's C x C).
 
     The forward pass returns its input unchanged (the same tensor object). ``size`` is an optional
     keyword giving the (H, W) of the feature map a weight refers to, for kinds whose canonical shape
     does not carry it (``pairwise``); the recorder reads it from the hook's keyword arguments.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, read_only: bool = False) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown tap kind {kind!r}; valid kinds: {', '.join(KINDS)}")
         self.kind = kind
+        self.read_only = read_only
 
     def forward(self, x: Tensor, size: tuple[int, int] | None = None) -> Tensor:
         return x
@@ -66,7 +69,7 @@ class Tap(nn.Module):
         return x
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return f"kind={self.kind!r}" + (", read_only=True" if self.read_only else "")
 
 
 def _check(x: Tensor, dim: int, kind: str) -> None:
