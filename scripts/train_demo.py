@@ -22,6 +22,7 @@ from attnviz import build_model, list_attentions
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
 from attnviz.train import TrainConfig, fit
+from attnviz.checkpoint import read_card
 from attnviz.weights import load_backbone_state_dict, load_checkpoint_file
 
 
@@ -38,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--resume", action="store_true")
+    p.add_argument("--continue-from", default=None, help="a backbone checkpoint to continue training (new schedule)")
+    p.add_argument("--lr", type=float, default=2e-3, help="backbone learning rate")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -66,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(DEMO_ARCH, attention, num_classes=len(train.classes))
         card = {**base_card, "attention": attention}
         if attention is None:
-            cfg = TrainConfig(epochs=args.backbone_epochs, seed=args.seed, half_checkpoint=True)
+            cfg = TrainConfig(epochs=args.backbone_epochs, seed=args.seed, lr=args.lr, half_checkpoint=True)
             base = None
+            if args.continue_from:  # a second schedule on a trained backbone; its first run is kept in the card
+                previous = read_card(args.continue_from)
+                model.load_state_dict(load_checkpoint_file(args.continue_from))
+                cfg.warmup_epochs = 0.25
+                card["continued_from"] = {"val_acc": previous.get("val_acc"), "training": previous.get("training")}
         else:
             if not backbone.is_file():
                 print(f"train the backbone first (missing {backbone})", file=sys.stderr)
