@@ -18,6 +18,8 @@ import tempfile
 import threading
 import time
 import uuid
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,9 @@ class UploadImage(gr.Image):
 
 
 _EXPORT_LOCK = threading.Lock()
+# The last zips made, by (result, display settings): choosing another block changes the PNG, not the zip.
+_ZIPS: OrderedDict[tuple, tuple[weakref.ref, Path]] = OrderedDict()
+_ZIPS_KEPT = 16
 
 
 def _tree_bytes(path: Path) -> int:
@@ -299,7 +304,19 @@ def make_exports(
         png_path.write_bytes(
             figure_png(np.asarray(result.image), normed[i], cmap, alpha, v.title, ranges[i], v.spatial_label)
         )
-    zip_path = export_zip(result, settings, out / f"attnviz_{safe_name(result.model['attention'] or 'plain')}.zip")
+    key = (id(result), cmap, alpha, norm, settings["topk"], settings["query"])
+    with _EXPORT_LOCK:
+        ref, zip_path = _ZIPS.get(key, (None, None))
+        if ref is None or ref() is not result or zip_path is None or not zip_path.is_file():
+            zip_path = None
+        else:
+            os.utime(zip_path.parent)  # in use again: the folder is removed last
+    if zip_path is None:  # ~3 s of figures for ResNet-50 + CBAM: only when the zip's content changes
+        zip_path = export_zip(result, settings, out / f"attnviz_{safe_name(result.model['attention'] or 'plain')}.zip")
+        with _EXPORT_LOCK:
+            _ZIPS[key] = (weakref.ref(result), zip_path)
+            while len(_ZIPS) > _ZIPS_KEPT:
+                _ZIPS.popitem(last=False)
     return (str(png_path) if png_path else None), str(zip_path)
 
 

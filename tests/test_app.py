@@ -95,3 +95,14 @@ def test_typed_checkpoint_paths_only_on_loopback(monkeypatch) -> None:
     monkeypatch.setitem(app.TYPED_PATHS, "allowed", True)
     with pytest.raises(gr.Error, match="checkpoint not found"):
         app.run_analysis(ASSET, "cbam", "resnet18", "/nonexistent/x.safetensors")
+
+
+def test_exports_reuse_the_zip_when_only_the_block_changes() -> None:
+    state, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "random", "turbo", 0.5, "map", "32", None)
+    png_a, zip_a = app.make_exports(state, "turbo", 0.5, "map", "32", "layer1.0.attn.spatial.tap")
+    png_b, zip_b = app.make_exports(state, "turbo", 0.5, "map", "32", "layer4.1.attn.spatial.tap")
+    assert zip_a == zip_b and png_a != png_b  # another block: a new PNG, the same zip
+    _, zip_c = app.make_exports(state, "gray", 0.5, "map", "32", None)
+    assert zip_c != zip_a  # another colormap: a new zip
+    state2, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "random", "turbo", 0.5, "map", "32", None)
+    assert app.make_exports(state2, "turbo", 0.5, "map", "32", None)[1] != zip_a  # another result: a new zip
