@@ -129,7 +129,7 @@ def render_rows(args: argparse.Namespace, device: str) -> None:
         images = sorted(src.iterdir())
         workers = args.workers if args.workers is not None else min(4, os.cpu_count() or 1)
         cache = ModelCache(1)
-        kw = {"attention": attention, "arch": args.render_arch, "device": device, "cache": cache}
+        kw = {"attention": attention, "arch": args.render_arch, "weights": "random", "device": device, "cache": cache}
         t0 = time.perf_counter()
         list(analyze_many(images[:1], **kw))  # build and warm the model outside the timings
         t_build = time.perf_counter() - t0  # the command builds its own: taken off its time below
@@ -149,7 +149,7 @@ def render_rows(args: argparse.Namespace, device: str) -> None:
         del results
 
         argv = ["render", str(src), "--attention", attention, "--arch", args.render_arch, "--out", str(tmp / "b")]
-        argv += ["--device", device, "--workers", str(workers)]
+        argv += ["--weights", "random", "--device", device, "--workers", str(workers)]
         t0 = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):
             code = cli_main(argv)
