@@ -174,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("--attention", choices=list_attentions(), required=True)
     render.add_argument("--out", required=True, help="output folder; one subfolder per image")
     render.add_argument("--arch", choices=list(ARCHS), default="resnet18")
-    render.add_argument("--weights", default="random", help="random | imagenet | a checkpoint path")
+    render.add_argument("--weights", default="demo", help="demo (resnet18) | imagenet | random | a checkpoint path")
     render.add_argument("--device", choices=["cpu", "cuda"], default=None)
     render.add_argument("--cmap", choices=list(COLORMAPS), default="turbo")
     render.add_argument("--alpha", type=float, default=0.5)

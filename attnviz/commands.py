@@ -135,7 +135,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import read_checkpoint, save_checkpoint, tensors_sha256
     from .data import SceneConfig, SceneDataset
     from .demo import DEMO_ARCH, demo_dir, demo_file
-    from .evaluate import evaluate_model, markdown_table, summary_row
+    from .evaluate import evaluate_model, findings, markdown_table, summary_row
     from .weights import load_checkpoint_file
 
     folder = Path(args.models) if args.models else demo_dir()
@@ -168,7 +168,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"{row['attention']:14} acc {row['accuracy']:.3f}  pointing {stages}  avg={row['average_pointing']}")
         if args.write_cards:
             sd, card = read_checkpoint(path)
-            card["test"] = {**result, "summary": row}
+            card["test"] = {**result, "summary": row, "findings": findings(row)}
             if attention is not None:  # name the base by content, so rewriting its card keeps the link
                 base = demo_file(None, folder)
                 card["base"] = {"file": base.name, "sha256": tensors_sha256(load_checkpoint_file(base))}

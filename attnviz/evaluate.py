@@ -28,7 +28,15 @@ from torch.utils.data import DataLoader, Dataset
 from .capture import AttentionRecorder
 from .views import spatial_view
 
-__all__ = ["LocalisationScores", "centre_prior", "evaluate_model", "markdown_table", "score_maps", "summary_row"]
+__all__ = [
+    "LocalisationScores",
+    "centre_prior",
+    "evaluate_model",
+    "findings",
+    "markdown_table",
+    "score_maps",
+    "summary_row",
+]
 
 
 @dataclass
@@ -233,6 +241,28 @@ def summary_row(attention: str | None, result: dict, plain: dict | None) -> dict
         "centre_prior": None if plain is None else plain["baselines"].get("centre prior", {}).get("pointing"),
     }
     return row
+
+
+def findings(row: dict) -> str:
+    """One sentence for a model card: which stages' maps point at the object more often than the centre prior,
+    and which fall below it (they weight the background or the centre less than a fixed Gaussian would)."""
+    prior = row.get("centre_prior")
+    stages = row.get("stage_pointing") or {}
+    if not stages:
+        return "no spatial view: this attention type has no map to score"
+    parts = [f"{k.replace('stage', 'stage ')} {100 * v:.0f} %" for k, v in stages.items()]
+    average = 100 * (row.get("average_pointing") or 0)
+    text = f"pointing game by stage: {', '.join(parts)}; stage-averaged map {average:.0f} %"
+    if prior is None:
+        return text
+    above = [k[-1] for k, v in stages.items() if v > prior]
+    below = [k[-1] for k, v in stages.items() if v <= prior]
+    text += f" (centre prior {100 * prior:.0f} %)."
+    if above:
+        text += f" Stage {', '.join(above)} maps find the object more often than the prior."
+    if below:
+        text += f" Stage {', '.join(below)} maps do not beat the prior: they weight background or spread out."
+    return text
 
 
 def markdown_table(rows: list[dict], baselines: dict, mask_share: float) -> str:

@@ -58,3 +58,13 @@ def test_evaluate_model_scores_every_stage_and_the_average(scene_root, attention
     assert row["delta"] == 0 and row["best_stage"] in stages
     table = markdown_table([row], r["baselines"], r["mask_share"])
     assert f"| {attention} |" in table and "| centre prior |" in table
+
+
+def test_findings_name_the_stages_above_and_below_the_prior() -> None:
+    from attnviz.evaluate import findings
+
+    row = {"stage_pointing": {"stage2": 0.85, "stage3": 0.3}, "average_pointing": 0.6, "centre_prior": 0.44}
+    text = findings(row)
+    assert "stage 2 85 %" in text and "centre prior 44 %" in text
+    assert "Stage 2 maps find the object more often" in text and "Stage 3 maps do not beat the prior" in text
+    assert findings({"stage_pointing": {}}).startswith("no spatial view")
