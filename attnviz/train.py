@@ -144,6 +144,7 @@ def fit(
     device: torch.device | str | None = None,
     base: str | Path | None = None,
     resume: bool = False,
+    best: float = -1.0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train ``model`` and save the best checkpoint (by validation accuracy) to ``out`` with ``card``.
@@ -158,6 +159,8 @@ def fit(
             history and metrics are added.
         base: the backbone checkpoint a frozen-backbone run builds on; the saved file is then a delta naming it.
         resume: continue from ``<out>.last.pt`` when it exists.
+        best: validation accuracy a checkpoint must beat to be saved (e.g. that of the weights ``model`` starts
+            from, so a continued run never replaces a better file).
 
     Returns:
         the final card (also written beside ``out`` as JSON).
@@ -206,7 +209,7 @@ def fit(
     std = torch.tensor(card["std"], device=device).view(1, 3, 1, 1)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    start, best, history = 0, -1.0, []
+    start, history, saved = 0, [], False
     if resume and last.is_file():
         state = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -260,6 +263,7 @@ def fit(
             )
             if improved:
                 _save(model, out, card, config, history, base, device)
+                saved = True
             state = {
                 "model": model.state_dict(),
                 "optimizer": opt.state_dict(),
@@ -270,7 +274,7 @@ def fit(
             }
             torch.save(state, last.with_suffix(".tmp"))
             last.with_suffix(".tmp").replace(last)
-    if rank == 0 and out.is_file():
+    if rank == 0 and (saved or resume) and out.is_file():  # a run that never beat ``best`` leaves the file as it was
         _finish_card(out, card, config, history, base, device)
     if world > 1:
         dist.barrier()

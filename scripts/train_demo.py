@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from attnviz import build_model, list_attentions
+from attnviz.checkpoint import read_card
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
 from attnviz.train import TrainConfig, fit
-from attnviz.checkpoint import read_card
 from attnviz.weights import load_backbone_state_dict, load_checkpoint_file
 
 
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--continue-from", default=None, help="a backbone checkpoint to continue training (new schedule)")
     p.add_argument("--lr", type=float, default=2e-3, help="backbone learning rate")
+    p.add_argument("--continue-attention", action="store_true", help="attention types continue from their files")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -81,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"train the backbone first (missing {backbone})", file=sys.stderr)
                 return 2
             load_backbone_state_dict(model, load_checkpoint_file(backbone))
+            if args.continue_attention and target.is_file():  # more epochs on the block's own checkpoint
+                previous = read_card(target)
+                model.load_state_dict(load_checkpoint_file(target), strict=False)
+                card["continued_from"] = {"val_acc": previous.get("val_acc"), "training": previous.get("training")}
             cfg = TrainConfig(
                 epochs=args.attention_epochs,
                 seed=args.seed,
@@ -91,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             base = backbone
         print(f"== {name}: {cfg}", flush=True)
-        fit(model, train, val, cfg, out=target, card=card, base=base, resume=args.resume)
+        floor = card.get("continued_from", {}).get("val_acc") or -1.0  # never replace a better checkpoint
+        fit(model, train, val, cfg, out=target, card=card, base=base, resume=args.resume, best=floor)
     return 0
 
 
