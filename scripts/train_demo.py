@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--continue-from", default=None, help="a backbone checkpoint to continue training (new schedule)")
     p.add_argument("--lr", type=float, default=2e-3, help="backbone learning rate")
+    p.add_argument("--attention-lr", type=float, default=1e-3)
     p.add_argument("--continue-attention", action="store_true", help="attention types continue from their files")
     args = p.parse_args(argv)
     if args.threads:
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 epochs=args.attention_epochs,
                 seed=args.seed,
                 freeze_backbone=True,
-                lr=1e-3,
+                lr=args.attention_lr,
                 warmup_epochs=0.25,
                 half_checkpoint=True,
             )
