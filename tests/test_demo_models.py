@@ -1,0 +1,59 @@
+"""The shipped demo checkpoints (models/): one per attention type, small, self-describing, loading offline with
+the measured scores in their cards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnviz import analyze, build_model, list_attentions
+from attnviz.checkpoint import read_card
+from attnviz.demo import DEMO_ARCH, demo_dir, demo_file
+
+NAMES = [None, *list_attentions()]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_models_folder_is_small_and_complete() -> None:
+    files = sorted(demo_dir().glob("*"))
+    assert sum(f.stat().st_size for f in files) < 60e6
+    for attention in NAMES:
+        path = demo_file(attention)
+        assert path.is_file(), f"missing demo checkpoint {path.name}"
+        assert json.loads(path.with_suffix(".json").read_text()) == read_card(path)
+
+
+@pytest.mark.parametrize("attention", NAMES)
+def test_demo_checkpoint_loads_with_its_card(attention: str | None) -> None:
+    card = read_card(demo_file(attention))
+    assert card["arch"] == DEMO_ARCH and card["attention"] == attention
+    assert len(card["classes"]) == 8 and card["input_size"] >= 96
+    assert card["training"]["history"] and card["training"]["device"]
+    test = card["test"]
+    assert 0 < test["accuracy"] <= 1 and test["images"] >= 500
+    assert test["test_split"]["config"] == card["data"]["train"]["config"]
+    if attention is not None:
+        assert card["base"]["file"] == demo_file(None).name
+        spatial = [k for k in test["localisation"] if k.startswith("stage")]
+        assert spatial, "every attention type yields a spatial view"
+    model = build_model(DEMO_ARCH, attention, weights="demo")
+    assert model.fc.out_features == 8 and not model.untrained_attention
+    assert model.weights_meta["categories"] == card["classes"]
+    with torch.inference_mode():
+        assert torch.isfinite(model(torch.rand(1, 3, 128, 128))).all()
+
+
+def test_app_default_is_trained() -> None:
+    result = analyze(ROOT / "assets" / "chelsea_cat.jpg", attention="cbam", weights="demo")
+    assert not result.warning and result.model["measured"]["stage_pointing"]
+    assert result.predictions[0][0] in read_card(demo_file("cbam"))["classes"]
+
+
+def test_demo_refuses_what_was_not_shipped() -> None:
+    with pytest.raises(ValueError, match="demo checkpoints are resnet18 only, not resnet50"):
+        build_model("resnet50", "cbam", weights="demo")
+    with pytest.raises(ValueError, match="these weights have 8 classes, not num_classes=1000"):
+        build_model("resnet18", "cbam", weights="demo", num_classes=1000)
