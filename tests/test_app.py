@@ -16,21 +16,26 @@ def client(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Client:
     return Client(app_url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
-def _check_ok(out: tuple, n_overlays: int | None = None) -> None:
+def _check_ok(out: tuple, n_overlays: int | None = None, trained: bool = True) -> None:
     predictions, gallery, _block, _big, _chart, _detail, status = out
     assert len(predictions["confidences"]) == 5
     assert gallery and all(Path(item["image"]).stat().st_size > 0 for item in gallery)
     if n_overlays is not None:
         assert len(gallery) == n_overlays
-    assert "untrained: maps are not meaningful" in status and "device: cpu" in status
+    assert "device: cpu" in status
+    if trained:  # the default: the shipped demo checkpoint, with its measured scores
+        assert "weights: demo (resnet18-scenes-" in status and "measured on held-out scenes" in status
+        assert "untrained" not in status
+    else:
+        assert "untrained: maps are not meaningful" in status
 
 
 def test_analyze_endpoint(client: Client) -> None:
     out = client.predict(handle_file(ASSET), "cbam", api_name="/analyze")
     _check_ok(out, n_overlays=8)
     assert out[4]["columns"][:3] == ["channel", "index", "weight"] and len(out[4]["data"]) == 32
-    out = client.predict(handle_file(ASSET), "da", api_name="/analyze")
-    _check_ok(out)
+    out = client.predict(handle_file(ASSET), "da", "resnet18", "random", api_name="/analyze")
+    _check_ok(out, trained=False)
     assert "pairwise" in out[1][-1]["caption"] or "memory" in out[1][-1]["caption"] or out[1]
 
 
