@@ -168,8 +168,10 @@ def analyze(
     Args:
         image: a path, encoded bytes, a PIL image or a uint8 array (any mode; see :func:`decode_image`).
         attention: a registry name, or ``None`` for the plain network.
-        arch: ResNet depth (``resnet18`` .. ``resnet101``).
-        weights: ``"random"``/``None`` (untrained), ``"imagenet"`` or a checkpoint path.
+        arch: ResNet depth (``resnet18`` .. ``resnet101``), or a timm network of
+            :data:`attnviz.timm_models.TIMM_MODELS` (its own attention; ``attention`` is then not used).
+        weights: ``"random"``/``None`` (untrained), ``"demo"`` (the shipped checkpoints, resnet18),
+            ``"imagenet"`` or a checkpoint path.
         device: ``"cuda"`` or ``"cpu"``; default: CUDA when available (autocast bfloat16 there).
         size: short side the image is resized to (aspect kept); default from the weights' metadata.
         topk: number of predictions.
