@@ -68,3 +68,38 @@ def test_findings_name_the_stages_above_and_below_the_prior() -> None:
     assert "stage 2 85 %" in text and "centre prior 44 %" in text
     assert "Stage 2 maps find the object more often" in text and "Stage 3 maps do not beat the prior" in text
     assert findings({"stage_pointing": {}}).startswith("no spatial view")
+
+
+def test_eval_cli_scores_checkpoints_and_writes_cards(scene_root, tmp_path) -> None:
+    """attnviz eval on a folder of demo-style checkpoints (a backbone and a delta naming it): the table, the
+    scores in each card, and the delta still loading after its base's card was rewritten."""
+    from attnviz.checkpoint import read_card, save_checkpoint, tensors_sha256
+    from attnviz.cli import main as cli
+    from attnviz.demo import demo_file
+
+    config = SceneConfig(size=48)
+    train = SceneDataset(scene_root, "train", 1, config=config)
+    card = {
+        "arch": "resnet18",
+        "classes": train.classes,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "input_size": 48,
+        "data": {"train": train.fingerprint()},
+    }
+    plain = build_model("resnet18", num_classes=3)
+    base = save_checkpoint(demo_file(None, tmp_path), plain.state_dict(), {**card, "attention": None})
+    cbam = build_model("resnet18", "cbam", num_classes=3)
+    delta = {k: v for k, v in cbam.state_dict().items() if ".attn." in k or k.startswith("fc.")}
+    ref = {"file": base.name, "sha256": tensors_sha256(plain.state_dict())}
+    save_checkpoint(demo_file("cbam", tmp_path), delta, {**card, "attention": "cbam", "base": ref})
+    table = tmp_path / "table.md"
+    args = ["eval", "--data", str(scene_root), "--models", str(tmp_path), "--attention", "cbam", "se"]
+    assert cli([*args, "--scenes", "6", "--write-cards", "--markdown", str(table)]) == 0
+    text = table.read_text()
+    assert "| none (plain) |" in text and "| cbam |" in text and "| se |" not in text  # no se checkpoint here
+    for attention in (None, "cbam"):
+        scores = read_card(demo_file(attention, tmp_path))["test"]
+        assert scores["images"] == 6 and scores["summary"]["attention"] == (attention or "none (plain)")
+    assert "centre prior" in read_card(demo_file("cbam", tmp_path))["test"]["findings"]
+    assert build_model("resnet18", "cbam", weights=str(demo_file("cbam", tmp_path))).fc.out_features == 3
