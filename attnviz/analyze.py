@@ -189,10 +189,10 @@ def analyze(
     device = check_device(device)
     model = load_model(arch, attention, weights, device, cache)
     meta = model.weights_meta
-    short = size or int(meta.get("resize_size", [224])[0])
+    short = short_side(meta, size)
 
     t0 = time.perf_counter()
-    x = preprocess(decoded.image, short, meta["mean"], meta["std"], fixed=fixed_size(meta))
+    x = model_input(decoded.image, meta, short)
     timings["preprocess"] = (time.perf_counter() - t0) * 1e3
 
     t0 = time.perf_counter()
@@ -227,17 +227,34 @@ def analyze(
         maps=maps,
         activations=activations,
         model=model_info(model, arch, attention, weights),
-        settings={
-            "arch": arch,
-            "attention": attention,
-            "weights": weights or "random",
-            "device": device,
-            "size": short,
-            "topk": topk,
-        },
+        settings=run_settings(arch, attention, weights, device, short, topk),
         timings=timings,
         notes=decoded.notes,
     )
+
+
+def short_side(meta: dict[str, Any], size: int | None) -> int:
+    """The short side images are resized to: ``size``, else the weights' own (``resize_size``), else 224."""
+    return size or int(meta.get("resize_size", [224])[0])
+
+
+def model_input(image: Image.Image, meta: dict[str, Any], short: int) -> torch.Tensor:
+    """(1, 3, H, W) input for a model with weights metadata ``meta`` (its mean, std and any fixed input size)."""
+    return preprocess(image, short, meta["mean"], meta["std"], fixed=fixed_size(meta))
+
+
+def run_settings(
+    arch: str, attention: str | None, weights: str | None, device: str, short: int, topk: int
+) -> dict[str, Any]:
+    """What :attr:`Result.settings` records about a run."""
+    return {
+        "arch": arch,
+        "attention": attention,
+        "weights": weights or "random",
+        "device": device,
+        "size": short,
+        "topk": topk,
+    }
 
 
 def check_device(device: str | None) -> str:

@@ -33,9 +33,12 @@ from .analyze import (
     check_device,
     load_model,
     model_info,
+    model_input,
+    run_settings,
+    short_side,
 )
 from .capture import AttentionMap, AttentionRecorder
-from .image import Decoded, ImageError, decode_image, fixed_size, preprocess
+from .image import Decoded, ImageError, decode_image
 
 __all__ = ["analyze_many"]
 
@@ -86,17 +89,10 @@ def analyze_many(
     device = check_device(device)
     model = load_model(arch, attention, weights, device, cache)
     meta = model.weights_meta
-    short = size or int(meta.get("resize_size", [224])[0])
+    short = short_side(meta, size)
     common = {
         "model": model_info(model, arch, attention, weights),
-        "settings": {
-            "arch": arch,
-            "attention": attention,
-            "weights": weights or "random",
-            "device": device,
-            "size": short,
-            "topk": topk,
-        },
+        "settings": run_settings(arch, attention, weights, device, short, topk),
         "categories": meta["categories"],
     }
 
@@ -105,7 +101,7 @@ def analyze_many(
             t0 = time.perf_counter()
             decoded = decode_image(source)
             t1 = time.perf_counter()
-            x = preprocess(decoded.image, short, meta["mean"], meta["std"], fixed=fixed_size(meta))
+            x = model_input(decoded.image, meta, short)
             t2 = time.perf_counter()
         except ImageError as e:
             return e

@@ -132,7 +132,7 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from . import build_model
-    from .checkpoint import read_checkpoint, save_checkpoint, tensors_sha256
+    from .checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
     from .data import SceneConfig, SceneDataset
     from .demo import DEMO_ARCH, demo_dir, demo_file
     from .evaluate import evaluate_model, findings, markdown_table, summary_row
@@ -141,12 +141,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     folder = Path(args.models) if args.models else demo_dir()
     names = [None] + [a for a in (args.attention or list_attentions())]
     rows, results, plain, baselines, share = [], {}, None, {}, 0.0
+    base = demo_file(None, folder)
+    base_ref = None
+    if args.write_cards and base.is_file():  # rewriting cards keeps tensors: one hash serves every delta
+        base_ref = {"file": base.name, "sha256": tensors_sha256(load_checkpoint_file(base))}
     for attention in names:
         path = demo_file(attention, folder)
         if not path.is_file():
             print(f"{attention or 'plain'}: no checkpoint {path}, skipped", file=sys.stderr)
             continue
-        _, card = read_checkpoint(path)
+        card = read_card(path)  # the header only: build_model reads the tensors
         model = build_model(DEMO_ARCH, attention, weights=str(path))
         recipe = card["data"]["train"]["config"]
         config = SceneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
@@ -170,8 +174,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             sd, card = read_checkpoint(path)
             card["test"] = {**result, "summary": row, "findings": findings(row)}
             if attention is not None:  # name the base by content, so rewriting its card keeps the link
-                base = demo_file(None, folder)
-                card["base"] = {"file": base.name, "sha256": tensors_sha256(load_checkpoint_file(base))}
+                card["base"] = base_ref
             save_checkpoint(path, sd, card)
     table = markdown_table(rows, baselines, share)
     print(table)

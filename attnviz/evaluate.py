@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .capture import AttentionRecorder
-from .views import spatial_view
+from .views import owner_activation, spatial_view
 
 __all__ = [
     "LocalisationScores",
@@ -119,8 +119,7 @@ def _block_maps(rec: AttentionRecorder) -> dict[str, tuple[int | None, Tensor]]:
             received = m.data.mean(dim=(1, 2)).reshape(b, *m.size)  # (B, h, w): attention each key receives
             out[m.block] = (m.stage, received)
             continue
-        owners = [k for k in acts if m.name.startswith(k + ".")]
-        act = acts[max(owners, key=len)] if owners and m.block not in with_spatial else None
+        act = None if m.block in with_spatial else owner_activation(acts, m.name)
         views = []
         for i in range(m.data.shape[0]):
             spatial, _, _ = spatial_view(m.kind, m.data[i].numpy(), m.size, None if act is None else act[i].numpy())

@@ -176,7 +176,8 @@ def fit(
     last = out.with_name(out.name + ".last.pt")
     model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU (oneDNN) and tensor cores
     trainable = freeze_for_attention(model) if config.freeze_backbone else [n for n, _ in model.named_parameters()]
-    params = [p for n, p in model.named_parameters() if n in set(trainable)]
+    keep = set(trainable)
+    params = [p for n, p in model.named_parameters() if n in keep]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
     opt = torch.optim.AdamW(
@@ -221,9 +222,8 @@ def fit(
 
     for epoch in range(start, config.epochs):
         t0 = time.perf_counter()
-        for ds in (train_set, val_set):
-            if hasattr(ds, "set_epoch") and ds is train_set:
-                ds.set_epoch(epoch)
+        if hasattr(train_set, "set_epoch"):
+            train_set.set_epoch(epoch)
         if train_sampler is not None:
             train_sampler.set_epoch(epoch)
         net.train()

@@ -14,13 +14,16 @@ Spatial view per kind:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
 from .analyze import Result
 from .render import pairwise_query, query_cell
 
-__all__ = ["View", "build_views", "spatial_view"]
+__all__ = ["View", "build_views", "owner_activation", "spatial_view"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -57,9 +60,10 @@ class View:
         return f"{stage} · {self.block} · {self.kind}" + (f": {self.spatial_label}" if self.spatial_label else "")
 
 
-def _activation(result: Result, name: str) -> np.ndarray | None:
-    owners = [k for k in result.activations if name.startswith(k + ".")]
-    return result.activations[max(owners, key=len)] if owners else None
+def owner_activation(activations: dict[str, T], name: str) -> T | None:
+    """The activation of the innermost attention module that owns the tap ``name`` (``None`` if none does)."""
+    owners = [k for k in activations if name.startswith(k + ".")]
+    return activations[max(owners, key=len)] if owners else None
 
 
 def spatial_view(
@@ -102,7 +106,7 @@ def build_views(result: Result, query: tuple[float, float] | None = None) -> lis
     views: list[View] = []
     for m in result.maps:
         data = m.data[0].numpy()
-        act = None if m.block in blocks_with_spatial else _activation(result, m.name)
+        act = None if m.block in blocks_with_spatial else owner_activation(result.activations, m.name)
         spatial, label, cell = spatial_view(m.kind, data, m.size, act, query or (0.5, 0.5))
         gate = m.kind == "spatial"
         views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell))
