@@ -2,8 +2,10 @@
 
 The loop is plain PyTorch: AdamW with a warm-up and cosine decay, label smoothing, bf16 autocast on CUDA,
 validation each epoch, the best checkpoint (by validation accuracy) saved with its model card, and a resume
-file with the optimiser state. Under ``torchrun`` (``WORLD_SIZE`` > 1) it runs DistributedDataParallel: NCCL on
-GPUs, gloo on CPUs; only rank 0 writes files.
+file with the optimiser state. Under ``torchrun`` (``WORLD_SIZE`` > 1) it runs DistributedDataParallel, its backend
+chosen from the device the rank trains on (NCCL for a GPU, gloo for the CPU: ``--device cpu`` on a GPU host runs
+gloo); each rank of a node takes its own GPU (``cuda:LOCAL_RANK``), and more ranks than GPUs on a node is an error
+that says so (NCCL cannot share one GPU between ranks). Only rank 0 writes files.
 
 ``freeze_backbone`` trains what an inserted attention block needs to fit a trained backbone: the attention
 parameters (including convolutions a block replaces), every BatchNorm (affine and running statistics: the
@@ -29,7 +31,15 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .checkpoint import save_checkpoint, tensors_sha256
 
-__all__ = ["TrainConfig", "delta_keys", "evaluate_accuracy", "fit", "freeze_for_attention"]
+__all__ = [
+    "TrainConfig",
+    "backend_for",
+    "delta_keys",
+    "evaluate_accuracy",
+    "fit",
+    "freeze_for_attention",
+    "resolve_device",
+]
 
 
 @dataclass
@@ -80,14 +90,69 @@ def delta_keys(model: nn.Module) -> list[str]:
     return [k for k in model.state_dict() if k in trainable or k in bn_buffers]
 
 
-def _distributed() -> tuple[int, int, int]:
-    """(rank, local rank, world size) from torchrun's environment; (0, 0, 1) outside torchrun."""
+def resolve_device(
+    requested: torch.device | str | None, local_rank: int = 0, n_gpus: int = 0, local_world: int = 1
+) -> torch.device:
+    """The device one training process runs on (a pure function: the caller passes what it knows).
+
+    Args:
+        requested: ``None`` (a GPU when there is one, else the CPU), ``"cpu"``, ``"cuda"`` (this rank's GPU) or
+            ``"cuda:N"``.
+        local_rank: the process's rank on its node (torchrun's ``LOCAL_RANK``; 0 outside torchrun).
+        n_gpus: CUDA devices visible to the process (``torch.cuda.device_count()``).
+        local_world: processes on this node (torchrun's ``LOCAL_WORLD_SIZE``; 1 outside torchrun).
+
+    Returns:
+        ``cpu``, or ``cuda:LOCAL_RANK`` for ``None``/``"cuda"`` (always with an index: ``set_device`` needs one),
+        or ``cuda:N`` as asked.
+
+    Raises:
+        ValueError: CUDA asked for without a GPU, a GPU index that does not exist, more ranks on this node than
+            GPUs (two ranks cannot share a GPU under NCCL: start fewer, or pass ``cpu``), or one ``cuda:N`` for
+            several ranks of a node.
+    """
+    if requested is None:
+        requested = "cuda" if n_gpus > 0 else "cpu"
+    try:
+        dev = torch.device(requested)
+    except RuntimeError:
+        raise ValueError(f"training runs on 'cpu' or 'cuda[:N]', not {requested!r}") from None
+    if dev.type == "cpu":
+        return torch.device("cpu")
+    if dev.type != "cuda":
+        raise ValueError(f"training runs on 'cpu' or 'cuda[:N]', not {str(dev)!r}")
+    if n_gpus < 1:
+        raise ValueError(f"device {str(dev)!r} was asked for, but no CUDA GPU is available")
+    if dev.index is not None:
+        if dev.index >= n_gpus:
+            raise ValueError(f"device {str(dev)!r} does not exist: this machine has {n_gpus} GPU(s)")
+        if local_world > 1:
+            raise ValueError(
+                f"device {str(dev)!r} would put all {local_world} ranks of this node on one GPU; pass 'cuda' "
+                "(rank i trains on cuda:i) or 'cpu'"
+            )
+        return dev
+    if local_rank >= n_gpus:
+        raise ValueError(
+            f"{max(local_world, local_rank + 1)} ranks on this node but {n_gpus} GPU(s): rank {local_rank} has no GPU "
+            f"of its own (NCCL cannot share one); start torchrun with --nproc_per_node {n_gpus}, or train on 'cpu'"
+        )
+    return torch.device("cuda", local_rank)
+
+
+def backend_for(device: torch.device) -> str:
+    """The process-group backend for ranks training on ``device``: NCCL for a GPU, gloo for the CPU."""
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def _torchrun_env() -> tuple[int, int, int, int]:
+    """(rank, local rank, local world size, world size) from torchrun's environment; (0, 0, 1, 1) outside it."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return 0, 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0")), world
+        return 0, 0, 1, 1
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(local_rank + 1)))
+    return int(os.environ.get("RANK", "0")), local_rank, local_world, world
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
@@ -161,16 +226,47 @@ def fit(
         resume: continue from ``<out>.last.pt`` when it exists.
         best: validation accuracy a checkpoint must beat to be saved (e.g. that of the weights ``model`` starts
             from, so a continued run never replaces a better file).
+        device: ``None`` (this rank's GPU when there is one, else the CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``;
+            see :func:`resolve_device`. Under torchrun the process group is started here (backend from the
+            device, :func:`backend_for`) and destroyed on return, unless the caller had started one.
 
     Returns:
         the final card (also written beside ``out`` as JSON).
+
+    Raises:
+        ValueError: a device this process cannot train on (see :func:`resolve_device`).
     """
-    rank, local_rank, world = _distributed()
-    if device is None:
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
+    rank, local_rank, local_world, world = _torchrun_env()
+    device = resolve_device(device, local_rank, torch.cuda.device_count(), local_world)
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(device)  # before the process group: NCCL binds this rank to its GPU
+    started = world > 1 and not dist.is_initialized()
+    if started:
+        dist.init_process_group(backend_for(device))
+    try:
+        if world > 1:
+            rank = dist.get_rank()
+        return _fit(model, train_set, val_set, config, out, card, device, base, resume, best, log, rank, world)
+    finally:
+        if started and dist.is_initialized():
+            dist.destroy_process_group()  # a group this call started ends with it, also on an error
+
+
+def _fit(
+    model: nn.Module,
+    train_set: Dataset,
+    val_set: Dataset,
+    config: TrainConfig,
+    out: str | Path,
+    card: dict[str, Any],
+    device: torch.device,
+    base: str | Path | None,
+    resume: bool,
+    best: float,
+    log: Callable[[str], None],
+    rank: int,
+    world: int,
+) -> dict[str, Any]:
     torch.manual_seed(config.seed + rank)
     out = Path(out)
     last = out.with_name(out.name + ".last.pt")
@@ -205,7 +301,7 @@ def fit(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, total, warmup))
     net: nn.Module = model
     if world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if pin else None)
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if pin else None)
     mean = torch.tensor(card["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(card["std"], device=device).view(1, 3, 1, 1)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)

@@ -11,7 +11,18 @@ from typing import Any
 import pytest
 import torch
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+#: Device parameters: the same assertions on the CPU everywhere and on CUDA where there is a GPU. The "cuda"
+#: one carries the ``cuda`` mark (``pytest -m cuda`` selects it) and is skipped without a GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device: none here")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture(params=DEVICES)
