@@ -7,6 +7,7 @@ from .analyze import AnalyzeError, Result, analyze
 from .blocks import KINDS, create_attention, get_attention, list_attentions, register_attention
 from .capture import AttentionMap, AttentionRecorder
 from .image import ImageError
+from .loading import load_model
 from .models import ARCHS, build_model
 from .weights import LoadReport, load_backbone_state_dict
 
@@ -27,6 +28,7 @@ __all__ = [
     "create_attention",
     "get_attention",
     "list_attentions",
+    "load_model",
     "load_backbone_state_dict",
     "register_attention",
 ]

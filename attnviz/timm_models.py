@@ -245,25 +245,20 @@ def _repo_cache(name: str) -> str:
 
 def _cached_file(name: str) -> str | None:
     """Path of ``timm/<name>``'s ``model.safetensors`` in the hub cache (revision ``main``), or ``None``."""
-    from huggingface_hub import try_to_load_from_cache
+    from .hub import hf_cached_file
 
-    path = try_to_load_from_cache(f"timm/{name}", _WEIGHT_FILE)
-    return path if isinstance(path, str) and os.path.isfile(path) else None
+    return hf_cached_file(f"timm/{name}", _WEIGHT_FILE)
 
 
 def _downloads_off() -> str | None:
     """The variable that turns downloads off (``HF_HUB_OFFLINE``, read by huggingface_hub at import or now, or
-    attnviz's ``ATTNVIZ_OFFLINE``, the app's default), or ``None``."""
-    from huggingface_hub import constants
+    attnviz's ``ATTNVIZ_OFFLINE``, the app's default), or ``None`` (see :func:`attnviz.hub.offline_reason`)."""
+    import huggingface_hub.constants  # noqa: F401  (its HF_HUB_OFFLINE, read at import, counts too)
 
-    def on(var: str) -> bool:
-        return os.environ.get(var, "").strip().lower() in {"1", "on", "yes", "true"}
+    from .hub import offline_reason
 
-    if constants.HF_HUB_OFFLINE or on("HF_HUB_OFFLINE"):
-        return "HF_HUB_OFFLINE"
-    if on("ATTNVIZ_OFFLINE"):
-        return "ATTNVIZ_OFFLINE"
-    return None
+    why = offline_reason()
+    return why.removesuffix("=1") if why else None
 
 
 _PROBES: dict[str, tuple[float, str | None]] = {}

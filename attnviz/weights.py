@@ -13,6 +13,7 @@ Sources (DESIGN.md, "Weights"):
 from __future__ import annotations
 
 import os
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,11 @@ from .models import attention_modules
 
 __all__ = [
     "LoadReport",
+    "PickledModelError",
+    "fit_state_dict",
+    "match_keys",
+    "read_checkpoint_object",
+    "unwrap_state_dict",
     "load_backbone_state_dict",
     "load_checkpoint_file",
     "load_weights",
@@ -295,3 +301,151 @@ def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
         }
         model.weights_card = card  # type: ignore[assignment]
     return None
+
+
+# -- users' checkpoints ----------------------------------------------------------------------------------------------
+#: Keys under which training scripts keep the state dict, in the order they are looked for.
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
+#: Key prefixes added by wrappers: DataParallel/DistributedDataParallel, torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+
+SAVE_STATE_DICT = 'torch.save(model.state_dict(), "model.pt")'
+
+
+class PickledModelError(ValueError):
+    """A checkpoint holds pickled Python objects (a whole model) that only ``trust_pickle=True`` loads."""
+
+
+def _pickled_globals(path: Path) -> list[str]:
+    """The classes and functions a torch file's pickle would import (``[]`` when they cannot be listed)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        return []
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def unwrap_state_dict(obj: Any, name: str = "checkpoint") -> dict[str, Tensor]:
+    """The state dict inside a loaded checkpoint object: itself, or under one of :data:`STATE_DICT_KEYS` (nested
+    too, e.g. ``{"model": {"state_dict": ...}}``); an ``nn.Module`` gives its ``state_dict()``.
+
+    Raises:
+        ValueError: no state dict found (the message lists the keys that are there).
+    """
+    for _ in range(4):
+        if isinstance(obj, nn.Module):
+            return obj.state_dict()
+        if _is_state_dict(obj):
+            return dict(obj)
+        if not isinstance(obj, dict):
+            break
+        inner = next((obj[k] for k in STATE_DICT_KEYS if isinstance(obj.get(k), (dict, nn.Module))), None)
+        if inner is None:
+            break
+        obj = inner
+    if isinstance(obj, dict):
+        keys = ", ".join(map(str, list(obj)[:12])) + (", ..." if len(obj) > 12 else "")
+        raise ValueError(
+            f"{name} holds a dict without a state dict (keys: {keys}); expected a state dict (names -> tensors), "
+            f"or one under {', '.join(STATE_DICT_KEYS)}"
+        )
+    raise ValueError(f"{name} holds a {type(obj).__name__}, not a state dict; save one with {SAVE_STATE_DICT}")
+
+
+def read_checkpoint_object(path: str | Path, *, trust_pickle: bool = False) -> Any:
+    """What a checkpoint file holds: ``.safetensors`` (tensors), or a torch file read with ``weights_only=True``;
+    a pickle that would import classes (a whole model saved with ``torch.save(model)``) only with ``trust_pickle``.
+
+    Raises:
+        PickledModelError: pickled classes and not ``trust_pickle`` (the message shows how to save a state dict).
+        ValueError: missing or unreadable file.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if p.suffix == ".safetensors" or not isinstance(e, pickle.UnpicklingError):
+            raise ValueError(f"cannot read checkpoint {p.name}: {type(e).__name__}: {e}") from None
+    if not trust_pickle:
+        found = _pickled_globals(p)
+        what = f" ({', '.join(found[:6])}{', ...' if len(found) > 6 else ''})" if found else ""
+        raise PickledModelError(
+            f"checkpoint {p.name} holds pickled Python objects{what}, such as a whole model saved with "
+            f"torch.save(model); loading it would import and run code, so it is refused. Save the weights instead: "
+            f"{SAVE_STATE_DICT} (or torch.save({{'state_dict': model.state_dict()}}, ...)) and pass that file. "
+            "If you trust this file, load it anyway with --trust-pickle (trust_pickle=True)"
+        )
+    try:
+        return torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise ValueError(f"cannot unpickle checkpoint {p.name}: {type(e).__name__}: {e}") from None
+
+
+def _strip(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix) :]: v for k, v in sd.items()}
+
+
+def match_keys(sd: dict[str, Tensor], own: set[str]) -> tuple[dict[str, Tensor], list[str]]:
+    """``sd`` with wrapper prefixes removed (``module.``, ``_orig_mod.``, in any nesting, and one first name shared
+    by every key that the model lacks, e.g. Lightning's ``model.``) when the model's own keys do not have them.
+    Returns the new dict and the prefixes removed."""
+    removed: list[str] = []
+    changed = True
+    while changed and sd:
+        changed = False
+        for prefix in WRAPPER_PREFIXES:
+            if all(k.startswith(prefix) for k in sd) and not any(k.startswith(prefix) for k in own):
+                sd, changed = _strip(sd, prefix), True
+                removed.append(prefix)
+    heads = {k.partition(".")[0] + "." for k in sd if "." in k}
+    if len(heads) == 1 and all("." in k for k in sd) and not (set(sd) & own):
+        stripped = _strip(sd, next(iter(heads)))
+        if len(set(stripped) & own) > len(set(sd) & own):
+            removed.append(next(iter(heads)))
+            sd = stripped
+    return sd, removed
+
+
+def _listed(keys: list[str], n: int = 10) -> str:
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def fit_state_dict(model: nn.Module, sd: dict[str, Tensor], name: str = "checkpoint") -> list[str]:
+    """Load ``sd`` into ``model`` exactly (after :func:`match_keys`); returns the prefixes removed.
+
+    Raises:
+        ValueError: keys missing, unexpected, or of another shape: the message names them.
+    """
+    own = model.state_dict()
+    sd, removed = match_keys(sd, set(own))
+    mismatched = [
+        f"{k} (file {tuple(v.shape)}, model {tuple(own[k].shape)})"
+        for k, v in sd.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in sd if k not in own]
+    if mismatched or missing or unexpected:
+        what = getattr(model, "arch", None) or type(model).__name__
+        lines = [f"{name} does not fit {what}:"]
+        for title, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
+            if keys:
+                lines.append(f"  {title}: {_listed(keys)}")
+        if removed:
+            lines.append(f"  (prefixes removed from the file's keys: {', '.join(removed)})")
+        raise ValueError("\n".join(lines))
+    model.load_state_dict(sd, strict=False)
+    return removed
