@@ -8,6 +8,7 @@ result.timings          # ms: decode, preprocess, forward, capture
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import OrderedDict
@@ -125,8 +126,28 @@ class ModelCache:
         with self._lock:
             self._models.clear()
 
+    def shrink(self, keep: nn.Module | None = None) -> int:
+        """Forget every model but ``keep`` (after an out-of-memory error); return how many went."""
+        with self._lock:
+            gone = [k for k, m in self._models.items() if m is not keep]
+            for k in gone:
+                del self._models[k]
+            return len(gone)
+
 
 DEFAULT_CACHE = ModelCache()
+
+
+def release_after_oom(cache: ModelCache | None, keep: nn.Module | None = None) -> None:
+    """After a GPU out-of-memory error, once the failed call's tensors and traceback are gone: drop the cache's
+    other models, collect reference cycles, and hand the freed blocks back to the driver.
+
+    Called outside the ``except`` block that caught the error: inside it, the error's traceback keeps every frame
+    of the failed forward (its input, the recorder's pending maps, the logits) alive, and nothing would be freed.
+    """
+    (cache or DEFAULT_CACHE).shrink(keep)
+    gc.collect()
+    torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
 
 
 def is_timm(arch: str) -> bool:
@@ -139,11 +160,13 @@ def is_timm(arch: str) -> bool:
 def _build(arch: str, attention: str | None, weights: str | None) -> nn.Module:
     """attnviz's ResNet with ``attention`` inserted, or a timm attention network (ImageNet weights unless random).
 
-    Random weights are drawn from a fixed seed (without touching the caller's RNG), so a model rebuilt after
-    leaving the cache gives the same maps."""
+    Random weights are drawn from a fixed seed, so a model rebuilt after leaving the cache gives the same maps,
+    without touching the caller's generators: models are built on the CPU, so only the CPU generator is seeded,
+    and its state is restored afterwards; CUDA's (and any other device's) are neither seeded nor read
+    (``torch.manual_seed`` would reseed them all)."""
     if weights in (None, "random"):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(0)
+            torch.default_generator.manual_seed(0)
             return _build(arch, attention, "seeded")
     if is_timm(arch):
         from .timm_models import build_timm_model
@@ -196,22 +219,11 @@ def analyze(
     timings["preprocess"] = (time.perf_counter() - t0) * 1e3
 
     t0 = time.perf_counter()
-    try:
-        x = x.to(device, non_blocking=True)
-        with (
-            AttentionRecorder(model, activations=True) as rec,
-            torch.inference_mode(),
-            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"),
-        ):
-            logits = model(x)
-        probs = torch.softmax(logits.float(), dim=1)[0]
-        top = torch.topk(probs, min(topk, probs.numel()))
-        top_p, top_i = top.values.cpu().tolist(), top.indices.cpu().tolist()  # one sync
-    except RuntimeError as e:
-        if not _is_oom(e):
-            raise
-        torch.cuda.empty_cache()
-        raise AnalyzeError(OOM_MESSAGE) from None
+    ran = _forward(model, x, device, topk)
+    if ran is None:  # out of GPU memory: the forward's frames are gone by now, so this frees their memory
+        release_after_oom(cache, keep=model)
+        raise AnalyzeError(OOM_MESSAGE)
+    rec, top_p, top_i = ran
     timings["forward"] = (time.perf_counter() - t0) * 1e3
 
     t0 = time.perf_counter()
@@ -231,6 +243,29 @@ def analyze(
         timings=timings,
         notes=decoded.notes,
     )
+
+
+def _forward(
+    model: nn.Module, x: torch.Tensor, device: str, topk: int
+) -> tuple[AttentionRecorder, list[float], list[int]] | None:
+    """The recorded forward of one image: (recorder, top-k probabilities, top-k indices); ``None`` when the GPU
+    ran out of memory. Returning ``None`` rather than handling the error here lets the caller free memory once
+    this frame and the error's traceback are gone."""
+    try:
+        x = x.to(device, non_blocking=True)
+        with (
+            AttentionRecorder(model, activations=True) as rec,
+            torch.inference_mode(),
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"),
+        ):
+            logits = model(x)
+        probs = torch.softmax(logits.float(), dim=1)[0]
+        top = torch.topk(probs, min(topk, probs.numel()))
+        return rec, top.values.cpu().tolist(), top.indices.cpu().tolist()  # one sync
+    except RuntimeError as e:
+        if not _is_oom(e):
+            raise
+    return None
 
 
 def short_side(meta: dict[str, Any], size: int | None) -> int:
@@ -281,10 +316,10 @@ def load_model(
     except ValueError:
         raise
     except Exception as e:
-        if _is_oom(e):
-            torch.cuda.empty_cache()
-            raise AnalyzeError(f"cannot load {arch} with {attention}: {OOM_MESSAGE}") from None
-        raise AnalyzeError(f"cannot load {arch} with {attention} ({weights} weights): {e}") from None
+        if not _is_oom(e):
+            raise AnalyzeError(f"cannot load {arch} with {attention} ({weights} weights): {e}") from None
+    release_after_oom(cache)  # outside the except block: the half-built model is gone with the traceback
+    raise AnalyzeError(f"cannot load {arch} with {attention}: {OOM_MESSAGE}")
 
 
 def model_info(model: nn.Module, arch: str, attention: str | None, weights: str | None) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from .analyze import (
     load_model,
     model_info,
     model_input,
+    release_after_oom,
     run_settings,
     short_side,
 )
@@ -125,25 +126,61 @@ def analyze_many(
             item = ahead.popleft().result()
             fill()
             if isinstance(item, ImageError):
-                yield from _run(model, batch, device, topk, common)
+                yield from _run(model, batch, device, topk, common, cache)
                 batch = []
                 yield item
                 continue
             if batch and (item.x.shape != batch[0].x.shape or len(batch) == batch_size):
-                yield from _run(model, batch, device, topk, common)
+                yield from _run(model, batch, device, topk, common, cache)
                 batch = []
             batch.append(item)
-        yield from _run(model, batch, device, topk, common)
+        yield from _run(model, batch, device, topk, common, cache)
 
 
 def _run(
-    model: nn.Module, batch: list[_Item], device: str, topk: int, common: dict[str, Any]
+    model: nn.Module, batch: list[_Item], device: str, topk: int, common: dict[str, Any], cache: ModelCache | None
 ) -> Iterator[Result | AnalyzeError]:
     """One forward for ``batch`` (same-size inputs); on GPU out of memory, the images one by one."""
     if not batch:
         return
-    cuda = device == "cuda"
     t0 = time.perf_counter()
+    ran = _forward(model, batch, device, topk)
+    if ran is None:
+        # Out of memory. _forward has returned, so the batch's input, pending maps, logits and the error's
+        # traceback are gone: freeing the cache now gives their memory back before the retry.
+        release_after_oom(cache, keep=model)
+        if len(batch) == 1:
+            yield AnalyzeError(OOM_MESSAGE)
+            return
+        for it in batch:
+            yield from _run(model, [it], device, topk, common, cache)
+        return
+    maps, acts, top_p, top_i, t1, t2 = ran
+    n = len(batch)
+    categories = common["categories"]
+    for i, it in enumerate(batch):
+        # copies, not views of the batch: a result kept or sent to another process carries only its own maps
+        timings = {**it.timings, "forward": (t1 - t0) * 1e3 / n, "capture": (t2 - t1) * 1e3 / n}
+        yield Result(
+            image=it.decoded.image,
+            input_size=(int(it.x.shape[3]), int(it.x.shape[2])),
+            predictions=[(categories[c], float(p)) for c, p in zip(top_i[i], top_p[i], strict=True)],
+            maps=[AttentionMap(m.name, m.kind, m.data[i : i + 1].clone(), m.size) for m in maps],
+            activations={k: v[i].numpy().copy() for k, v in acts.items()},
+            model=dict(common["model"]),
+            settings=dict(common["settings"]),
+            timings=timings,
+            notes=it.decoded.notes,
+        )
+
+
+def _forward(
+    model: nn.Module, batch: list[_Item], device: str, topk: int
+) -> tuple[list[AttentionMap], dict[str, torch.Tensor], list, list, float, float] | None:
+    """The batch's recorded forward: (maps, activations, top-k probabilities, top-k indices, time the forward
+    ended, time the maps were on the CPU); ``None`` when the GPU ran out of memory (the caller retries once this
+    frame, and with it everything the batch held on the GPU, is gone)."""
+    cuda = device == "cuda"
     try:
         host = torch.empty((len(batch), *batch[0].x.shape[1:]), pin_memory=cuda)  # (B, 3, H, W)
         torch.cat([it.x for it in batch], out=host)
@@ -161,31 +198,8 @@ def _run(
         maps = rec.maps  # maps and activations: one transfer, the batch's one wait
         acts = rec.activations
         top_p, top_i = top.values.cpu().tolist(), top.indices.cpu().tolist()  # the GPU is done: no wait
-        t2 = time.perf_counter()
+        return maps, acts, top_p, top_i, t1, time.perf_counter()
     except RuntimeError as e:
         if not _is_oom(e):
             raise
-        del e
-        torch.cuda.empty_cache()
-        if len(batch) == 1:
-            yield AnalyzeError(OOM_MESSAGE)
-            return
-        for it in batch:
-            yield from _run(model, [it], device, topk, common)
-        return
-    n = len(batch)
-    categories = common["categories"]
-    for i, it in enumerate(batch):
-        # copies, not views of the batch: a result kept or sent to another process carries only its own maps
-        timings = {**it.timings, "forward": (t1 - t0) * 1e3 / n, "capture": (t2 - t1) * 1e3 / n}
-        yield Result(
-            image=it.decoded.image,
-            input_size=(int(it.x.shape[3]), int(it.x.shape[2])),
-            predictions=[(categories[c], float(p)) for c, p in zip(top_i[i], top_p[i], strict=True)],
-            maps=[AttentionMap(m.name, m.kind, m.data[i : i + 1].clone(), m.size) for m in maps],
-            activations={k: v[i].numpy().copy() for k, v in acts.items()},
-            model=dict(common["model"]),
-            settings=dict(common["settings"]),
-            timings=timings,
-            notes=it.decoded.notes,
-        )
+    return None

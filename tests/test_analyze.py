@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
+import importlib
 import io
 import json
+import weakref
 import zipfile
 
 import numpy as np
@@ -12,12 +15,13 @@ import torch
 from PIL import Image
 
 import attnviz
-from attnviz.analyze import ModelCache, analyze
+from attnviz.analyze import AnalyzeError, ModelCache, analyze
 from attnviz.export import export_zip, safe_name, write_folder
 from attnviz.views import build_views
 from tests.images import ASSET
 
 NAMES = attnviz.list_attentions()
+analyze_mod = importlib.import_module("attnviz.analyze")  # the module (attnviz.analyze is the function)
 CACHE = ModelCache(maxsize=2)
 DISPLAY = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 16, "query": None}
 
@@ -108,3 +112,85 @@ def test_random_models_are_the_same_after_leaving_the_cache() -> None:
     b = analyze(image, attention="se", weights="random", cache=ModelCache(1), size=48)
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(x.data, y.data) for x, y in zip(a.maps, b.maps, strict=True))
+
+
+def test_random_weights_seed_no_global_generator(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A random model is the same twice and leaves every global generator as it was: the CPU one's state is
+    unchanged and no device generator (CUDA's) is seeded."""
+    seeded = []
+    for name in ("manual_seed", "manual_seed_all"):
+        monkeypatch.setattr(torch.cuda, name, lambda seed, name=name: seeded.append(name))
+    monkeypatch.setattr(torch, "manual_seed", lambda seed: seeded.append("torch.manual_seed"))
+    torch.random.default_generator.manual_seed(1234)
+    state = torch.get_rng_state()
+    a = analyze_mod._build("resnet18", "cbam", "random")
+    b = analyze_mod._build("resnet18", "cbam", "random")
+    assert torch.equal(torch.get_rng_state(), state) and seeded == []
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(a.fc.weight, build_plain_fc()), "the seed must still decide the weights"
+
+
+def build_plain_fc() -> torch.Tensor:
+    """fc weights drawn from the caller's generator (a different stream than the fixed seed's)."""
+    return attnviz.build_model("resnet18", "cbam").fc.weight
+
+
+@pytest.mark.cuda
+def test_random_model_on_cuda_leaves_the_cuda_generators_alone() -> None:
+    torch.cuda.manual_seed_all(1234)
+    before = torch.cuda.get_rng_state_all()
+    analyze(Image.new("RGB", (64, 48), "orange"), attention="se", device="cuda", cache=ModelCache(1), size=48)
+    after = torch.cuda.get_rng_state_all()
+    assert all(torch.equal(x, y) for x, y in zip(before, after, strict=True))
+
+
+def _inject_oom(model: torch.nn.Module) -> tuple[list[weakref.ref], list]:
+    """Every forward of ``model`` ends in an out-of-memory error (as cuDNN raises it); weak references to the
+    forward's input and logits."""
+    held: list[weakref.ref] = []
+
+    def oom(_m, args, out) -> None:
+        held.extend(weakref.ref(t) for t in (*args, out))
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    return held, [model.fc.register_forward_hook(oom)]
+
+
+def test_out_of_memory_frees_the_failed_forward_and_the_next_request_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ModelCache(2)
+    other = cache.get("resnet18", "se", "random", "cpu")
+    model = cache.get("resnet18", "cbam", "random", "cpu")
+    held, hooks = _inject_oom(model)
+    freed_with: list[int] = []  # tensors of the failed forward alive when the GPU cache was emptied
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: freed_with.append(sum(r() is not None for r in held)))
+    try:
+        with pytest.raises(AnalyzeError, match="out of memory") as info:
+            analyze(ASSET, attention="cbam", device="cpu", size=64, cache=cache)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert len(held) == 2 and freed_with == [0]
+    gc.collect()
+    assert info.value.__context__ is None and all(r() is None for r in held)  # the error keeps no frame alive
+    assert cache.models() == [model] and other not in cache.models()  # the other model dropped
+    assert len(analyze(ASSET, attention="cbam", device="cpu", size=64, cache=cache).maps) > 0
+
+
+def test_out_of_memory_while_loading_frees_the_half_built_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ModelCache(2)
+    other = cache.get("resnet18", "se", "random", "cpu")
+    built: list[weakref.ref] = []
+    real = analyze_mod.build_model
+
+    def build_then_oom(*args, **kwargs):
+        model = real(*args, **kwargs)
+        built.append(weakref.ref(model))
+        raise RuntimeError(f"CUDA out of memory while moving {type(model).__name__} (injected)")
+
+    monkeypatch.setattr(analyze_mod, "build_model", build_then_oom)
+    alive: list[bool] = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: alive.append(built[0]() is not None))
+    with pytest.raises(AnalyzeError, match="cannot load resnet18 with cbam: the GPU ran out of memory"):
+        analyze(ASSET, attention="cbam", device="cpu", size=64, cache=cache)
+    assert alive == [False] and other not in cache.models() and cache.models() == []

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import gc
 import pickle
+import weakref
 
 import pytest
 import torch
 
+import attnviz.batch as batch_mod
 from attnviz import analyze
 from attnviz.analyze import ModelCache
 from attnviz.batch import analyze_many
+from attnviz.blocks.tap import Tap
 from attnviz.image import ImageError
 from tests.images import ASSET, photo, png_bomb
 
@@ -87,3 +91,73 @@ def test_channels_last_models_give_the_same_maps() -> None:
             torch.testing.assert_close(a.data, b.data, atol=5e-4, rtol=1e-3, msg=lambda m, n=name: f"{n}: {m}")
         for k in acts:
             torch.testing.assert_close(acts[k], acts_cl[k], atol=5e-4, rtol=1e-3)
+
+
+def _inject_oom(model: torch.nn.Module, when) -> list[torch.utils.hooks.RemovableHandle]:
+    """An out-of-memory error as cuDNN raises it (a plain RuntimeError) at the end of ``model``'s forward when
+    ``when(batch)``; weak references to what the forward held: its input, every tap's output and the logits."""
+    held: list[weakref.ref] = []
+
+    def keep(_m, args, out) -> None:
+        held.extend(weakref.ref(t) for t in (*args, out) if isinstance(t, torch.Tensor))
+        if _m is model.fc and when(out.shape[0]):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (injected)")
+
+    hooks = [m.register_forward_hook(keep) for m in [*(m for m in model.modules() if isinstance(m, Tap)), model.fc]]
+    model.held = held
+    return hooks
+
+
+def test_oom_retry_runs_after_the_failed_batch_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that runs out of GPU memory is retried image by image only once everything it held (input, maps
+    the recorder had pending, logits, the traceback's frames) is gone, so freeing the cache frees its memory."""
+    cache = ModelCache(2)
+    model = cache.get("resnet18", "cbam", "random", "cpu")
+    other = cache.get("resnet18", "se", "random", "cpu")
+    recorders: list[weakref.ref] = []
+    real = batch_mod.AttentionRecorder
+
+    def spy(*args, **kwargs):
+        rec = real(*args, **kwargs)
+        recorders.append(weakref.ref(rec))
+        return rec
+
+    monkeypatch.setattr(batch_mod, "AttentionRecorder", spy)
+    hooks = _inject_oom(model, lambda n: n > 1)
+    alive_at_retry: list[int] = []
+    freed_with: list[int] = []
+
+    def at_retry(_m, args) -> None:
+        if args[0].shape[0] == 1 and not alive_at_retry:
+            gc.collect()
+            alive_at_retry.append(sum(r() is not None for r in [*model.held, *recorders[:1]]))
+
+    hooks.append(model.register_forward_pre_hook(at_retry))
+    failed_input = []
+    hooks.append(model.register_forward_pre_hook(lambda _m, a: failed_input.append(weakref.ref(a[0])) or None))
+    monkeypatch.setattr(
+        torch.cuda, "empty_cache", lambda: freed_with.append(sum(r() is not None for r in failed_input[:1]))
+    )
+    try:
+        out = list(analyze_many([ASSET] * 3, attention="cbam", device="cpu", size=64, batch_size=3, cache=cache))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert [type(r).__name__ for r in out] == ["Result"] * 3  # each image alone after the batch failed
+    assert len(model.held) > 10 and len(recorders) == 4
+    assert alive_at_retry == [0], f"{alive_at_retry[0]} tensors of the failed batch alive when the retry ran"
+    assert freed_with[:1] == [0], "the cache was emptied while the failed batch's input was alive"
+    assert cache.models() == [model] and other not in cache.models()  # the other model is dropped on OOM
+
+
+def test_an_image_that_runs_out_of_memory_alone_is_an_error_in_its_place() -> None:
+    cache = ModelCache(1)
+    model = cache.get("resnet18", "se", "random", "cpu")
+    hooks = _inject_oom(model, lambda n: True)
+    try:
+        out = list(analyze_many([ASSET, b"junk", ASSET], attention="se", device="cpu", size=64, cache=cache))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert [type(r).__name__ for r in out] == ["AnalyzeError", "ImageError", "AnalyzeError"]
+    assert "out of memory" in str(out[0])
