@@ -26,6 +26,7 @@ __all__ = [
     "TimmWeights",
     "create_timm",
     "hf_cached_file",
+    "hf_no_telemetry",
     "offline_reason",
     "timm_weights",
     "torchvision_cache_file",
@@ -59,6 +60,15 @@ def offline_reason(offline: bool | None = None) -> str | None:
     if _on("ATTNVIZ_OFFLINE"):
         return "ATTNVIZ_OFFLINE=1"
     return None
+
+
+def hf_no_telemetry() -> None:
+    """Turn huggingface_hub's telemetry off (``HF_HUB_DISABLE_TELEMETRY``): without it, building the request
+    headers also fetches ``{endpoint}/api/agent-harnesses`` (an agent-detection registry) before a download."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # for huggingface_hub imported later, and subprocesses
+    from huggingface_hub import constants
+
+    constants.HF_HUB_DISABLE_TELEMETRY = True  # read at import; set as the variable would have
 
 
 @contextlib.contextmanager
@@ -150,7 +160,7 @@ def timm_weights(name: str) -> TimmWeights | None:
 def _timm_refusal(w: TimmWeights, why: str, retry: str = "run once without --offline") -> str:
     if w.source == "hf-hub":
         missing = f"{w.files[0]} of {w.location}, looked for in the Hugging Face cache folder {w.cache}"
-        fetch = f"download {w.files[0]} from https://huggingface.co/{w.location} and pass it as the weights file"
+        fetch = f"copy that folder from a machine where it is cached (`hf download {w.location} {w.files[0]}` fills it)"
     else:
         missing = os.path.join(w.cache, w.files[0])
         fetch = f"place {w.location} there"
@@ -185,6 +195,7 @@ def create_timm(name: str, *, offline: bool | None = None, progress: bool = True
         raise OfflineError(_timm_refusal(w, f"offline ({why})"))
     from timm.models import _builder
 
+    hf_no_telemetry()
     was = getattr(_builder, "_DOWNLOAD_PROGRESS", False)
     _builder.set_pretrained_download_progress(progress)  # URL-only weights (torch.hub); the hub's bars: hf's
     try:
@@ -193,7 +204,7 @@ def create_timm(name: str, *, offline: bool | None = None, progress: bool = True
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[0]
         why = f"the download from {w.location} failed ({type(e).__name__}: {first})"
-        raise ValueError(_timm_refusal(w, why, "run again with internet")) from None
+        raise ValueError(_timm_refusal(w, why, "check the network and run again")) from None
     finally:
         _builder.set_pretrained_download_progress(was)
 

@@ -379,6 +379,9 @@ def build_timm_model(name: str, *, pretrained: bool = True) -> nn.Module:
             ok, reason = timm_availability(name)
             if not ok:
                 raise ValueError(f"pretrained weights for {name} are unavailable: {reason}")
+            from .hub import hf_no_telemetry
+
+            hf_no_telemetry()  # no agent-registry request before the download
             try:
                 model = timm.create_model(name, pretrained=True)
             except Exception as e:
