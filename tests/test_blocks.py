@@ -99,15 +99,15 @@ def test_every_parameter_gets_a_gradient(name: str, device: torch.device) -> Non
         assert p.grad.abs().sum() > 0, f"{name}.{pname} has an all-zero gradient"
 
 
-def _autocast_cases() -> list[tuple[str, torch.dtype]]:
-    cases = [("cpu", torch.bfloat16), ("cpu", torch.float16)]
-    if torch.cuda.is_available():
-        cases += [("cuda", torch.float16), ("cuda", torch.bfloat16)]
-    return cases
+AUTOCAST_CASES = [
+    ("cpu", torch.bfloat16),
+    ("cpu", torch.float16),
+    *(pytest.param("cuda", dtype, marks=pytest.mark.cuda) for dtype in (torch.float16, torch.bfloat16)),
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
-@pytest.mark.parametrize(("dev", "dtype"), _autocast_cases(), ids=str)
+@pytest.mark.parametrize(("dev", "dtype"), AUTOCAST_CASES, ids=str)
 def test_autocast(name: str, dev: str, dtype: torch.dtype) -> None:
     block = attnviz.create_attention(name, 64).to(dev).eval()
     with torch.no_grad():
@@ -137,3 +137,23 @@ def test_state_dict_roundtrip_and_to_device(name: str) -> None:
         torch.testing.assert_close(a(x), b(x))
     a.to(torch.float64)
     assert all(p.dtype == torch.float64 for p in a.parameters())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dual_attention_maps_under_bfloat16_autocast_match_float32(seed: int, device: torch.device) -> None:
+    """DA's position and channel maps are softmaxes of unscaled products: under bfloat16 autocast both are
+    computed in float32 (their energies lose too many digits in bfloat16), so they stay within 3e-2 of float32."""
+    torch.manual_seed(seed)
+    block = attnviz.create_attention("da", 64).to(device).eval()
+    with torch.no_grad():
+        for p in block.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = (torch.randn(2, 64, 9, 7, device=device) * 4).relu()
+    with attnviz.AttentionRecorder(block) as ref, torch.no_grad():
+        block(x)
+    with attnviz.AttentionRecorder(block) as low, torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16):
+        block(x)
+    assert [m.kind for m in low.maps] == ["pairwise", "channel_pairwise"]
+    for a, b in zip(ref.maps, low.maps, strict=True):
+        err = (a.data - b.data).abs().max().item()
+        assert err < 3e-2, f"DA {a.kind} map under bfloat16 autocast: max abs error {err:.3g}"
