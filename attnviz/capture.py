@@ -67,12 +67,14 @@ class AttentionMap:
 
 
 def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
-    """The tensors on the CPU, in order; those on a GPU travel as one flat buffer.
+    """The tensors on the CPU, in order, each in ordinary (pageable) memory of its own; those on a GPU travel
+    together.
 
-    One device-to-host copy into pinned memory (non-blocking) and one wait, however many tensors; the returned
-    tensors are views into that buffer, which goes back to PyTorch's pinned-memory cache once none of them is
-    alive (a batch pipeline that copies each image's slice out reuses it batch after batch). CPU tensors are
-    returned as they are.
+    One device-to-host copy of them all, as one flat buffer, into pinned memory (non-blocking) and one wait,
+    however many tensors. Each is then copied out of that staging buffer into its own memory, so what a caller
+    keeps (a result held for a session, a map sent to another process) holds no page-locked memory and no other
+    tensor's bytes; the staging buffer goes back to PyTorch's pinned-memory cache at once, for the next call.
+    CPU tensors are returned as they are.
     """
     out = list(tensors)
     on_gpu = [i for i, t in enumerate(out) if t.device.type != "cpu"]
@@ -84,15 +86,18 @@ def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
     for device, idx in by_device.items():
         flat = torch.cat([out[i].reshape(-1) for i in idx])  # on the device: float32, contiguous
         cuda = device.type == "cuda"
-        host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=cuda)
-        host.copy_(flat, non_blocking=cuda)
+        staging = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=cuda)
+        staging.copy_(flat, non_blocking=cuda)
         if cuda:
             torch.cuda.current_stream(device).synchronize()  # the one wait: the copy has landed
+        del flat
         offset = 0
         for i in idx:
             n = out[i].numel()
-            out[i] = host[offset : offset + n].view(out[i].shape)
+            own = torch.empty(out[i].shape, dtype=staging.dtype)  # pageable, this tensor's alone
+            out[i] = own.copy_(staging[offset : offset + n].view(out[i].shape))
             offset += n
+        del staging  # back to the pinned-memory cache (the copy has landed: reusable at once)
     return out
 
 

@@ -194,3 +194,26 @@ def test_out_of_memory_while_loading_frees_the_half_built_model(monkeypatch: pyt
     with pytest.raises(AnalyzeError, match="cannot load resnet18 with cbam: the GPU ran out of memory"):
         analyze(ASSET, attention="cbam", device="cpu", size=64, cache=cache)
     assert alive == [False] and other not in cache.models() and cache.models() == []
+
+
+def _owns_its_memory(t: torch.Tensor) -> bool:
+    """A CPU tensor in pageable memory holding only its own bytes (not a view into a shared or pinned buffer)."""
+    return t.device.type == "cpu" and not t.is_pinned() and t.untyped_storage().nbytes() == t.numel() * t.itemsize
+
+
+def test_to_cpu_gives_each_tensor_its_own_pageable_memory(device: torch.device) -> None:
+    from attnviz.capture import to_cpu
+
+    tensors = [torch.rand(2, 3, device=device), torch.rand(4, 5, 6, device=device).transpose(0, 2), torch.rand(7)]
+    out = to_cpu(tensors)
+    assert all(_owns_its_memory(t) for t in out)
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(out, tensors, strict=True))
+    assert [tuple(t.shape) for t in out] == [(2, 3), (6, 5, 4), (7,)]
+
+
+@pytest.mark.parametrize("name", ["cbam", "da", "ea"])
+def test_results_hold_no_pinned_or_shared_buffer(name: str, device: torch.device) -> None:
+    """A result the app keeps for a session holds its maps in memory of their own (on CUDA they were views into
+    one pinned buffer per result)."""
+    r = analyze(ASSET, attention=name, arch="resnet18", device=device.type, size=64, cache=ModelCache(1))
+    assert r.maps and all(_owns_its_memory(m.data) for m in r.maps)
