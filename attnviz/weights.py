@@ -8,6 +8,11 @@ Sources (DESIGN.md, "Weights"):
   a file path     a checkpoint of this architecture and attention: ``.safetensors`` (with a model card in
                   its header, see :mod:`attnviz.checkpoint`), or a torch file read with
                   ``torch.load(weights_only=True)`` (a pickle that would run code is refused).
+
+Users' checkpoints (:func:`attnviz.load_model`): :func:`read_checkpoint_object` reads them (a pickled whole model
+only with ``trust_pickle``), :func:`unwrap_state_dict` finds the state dict (plain, or under ``state_dict``,
+``model_state_dict``, ``model``, ..., nested), :func:`fit_state_dict` removes wrapper prefixes (``module.``,
+``_orig_mod.``, Lightning's ``model.``) and loads it exactly, naming missing, unexpected and mis-shaped keys.
 """
 
 from __future__ import annotations
