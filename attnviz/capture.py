@@ -12,22 +12,46 @@ model is hooked under a per-model lock, so concurrent hooked forwards of one mod
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from types import TracebackType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from .adapters import adapter_sites
 from .blocks.tap import KINDS, Tap
+from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, fingerprint, first_tensor, module_paths
+from .sites import GATE_FUNCS, Canon, Site, axis_alone, canonical, pair_axes, softmax_dim
 
 __all__ = ["AttentionMap", "AttentionRecorder", "to_cpu"]
 
-# torchvision/timm ResNets name blocks layerK.i (K = 1..4); timm's ByobNet (GC-ResNet-t, BoTNet) stages.S.i (S from 0)
-_STAGE_RE = re.compile(r"(?:^|\.)(?:layer(\d+)|stages\.(\d+))\.(\d+)(?:\.|$)")
+#: The network's own stage naming -> (pattern, offset added to the stage number): torchvision/timm ResNets
+#: (``layerK.i``), timm's ByobNet/ConvNeXt-style ``stages.S.i`` and EfficientNet-style ``blocks.S.i`` (S from 0),
+#: torchvision's EfficientNet/MobileNet ``features.S[.i]`` and RegNet ``trunk_output.blockK.blockK-i``.
+_STAGES: tuple[tuple[re.Pattern[str], int], ...] = (
+    (re.compile(r"(?:^|\.)layer(\d+)\.(\d+)(?=\.|$)"), 0),
+    (re.compile(r"(?:^|\.)(?:stages|blocks)\.(\d+)\.(\d+)(?=\.|$)"), 1),
+    (re.compile(r"(?:^|\.)features\.(\d+)(?:\.(\d+))?(?=\.|$)"), 0),
+    (re.compile(r"(?:^|\.)trunk_output\.block(\d+)\.([\w-]+)(?=\.|$)"), 0),
+)
+
+
+def _stage(name: str) -> tuple[int, int] | None:
+    """(stage, end of the block's path in ``name``) from the network's stage naming, or ``None``."""
+    for pattern, offset in _STAGES:
+        m = pattern.search(name)
+        if m:
+            return int(m.group(1)) + offset, m.end()
+    return None
 
 
 @dataclass(frozen=True)
@@ -35,34 +59,40 @@ class AttentionMap:
     """One captured attention weight.
 
     Attributes:
-        name: module path of the tap in the model, e.g. ``"layer2.1.attn.spatial.tap"``.
+        name: module path where the weight is computed, e.g. ``"layer2.1.attn.spatial.tap"`` (a tap),
+            ``"layer2.1.1.ca.sigmoid"`` (a gate module), ``"layer2.1.se.sigmoid()"`` (a function call in a module).
         kind: ``channel`` (B, C), ``spatial`` (B, H, W), ``branch`` (B, K, C),
             ``pairwise`` (B, heads, N, N), ``channel_pairwise`` (B, C, C) or ``memory`` (B, S, H, W).
         data: detached copy on the CPU, float32, in the kind's canonical shape.
         size: (H, W) of the feature map the weight refers to, where the shape does not already say it
             plainly (``pairwise``), or the map's own (H, W) for ``spatial`` and ``memory``; else ``None``.
+        how: where it was found: ``"tap"``, ``"adapter"``, ``"module"``, ``"function"`` or ``"declared"``.
+        layout: how the weight was laid out when computed (sites), e.g. ``"(1, 64, 1, 1) gate"``.
+        raw: the full weight where ``data`` reduces it (a full-size or grouped gate: ``data`` is its mean), else None.
     """
 
     name: str
     kind: str
     data: Tensor
     size: tuple[int, int] | None = None
+    how: str = "tap"
+    layout: str = ""
+    raw: Tensor | None = None
 
     @property
     def stage(self) -> int | None:
-        """The ResNet stage (1..4) of the block the tap belongs to, or ``None`` outside ``layerK``."""
-        m = _STAGE_RE.search(self.name)
-        if m is None:
-            return None
-        return int(m.group(1)) if m.group(1) is not None else int(m.group(2)) + 1
+        """The stage of the block the weight belongs to (ResNet: 1..4), from the network's own stage naming
+        (``layerK``, ``stages.S``, ``blocks.S``, ``features.S``, ``trunk_output.blockK``), or ``None``."""
+        m = _stage(self.name)
+        return None if m is None else m[0]
 
     @property
     def block(self) -> str:
         """Module path of the residual block (``"layer2.1"``) or stage module (``"layer3.6"``) holding the tap;
         for a tap outside ``layerK.i``, the path of the tap's parent module."""
-        m = _STAGE_RE.search(self.name)
+        m = _stage(self.name)
         if m:
-            return self.name[: m.end()].rstrip(".")
+            return self.name[: m[1]]
         return self.name.rpartition(".")[0]
 
 
@@ -115,20 +145,30 @@ def model_lock(model: nn.Module) -> threading.RLock:
 
 
 class AttentionRecorder:
-    """Context manager recording every tap's output during the forwards run inside it.
+    """Context manager recording every attention weight computed during the forwards run inside it.
+
+    Three sources, one result (DESIGN.md, "Any network"): attnviz's own blocks pass their weights through
+    :class:`~attnviz.blocks.Tap` modules; known library classes (timm, torchvision) have exact adapters
+    (:mod:`attnviz.adapters`); anything else is found by discovery (:mod:`attnviz.discover`: one instrumented
+    forward per model, cached), and users can declare, override or exclude sites. All become the same
+    :class:`AttentionMap`\\ s, in forward order.
 
     Args:
-        model: any ``nn.Module`` containing :class:`~attnviz.blocks.Tap` submodules.
-        names: tap module paths to record (default: every tap). Checked against the model's modules
-            before any hook is registered.
-        kinds: record only taps of these kinds (default: all).
+        model: any ``nn.Module``.
+        names: map names to record (default: all). Checked against the taps and the sites known before the forward.
+        kinds: record only maps of these kinds (default: all).
         eval_mode: put the model in eval mode while recording (default ``False``: the model is run as it
             is). The train/eval flag of every submodule is restored on exit either way.
-        activations: also record, for every inserted attention module, the channel mean of its output
-            (B, H, W) in :attr:`activations` (for SE/ECA that is the gate-weighted mean activation).
+        activations: also record, for every attention module, the channel mean of its output (B, H, W) in
+            :attr:`activations` (for SE/ECA that is the gate-weighted mean activation).
+        sites: declared sites, ``{glob: kind}``: a module path (or glob) whose output is recorded as that kind,
+            or the name of a found site whose kind is overridden (e.g. ``{"layer*.cbam.sa": "spatial"}``).
+        exclude: globs of map names (or module paths) not to record.
+        discover: find attention sites the taps and adapters do not cover (default ``True``).
+        dtype: dtype of the recorded maps (default float32).
 
     Raises:
-        ValueError: a requested name is not a tap of the model, or an unknown kind.
+        ValueError: an unknown name or kind, a declared kind that is not a kind, or a glob that matches nothing.
     """
 
     def __init__(
@@ -139,47 +179,112 @@ class AttentionRecorder:
         *,
         eval_mode: bool = False,
         activations: bool = False,
+        sites: dict[str, str] | None = None,
+        exclude: Sequence[str] = (),
+        discover: bool = True,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model = model
-        named = list(model.named_modules())  # walked once: __enter__ saves these modules' flags
-        self._modules = [m for _, m in named]
-        taps = {n: m for n, m in named if isinstance(m, Tap)}
-        if names is not None:
-            unknown = [n for n in names if n not in taps]
-            if unknown:
-                raise ValueError(f"not taps of this model: {unknown}; its taps are: {list(taps) or 'none'}")
-            taps = {n: taps[n] for n in names}
+        self.paths = module_paths(model)  # registered modules and modules kept in plain lists
+        self._modules = [m for _, m in self.paths.values()]
         if kinds is not None:
             bad = [k for k in kinds if k not in KINDS]
             if bad:
                 raise ValueError(f"unknown kinds {bad}; valid kinds: {list(KINDS)}")
-            taps = {n: m for n, m in taps.items() if m.kind in kinds}
-        self.taps: dict[str, Tap] = taps
+        self.kinds = None if kinds is None else set(kinds)
+        self.exclude = list(exclude)
+        declared = dict(sites or {})
+        bad = {g: k for g, k in declared.items() if k not in KINDS}
+        if bad:
+            raise ValueError(f"declared sites with unknown kinds {bad}; valid kinds: {list(KINDS)}")
+        taps = {n: m for n, m in model.named_modules() if isinstance(m, Tap) and not self._excluded(n)}
+        adapted, adapted_ids = adapter_sites(self.paths)
+        self._declared, self._overrides = self._declare(declared, adapted)
+        self.sites: list[Site] = [s for s in adapted + self._declared if not self._excluded(s.name)]
+        # modules whose insides other sources record: attnviz's tapped blocks, adapted modules, declared modules
+        tapped = {id(m) for m in self._modules if any(isinstance(c, Tap) for c in m.children())}
+        self._covered = adapted_ids | tapped  # (declared modules hide discovered sites, without changing discovery)
+        self._hidden = [s.name for s in self._declared]
+        self._fingerprint = fingerprint(self.paths)
+        cached = cached_discovery(model, self._fingerprint) if discover else None
+        self.discovery: Discovery | None = cached
+        self._discover = discover and cached is None
+        if cached is not None:
+            self.sites += [s for s in cached.sites if self._wanted(s)]
+        if names is not None:
+            known = set(taps) | {s.name for s in self.sites}
+            modules = {p for p, _ in self.paths.values()}
+            unknown = [n for n in names if n not in known and not (self._discover and _base(n) in modules)]
+            if unknown:
+                raise ValueError(
+                    f"not attention maps of this model: {unknown}; its maps are: {sorted(known) or 'none'}"
+                )
+            taps = {n: taps[n] for n in names if n in taps}
+        self.names = None if names is None else set(names)
+        self.taps: dict[str, Tap] = {n: t for n, t in taps.items() if self.kinds is None or t.kind in self.kinds}
         self.eval_mode = eval_mode
         self.record_activations = activations
+        self.dtype = dtype
+        self._unclassified: list[tuple[str, tuple[int, ...], str]] = []
         self._acts: dict[str, Tensor] = {}
         self._handles: list[RemovableHandle] = []
-        self._pending: list[tuple[str, str, Tensor, tuple[int, int] | None]] = []
+        self._pending: list[tuple[int, str, str, Tensor, tuple[int, int] | None]] = []  # taps: seq, name, kind, ...
+        self._raw: list[tuple[int, Site, Tensor, tuple[int, ...] | None, int | None]] = []  # sites: seq, site, ...
+        self._canon: list[tuple[int, Site, Canon]] = []  # the discovery pass's own captures
         self._maps: list[AttentionMap] = []
         self._flags: list[tuple[nn.Module, bool]] = []
         self._lock = model_lock(model)
         self._locked = False
+        self._thread: int | None = None
+        self._batch = 1
+        self._calls: dict[int, int] = {}
+        self._shapes: dict[int, tuple[int, ...]] = {}
+        self._modes: list[tuple[nn.Module, TorchFunctionMode]] = []
+        self._pass: DiscoveryPass | None = None
 
-    # -- context manager -------------------------------------------------------------------------------
+    def _excluded(self, name: str) -> bool:
+        return any(fnmatchcase(name, g) for g in self.exclude)
+
+    def _wanted(self, site: Site) -> bool:
+        """A discovered site is recorded unless excluded, or inside a declared module (which is the site there)."""
+        return self._wanted_name(site.name)
+
+    def _wanted_name(self, name: str) -> bool:
+        return not any(name == p or name.startswith(p + ".") for p in self._hidden) and not self._excluded(name)
+
+    def _declare(self, declared: dict[str, str], adapted: list[Site]) -> tuple[list[Site], dict[str, str]]:
+        """Declared module sites, and the overrides of found sites' kinds (globs that match site names)."""
+        out: list[Site] = []
+        overrides: dict[str, str] = {}
+        module_sites = {id(s.owner) for s in adapted if s.ordinal is None}
+        for glob, kind in declared.items():
+            matched = [(p, m) for p, m in self.paths.values() if p and fnmatchcase(p, glob)]
+            for path, module in matched:  # the module is the site: what discovery would find inside it is not
+                if id(module) not in module_sites:
+                    out.append(Site(path, "declared", module, None, None, module, None, kind))
+            overrides[glob] = kind
+            if not matched and not any(fnmatchcase(s.name, glob) for s in adapted) and "(" not in glob:
+                raise ValueError(f"declared site {glob!r} matches no module of this model")
+        return out, overrides
+
+    # -- context manager -------------------------------------------------------------------------------------
     def __enter__(self) -> AttentionRecorder:
         if self._handles:
             raise RuntimeError("this AttentionRecorder is already active; use a new one per 'with'")
         self._lock.acquire()
         self._locked = True
         try:
-            self._pending.clear()
-            self._maps.clear()
+            self._thread = threading.get_ident()
+            self.clear()
             self._flags = [(m, m.training) for m in self._modules]
             if self.eval_mode:
-                self.model.eval()
-            self._acts.clear()
+                for m in self._modules:  # modules kept in plain lists too, which model.eval() never reaches
+                    m.training = False
             for name, tap in self.taps.items():
-                self._handles.append(tap.register_forward_hook(self._hook(name), with_kwargs=True))
+                self._handles.append(tap.register_forward_hook(self._tap_hook(name), with_kwargs=True))
+            self._handles.append(self.model.register_forward_pre_hook(self._root_pre, with_kwargs=True))
+            self._handles.append(self.model.register_forward_hook(self._root_post, always_call=True))
+            self._install(self.sites)
             if self.record_activations:
                 from .models import attention_modules
 
@@ -201,6 +306,11 @@ class AttentionRecorder:
 
     def _release(self) -> None:
         try:
+            if self._pass is not None:
+                self._pass.stop()
+                self._pass = None
+            while self._modes:  # a forward that raised inside a hooked module left its mode on the stack
+                self._modes.pop()[1].__exit__(None, None, None)
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
@@ -213,57 +323,255 @@ class AttentionRecorder:
                 self._locked = False
                 self._lock.release()
 
-    # -- recording -------------------------------------------------------------------------------------
-    def _hook(self, name: str):
+    # -- hooks -----------------------------------------------------------------------------------------------
+    def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        self._calls.clear()
+        x = first_tensor(args)
+        x = first_tensor(tuple(kwargs.values())) if x is None else x
+        self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
+        if self._discover and self._pass is None:
+            self._pass = DiscoveryPass(self.model, self.paths, self._covered)
+            self._pass.start(self._batch, args)
+
+    def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if threading.get_ident() != self._thread or self._pass is None:
+            return
+        found, captured, acts = self._pass.finish(output)
+        self._pass = None
+        self._discover = False
+        self.discovery = found
+        new = [s for s in found.sites if self._wanted(s)]
+        self.sites += new
+        self._canon += [(seq, site, canon) for seq, site, canon in captured if self._wanted(site)]
+        if self.record_activations:
+            for i, act in acts.items():
+                self._acts[self.paths[i][0]] = act
+        self._install(new)  # later forwards inside this recorder record through cheap hooks
+
+    def _install(self, sites: list[Site]) -> None:
+        """Hooks for ``sites``: one pre/post hook pair per owner module (counting its calls, holding the mode that
+        finds its function calls), a pre-hook per reference module (its input's shape), activation hooks."""
+        by_owner: dict[int, list[Site]] = {}
+        for s in sites:
+            by_owner.setdefault(id(s.owner), []).append(s)
+        for group in by_owner.values():
+            owner = group[0].owner
+            self._handles.append(owner.register_forward_pre_hook(self._owner_pre(group)))
+            self._handles.append(owner.register_forward_hook(self._owner_post(group), always_call=True))
+        refs = {id(s.ref): s.ref for s in sites if s.ref is not None}
+        for ref in refs.values():
+            self._handles.append(ref.register_forward_pre_hook(self._ref_pre))
+        if self.record_activations:
+            attn = {id(s.attention): s.attention for s in sites if s.attention is not None}
+            for i, module in attn.items():
+                self._handles.append(module.register_forward_hook(self._act_hook(self.paths[i][0])))
+
+    def _owner_pre(self, group: list[Site]):
+        functions = [s for s in group if s.ordinal is not None]
+
+        def hook(module: nn.Module, args: tuple) -> None:
+            if threading.get_ident() != self._thread:
+                return
+            k = self._calls.get(id(module), 0)
+            self._calls[id(module)] = k + 1
+            if id(module) == id(group[0].ref) or group[0].ref is None:
+                x = first_tensor(args)
+                if x is not None:
+                    self._shapes[id(module)] = tuple(x.shape)
+            wanted = {s.ordinal: s for s in functions if s.call is None or s.call == k}
+            if wanted:
+                mode = _SiteMode(self, wanted)
+                mode.__enter__()
+                self._modes.append((module, mode))
+
+        return hook
+
+    def _owner_post(self, group: list[Site]):
+        outputs = [s for s in group if s.ordinal is None]
+        has_functions = len(outputs) < len(group)
+
+        def hook(module: nn.Module, args: tuple, output: Any) -> None:
+            if threading.get_ident() != self._thread:
+                return
+            if has_functions and self._modes and self._modes[-1][0] is module:
+                self._modes.pop()[1].__exit__(None, None, None)
+            k = self._calls.get(id(module), 1) - 1
+            for s in outputs:
+                if (s.call is None or s.call == k) and isinstance(output, Tensor):
+                    self._capture(s, output, None)
+
+        return hook
+
+    def _ref_pre(self, module: nn.Module, args: tuple) -> None:
+        if threading.get_ident() == self._thread:
+            x = first_tensor(args)
+            if x is not None:
+                self._shapes[id(module)] = tuple(x.shape)
+
+    def _capture(self, site: Site, weight: Tensor, dim: int | None) -> None:
+        ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
+        # a copy: later in-place ops (out += identity, ReLU(inplace)) would overwrite a view (ATTENTION.md, bug 10)
+        self._raw.append((next(SEQ), site, weight.detach().clone(), ref, dim))
+
+    def _tap_hook(self, name: str):
         def hook(module: Tap, args: tuple, kwargs: dict, output: Tensor) -> None:
+            if threading.get_ident() != self._thread:
+                return
             data = module.canonical(output).detach()
             # A copy, not a view: later in-place ops (out += identity, ReLU(inplace)) would overwrite it
             # (ATTENTION.md, bug 10); a channel mean or a cast is already a new tensor and is not copied again,
             # nor is the output of a read_only tap (its block never changes it). It stays on the device until
             # read, so a GPU batch is moved to the CPU in one transfer.
             shared = data.untyped_storage().data_ptr() == output.untyped_storage().data_ptr()
-            data = data.to(dtype=torch.float32, copy=shared and not module.read_only)
+            data = data.to(dtype=self.dtype, copy=shared and not module.read_only)
             size = kwargs.get("size")
             if size is None and module.kind in ("spatial", "memory"):
                 size = (int(data.shape[-2]), int(data.shape[-1]))
-            self._pending.append((name, module.kind, data, None if size is None else (int(size[0]), int(size[1]))))
+            size = None if size is None else (int(size[0]), int(size[1]))
+            self._pending.append((next(SEQ), name, module.kind, data, size))
 
         return hook
 
     def _act_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            self._acts[name] = output.detach().mean(dim=1, dtype=torch.float32)  # (B, H, W), a new tensor
+            if threading.get_ident() == self._thread and isinstance(output, Tensor) and output.dim() == 4:
+                self._acts[name] = output.detach().mean(dim=1, dtype=torch.float32)  # (B, H, W), a new tensor
 
         return hook
 
+    # -- results ---------------------------------------------------------------------------------------------
+    def _site_maps(self) -> list[tuple[int, AttentionMap]]:
+        """The sites' captures as maps (canonical layouts, coordinate axis gates paired), with their order keys."""
+        canon = list(self._canon)
+        for seq, site, weight, ref, dim in self._raw:
+            kind = self._override(site)
+            try:
+                w = site.transform(site.owner, weight, ref) if site.transform is not None else weight
+                c = canonical(
+                    w, batch=self._batch, ref=ref, kind=kind, op=site.op, dim=site.dim if dim is None else dim
+                )
+            except (ValueError, RuntimeError) as e:
+                c = f"{tuple(weight.shape)}: {e}"
+            if isinstance(c, str):
+                self._unclassified.append((site.name, tuple(weight.shape), c))
+            else:
+                canon.append((seq, site, c))
+        canon.sort(key=lambda item: item[0])
+        out: list[tuple[int, AttentionMap]] = []
+        i = 0
+        while i < len(canon):
+            seq, site, c = canon[i]
+            i += 1
+            if c.kind == "axis":  # coordinate attention: pair the H and W gates of one call into one spatial map
+                pair = canon[i][2] if i < len(canon) and canon[i][2].kind == "axis" else None
+                joined = pair_axes(c.data, pair.data) if pair is not None else None
+                if joined is not None:
+                    i += 1
+                    layout = f"{c.layout} x {pair.layout}"  # type: ignore[union-attr]
+                    c = Canon("spatial", joined, tuple(joined.shape[1:]), None, layout)  # type: ignore[arg-type]
+                else:
+                    ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
+                    data = axis_alone(c.data, ref)
+                    c = Canon("spatial", data, tuple(data.shape[1:]), c.data, c.layout + " alone")  # type: ignore[arg-type]
+            if (self.kinds is not None and c.kind not in self.kinds) or (
+                self.names is not None and site.name not in self.names
+            ):
+                continue
+            size = c.size if c.kind in ("spatial", "memory", "pairwise") else None
+            data = c.data.to(self.dtype)
+            raw = None if c.raw is None else c.raw.to(self.dtype)
+            out.append((seq, AttentionMap(site.name, c.kind, data, size, site.how, c.layout, raw)))
+        self._raw.clear()
+        self._canon.clear()
+        return out
+
+    def _override(self, site: Site) -> str | None:
+        for glob, kind in self._overrides.items():
+            if fnmatchcase(site.name, glob):
+                return kind
+        return site.kind
+
     def _flush(self) -> None:
         """Move the pending maps and the activations to the CPU together: one transfer, one sync on a GPU."""
-        n = len(self._pending)
-        moved = to_cpu([data for _, _, data, _ in self._pending] + list(self._acts.values()))
-        for (name, kind, _, size), data in zip(self._pending, moved[:n], strict=True):
-            self._maps.append(AttentionMap(name, kind, data, size))
-        self._acts = dict(zip(self._acts, moved[n:], strict=True))
+        maps = [(seq, AttentionMap(name, kind, data, size)) for seq, name, kind, data, size in self._pending]
+        maps += self._site_maps()
+        maps.sort(key=lambda item: item[0])
+        tensors = [m.data for _, m in maps] + [m.raw for _, m in maps if m.raw is not None] + list(self._acts.values())
+        moved = iter(to_cpu(tensors))
+        done = [dataclasses.replace(m, data=next(moved)) for _, m in maps]
+        done = [dataclasses.replace(m, raw=next(moved)) if m.raw is not None else m for m in done]
+        self._maps += done
+        self._acts = {k: next(moved) for k in self._acts}
         self._pending.clear()
 
     @property
     def activations(self) -> dict[str, Tensor]:
         """Channel mean of each attention module's output, (B, H, W) CPU float32, by module path."""
-        if any(v.device.type != "cpu" for v in self._acts.values()):
+        if self._pending or self._raw or self._canon or any(v.device.type != "cpu" for v in self._acts.values()):
             self._flush()
         return dict(self._acts)
 
     @property
     def maps(self) -> list[AttentionMap]:
-        """Every captured map so far, in call order, as CPU float32 tensors."""
-        if self._pending:
+        """Every captured map so far, in call order, as CPU tensors."""
+        if self._pending or self._raw or self._canon:
             self._flush()
         return list(self._maps)
+
+    @property
+    def unclassified(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """Weights that fit no kind: (name, shape, why), those discovery found and those a declared or adapted kind
+        could not hold."""
+        if self._raw or self._canon:
+            self._flush()
+        found = self.discovery.unclassified if self.discovery is not None else []
+        return [u for u in found if self._wanted_name(u[0])] + list(self._unclassified)
+
+    @property
+    def skipped(self) -> list[tuple[str, tuple[int, ...], str]]:
+        """Gates discovery found and did not report: (name, shape, why) (activations, the classifier's softmax)."""
+        return list(self.discovery.skipped) if self.discovery is not None else []
 
     def clear(self) -> None:
         """Forget the maps captured so far (the hooks stay)."""
         self._pending.clear()
+        self._raw.clear()
+        self._canon.clear()
         self._maps.clear()
         self._acts.clear()
+        self._unclassified.clear()
 
     def __len__(self) -> int:
-        return len(self._maps) + len(self._pending)
+        return len(self._maps) + len(self._pending) + len(self._raw) + len(self._canon)
+
+
+def _base(name: str) -> str:
+    """The module path a site name starts from: ``"a.b.sigmoid()#2"`` -> ``"a.b"``."""
+    name = name.partition("#")[0]
+    return name.rpartition(".")[0] if name.endswith(")") else name
+
+
+class _SiteMode(TorchFunctionMode):
+    """Active during one call of a site's owner module: counts its gate/softmax calls, captures the wanted ones."""
+
+    def __init__(self, recorder: AttentionRecorder, wanted: dict[int | None, Site]) -> None:
+        super().__init__()
+        self.recorder = recorder
+        self.wanted = wanted
+        self.count = 0
+
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        try:
+            gate = func in GATE_FUNCS
+        except TypeError:
+            gate = False
+        if gate and isinstance(out, Tensor):
+            site = self.wanted.get(self.count)
+            self.count += 1
+            if site is not None:
+                self.recorder._capture(site, out, softmax_dim(func, args, kwargs, out.dim()))
+        return out

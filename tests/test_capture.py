@@ -31,7 +31,7 @@ def test_logits_identical_and_no_hooks_left(r18_cbam: nn.Module, device: torch.d
     with torch.no_grad():
         ref = model(x)
         with attnviz.AttentionRecorder(model) as rec:
-            assert _hook_count(model) == 16  # one per tap: 8 blocks x (channel, spatial)
+            assert _hook_count(model) == 16 + 2  # one per tap (8 blocks x channel, spatial) + the root's pre/post
             out = model(x)
     assert torch.equal(out, ref)
     assert _hook_count(model) == 0
@@ -66,8 +66,8 @@ def test_train_eval_flags_restored(r18_cbam: nn.Module) -> None:
 
 
 def test_unknown_names_and_kinds_are_rejected_before_hooking(r18_cbam: nn.Module) -> None:
-    with pytest.raises(ValueError, match=r"not taps of this model: \['layer1.0.bn1'\]"):
-        attnviz.AttentionRecorder(r18_cbam, names=["layer1.0.bn1"])
+    with pytest.raises(ValueError, match=r"not attention maps of this model: \['layer1.0.bn9'\]"):
+        attnviz.AttentionRecorder(r18_cbam, names=["layer1.0.bn9"])
     with pytest.raises(ValueError, match="unknown kinds"):
         attnviz.AttentionRecorder(r18_cbam, kinds=["heat"])
     assert _hook_count(r18_cbam) == 0

@@ -1,0 +1,177 @@
+"""Exact adapters: where known library attention classes keep their weight, as :class:`~attnviz.sites.Site`\\ s.
+
+One table, one mechanism: each entry names a class (by qualified name, so timm and torchvision are never imported
+for it) and the places its weight leaves the module: the output of a submodule (``On``), or the k-th gate/softmax
+call during the module's forward (``Call``, for softmaxes computed inline). The recorder hooks these sites exactly
+as it hooks discovered ones, keeps its handles, and removes them on exit; nothing is added to the model.
+
+==========================================  ============================  ==========================================
+class                                       site                          kind
+==========================================  ============================  ==========================================
+timm SEModule, EffectiveSEModule,           ``gate`` output               channel
+SqueezeExcite (EfficientNet), Eca/Ceca
+timm CbamModule, LightCbamModule            ``channel.gate``,             channel, spatial
+                                            ``spatial.gate``
+timm SelectiveKernel                        ``attn`` output (B,K,C,1,1)   branch
+timm SplitAttn (ResNeSt)                    ``rsoftmax`` output (B, R·C)  branch (B, R, C); channel when R = 1
+timm GlobalContext                          its softmax over H·W;         spatial; channel
+                                            ``gate`` (with mlp_scale)
+timm GatherExcite                           ``gate`` output               channel, or spatial (full-size)
+timm CoordAttn, EfficientCoordAttn          ``gate`` (called for H, W)    axis gates -> spatial
+timm SimpleCoordAttn                        ``gate`` output               spatial (full-size)
+timm BottleneckAttn                         its softmax (B·heads, N, N)   pairwise
+timm HaloAttn                               its softmax, block-local      pairwise (scattered into N x N)
+torchvision SqueezeExcitation               ``scale_activation`` output   channel
+==========================================  ============================  ==========================================
+
+Papers: SENet (Hu et al., CVPR 2018), ECA-Net (Wang et al., CVPR 2020), CBAM (Woo et al., ECCV 2018), SKNet (Li et
+al., CVPR 2019), ResNeSt (Zhang et al., 2020), GCNet (Cao et al., ICCVW 2019), Gather-Excite (Hu et al., NeurIPS
+2018), Coordinate Attention (Hou et al., CVPR 2021), BoTNet (Srinivas et al., CVPR 2021), HaloNet (Vaswani et al.,
+CVPR 2021), MobileNetV3 / EfficientNet SE (Howard et al., ICCV 2019; Tan & Le, ICML 2019).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .sites import Site, qualname
+
+__all__ = ["ADAPTERS", "Call", "On", "adapter_sites"]
+
+Transform = Callable[[nn.Module, Tensor, "tuple[int, ...] | None"], Tensor]
+
+
+@dataclass(frozen=True)
+class On:
+    """The weight is the output of submodule ``sub`` (every call of it)."""
+
+    sub: str
+    kind: str | Callable[[nn.Module], str] | None = None
+    transform: Transform | None = None
+    when: Callable[[nn.Module], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Call:
+    """The weight is the ``ordinal``-th gate/softmax function call during the module's forward."""
+
+    ordinal: int
+    suffix: str
+    kind: str | Callable[[nn.Module], str] | None = None
+    transform: Transform | None = None
+    when: Callable[[nn.Module], bool] | None = None
+
+
+def _radix(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Tensor:
+    """RadixSoftmax output (B, R*C), radix-major as SplitAttn reads it -> (B, R, C)."""
+    radix = owner.radix  # owner: the rsoftmax module
+    return t.reshape(t.shape[0], radix, -1) if radix > 1 else t
+
+
+def _halo(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Tensor:
+    """HaloAttn's block-local softmax (B*heads, blocks, bs^2, win^2) scattered into (B, heads, N, N), N = H*W:
+    each query's weights over its block's halo window; keys in the zero padding past the border are left out
+    (their share of the row is not shown)."""
+    if owner.block_stride != 1 or ref is None:
+        raise ValueError("HaloAttn with a block stride of 2 (queries subsampled) is not mapped to N x N yet")
+    _, _, h, w = ref
+    bs, halo, win, heads = owner.block_size, owner.halo_size, owner.win_size, owner.num_heads
+    nh, nw = h // bs, w // bs
+    n = h * w
+    dev = t.device
+    bh, bw = torch.meshgrid(torch.arange(nh, device=dev), torch.arange(nw, device=dev), indexing="ij")
+    bh, bw = bh.reshape(-1, 1), bw.reshape(-1, 1)  # (blocks, 1)
+    i, j = torch.meshgrid(torch.arange(bs, device=dev), torch.arange(bs, device=dev), indexing="ij")
+    rows = (bh * bs + i.reshape(1, -1)) * w + (bw * bs + j.reshape(1, -1))  # (blocks, bs^2)
+    u, v = torch.meshgrid(torch.arange(win, device=dev), torch.arange(win, device=dev), indexing="ij")
+    ky = bh * bs + u.reshape(1, -1) - halo  # (blocks, win^2)
+    kx = bw * bs + v.reshape(1, -1) - halo
+    valid = (ky >= 0) & (ky < h) & (kx >= 0) & (kx < w)
+    cols = ky.clamp(0, h - 1) * w + kx.clamp(0, w - 1)
+    flat = rows[:, :, None] * n + cols[:, None, :]  # (blocks, bs^2, win^2)
+    mask = valid[:, None, :].expand_as(flat)
+    out = t.new_zeros(t.shape[0], n * n)  # (B*heads, N*N)
+    out[:, flat[mask]] = t[:, mask]
+    return out.view(-1, heads, n, n)
+
+
+def _gc_spatial(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Tensor:
+    """GlobalContext's softmax (B, 1, H*W) -> (B, 1, H, W)."""
+    assert ref is not None
+    return t.reshape(t.shape[0], 1, ref[2], ref[3])
+
+
+_SE = (On("gate"),)
+_CBAM = (On("channel.gate", "channel"), On("spatial.gate", "spatial"))
+
+#: qualified class name -> where its weights are.
+ADAPTERS: dict[str, tuple[On | Call, ...]] = {
+    "timm.layers.squeeze_excite.SEModule": _SE,
+    "timm.layers.squeeze_excite.EffectiveSEModule": _SE,
+    "timm.models._efficientnet_blocks.SqueezeExcite": _SE,
+    "timm.layers.eca.EcaModule": _SE,
+    "timm.layers.eca.CecaModule": _SE,
+    "timm.layers.cbam.CbamModule": _CBAM,
+    "timm.layers.cbam.LightCbamModule": _CBAM,
+    "timm.layers.selective_kernel.SelectiveKernel": (On("attn", "branch"),),
+    "timm.layers.split_attn.SplitAttn": (On("rsoftmax", lambda m: "branch" if m.radix > 1 else "channel", _radix),),
+    "timm.layers.global_context.GlobalContext": (
+        Call(0, "softmax()", "spatial", _gc_spatial, when=lambda m: m.conv_attn is not None),
+        On("gate", "channel", when=lambda m: m.mlp_scale is not None),
+    ),
+    "timm.layers.gather_excite.GatherExcite": _SE,
+    "timm.layers.coord_attn.CoordAttn": _SE,
+    "timm.layers.coord_attn.EfficientCoordAttn": _SE,
+    "timm.layers.coord_attn.SimpleCoordAttn": _SE,
+    "timm.layers.bottleneck_attn.BottleneckAttn": (Call(0, "softmax()", "pairwise"),),
+    "timm.layers.halo_attn.HaloAttn": (Call(0, "softmax()", "pairwise", _halo),),
+    "torchvision.ops.misc.SqueezeExcitation": (On("scale_activation", "channel"),),
+}
+
+
+def adapter_sites(paths: dict[int, tuple[str, nn.Module]]) -> tuple[list[Site], set[int]]:
+    """The adapters' sites in a model (given :func:`attnviz.discover.module_paths`), and the ids of the adapted
+    modules (discovery leaves their insides to the adapters)."""
+    sites: list[Site] = []
+    adapted: set[int] = set()
+    inside: list[str] = []  # paths of adapted modules: an adapted class inside another is the outer one's business
+    for path, module in paths.values():
+        entries = ADAPTERS.get(qualname(module))
+        if not entries or any(path.startswith(p + ".") for p in inside):
+            continue
+        adapted.add(id(module))
+        inside.append(path)
+        prefix = f"{path}." if path else ""
+        for e in entries:
+            if e.when is not None and not e.when(module):
+                continue
+            if isinstance(e, On):
+                owner = module.get_submodule(e.sub)
+                kind = e.kind(module) if callable(e.kind) else e.kind
+                sites.append(
+                    Site(
+                        prefix + e.sub, "adapter", owner, None, None, module, module, kind, "output", None, e.transform
+                    )
+                )
+            else:
+                kind = e.kind(module) if callable(e.kind) else e.kind
+                sites.append(
+                    Site(
+                        prefix + e.suffix,
+                        "adapter",
+                        module,
+                        e.ordinal,
+                        None,
+                        module,
+                        module,
+                        kind,
+                        "softmax",
+                        None,
+                        e.transform,
+                    )
+                )
+    return sites, adapted

@@ -1,0 +1,356 @@
+"""Discovery: find the attention sites of a network that attnviz did not build, in one instrumented forward.
+
+During the first recorded forward of a model, global module hooks keep the stack of running modules (modules kept
+in plain Python lists included) and a :class:`~torch.overrides.TorchFunctionMode` sees every gate and softmax
+function call (``torch.sigmoid``, ``Tensor.sigmoid``, ``sigmoid_``, ``F.softmax``, ``torch.softmax``,
+``Tensor.softmax``, ``F.hardsigmoid``, ...) and every multiplication. Each gate or softmax becomes a :class:`Site`
+unless it is:
+
+- an activation: its output is multiplied by its own input (x·sigmoid(x): SiLU/Swish, x·hardsigmoid(x): h-swish);
+  SiLU/GELU/Hardswish modules call none of the gate functions and are never seen;
+- the classifier's output softmax (its output is the model's output);
+- inside a module that another source already covers (attnviz's taps, an adapter).
+
+The result (:class:`Discovery`: sites, skipped activations, unclassified weights) is cached per model; later
+forwards record only those sites, through cheap hooks (:mod:`attnviz.capture`). The pass itself changes no tensor:
+the model's outputs are bit-identical with and without it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
+
+from .sites import GATE_FUNCS, Canon, Site, canonical, gate_module_op, softmax_dim
+
+__all__ = ["Discovery", "DiscoveryPass", "cached_discovery", "first_tensor", "module_paths", "tensors_in"]
+
+_MULS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"})
+SEQ = itertools.count()  # one order for every capture of every source: maps come out in forward order
+
+
+def first_tensor(args: tuple) -> Tensor | None:
+    """The first tensor among a call's positional arguments."""
+    for a in args:
+        if isinstance(a, Tensor):
+            return a
+    return None
+
+
+def tensors_in(obj: Any) -> Iterator[Tensor]:
+    """Every tensor in a (nested) output: a tensor, a tuple/list, a dict."""
+    if isinstance(obj, Tensor):
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for o in obj:
+            yield from tensors_in(o)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from tensors_in(o)
+
+
+def module_paths(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
+    """id(module) -> (path, module) for every module of ``model``: registered ones by their ``named_modules`` path,
+    and modules kept in plain Python lists, tuples or dicts (not registered, common in copied code) as
+    ``parent.attr[i]`` (their own children below that)."""
+    found: dict[int, tuple[str, nn.Module]] = {}
+
+    def walk(prefix: str, module: nn.Module) -> None:
+        for name, m in module.named_modules(prefix=prefix):
+            if id(m) in found:
+                continue
+            found[id(m)] = (name, m)
+            for attr, value in vars(m).items():
+                if attr.startswith("_") or not isinstance(value, (list, tuple, dict)):
+                    continue
+                items = value.items() if isinstance(value, dict) else enumerate(value)
+                for key, item in items:
+                    if isinstance(item, nn.Module) and id(item) not in found:
+                        walk(f"{name}.{attr}[{key}]" if name else f"{attr}[{key}]", item)
+
+    walk("", model)
+    return found
+
+
+@dataclass
+class Discovery:
+    """What discovery found in a model.
+
+    Attributes:
+        sites: the attention sites, in forward order.
+        skipped: (name, shape, reason) of gates that are not attention (activations, the classifier's softmax).
+        unclassified: (name, shape, reason) of weights whose layout fits no kind.
+        fingerprint: the model's module structure when discovered (a changed model is discovered again).
+    """
+
+    sites: list[Site] = field(default_factory=list)
+    skipped: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+    unclassified: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+    fingerprint: tuple[int, ...] = ()
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, Discovery] = weakref.WeakKeyDictionary()
+_CACHE_LOCK = threading.Lock()
+
+
+def fingerprint(paths: dict[int, tuple[str, nn.Module]]) -> tuple[int, ...]:
+    return tuple(paths)
+
+
+def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
+    """The cached discovery of ``model`` if its modules have not changed since."""
+    with _CACHE_LOCK:
+        d = _CACHE.get(model)
+    return d if d is not None and d.fingerprint == fp else None
+
+
+@dataclass(eq=False)
+class _Frame:
+    module: nn.Module
+    name: str | None
+    call: int
+    inp: Tensor | None
+    count: int = 0  # gate/softmax calls so far during this call (its submodules' included)
+    out: Any = None
+
+
+@dataclass(eq=False)
+class _Event:
+    seq: int
+    frames: list[_Frame]  # the running modules, outermost first (a gate module's own frame excluded)
+    ordinals: list[int]  # each frame's count when this weight was computed
+    gate: _Frame | None  # the gate module whose output this is (module events)
+    op: str
+    dim: int | None
+    func: str
+    inp: Tensor | None
+    out: Tensor
+    data: Tensor
+    activation: bool = False
+
+
+class _Mode(TorchFunctionMode):
+    def __init__(self, owner: DiscoveryPass) -> None:
+        super().__init__()
+        self.owner = owner
+
+    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        try:
+            op = GATE_FUNCS.get(func)
+        except TypeError:  # an unhashable callable
+            op = None
+        if op is not None and isinstance(out, Tensor):
+            self.owner._on_function(func, op, args, kwargs, out)
+        elif getattr(func, "__name__", "") in _MULS and len(args) >= 2:
+            self.owner._on_mul(args[0], args[1])
+        return out
+
+
+class DiscoveryPass:
+    """The instrumentation of one discovery forward (used by :class:`attnviz.AttentionRecorder`).
+
+    ``start()`` in the root module's forward pre-hook, ``finish(output)`` in its forward hook; ``stop()`` removes
+    everything (idempotent, also after a forward that raised).
+
+    Args:
+        model: the network.
+        paths: :func:`module_paths` of it.
+        covered: modules whose weights another source records (attnviz's tapped blocks, adapted modules).
+    """
+
+    def __init__(self, model: nn.Module, paths: dict[int, tuple[str, nn.Module]], covered: set[int]) -> None:
+        self.model = model
+        self.paths = paths
+        self.covered = covered
+        self._thread: int | None = None
+        self._stack: list[_Frame] = []
+        self._calls: dict[int, int] = {}
+        self._events: list[_Event] = []
+        self._by_out: dict[int, _Event] = {}
+        self._handles: list[RemovableHandle] = []
+        self._mode: _Mode | None = None
+        self._batch = 1
+
+    # -- instrumentation -----------------------------------------------------------------------------------------
+    def start(self, batch: int, args: tuple) -> None:
+        """Instrument the forward that is starting (called from the root module's pre-hook, with its arguments)."""
+        self._thread = threading.get_ident()
+        self._batch = batch
+        self._calls[id(self.model)] = 1
+        self._stack = [_Frame(self.model, "", 0, first_tensor(args))]  # the root's global pre-hook has already run
+        self._handles = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
+        self._mode = _Mode(self)
+        self._mode.__enter__()
+
+    def stop(self) -> None:
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            mode.__exit__(None, None, None)
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+    def _pre(self, module: nn.Module, args: tuple) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        k = self._calls.get(id(module), 0)
+        self._calls[id(module)] = k + 1
+        path = self.paths.get(id(module))
+        self._stack.append(_Frame(module, None if path is None else path[0], k, first_tensor(args)))
+
+    def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if threading.get_ident() != self._thread or not self._stack or self._stack[-1].module is not module:
+            return
+        frame = self._stack.pop()
+        frame.out = output
+        op = gate_module_op(module)
+        if op is not None and isinstance(output, Tensor) and frame.name is not None:
+            dim = None
+            if op == "softmax":  # nn.Softmax(dim=None) takes F.softmax's legacy dim; Softmax2d normalises dim -3
+                dim = -3 if type(module).__name__ == "Softmax2d" else getattr(module, "dim", None)
+                dim = softmax_dim(F.softmax, (output, dim), {}, output.dim())
+            self._add(self._stack, gate=frame, op=op, dim=dim, func="", inp=frame.inp, out=output)
+
+    def _on_function(self, func: Callable, op: str, args: tuple, kwargs: dict, out: Tensor) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        inp = first_tensor(args)
+        stack = self._stack
+        inner = stack[-1] if stack else None
+        if inner is not None and inner.name is not None and gate_module_op(inner.module) is not None:
+            self._count(stack)  # a registered gate module's own call: its module event records it
+            return
+        name = getattr(func, "__name__", op)
+        if inner is not None and inner.name is None and gate_module_op(inner.module) is not None:
+            name = type(inner.module).__name__  # a gate module made inside forward: hooked through its caller
+        dim = softmax_dim(func, args, kwargs, out.dim())
+        self._add(stack, gate=None, op=op, dim=dim, func=name, inp=inp, out=out)
+
+    def _count(self, stack: list[_Frame]) -> list[int]:
+        ordinals = [f.count for f in stack]
+        for f in stack:
+            f.count += 1
+        return ordinals
+
+    def _add(
+        self,
+        stack: list[_Frame],
+        *,
+        gate: _Frame | None,
+        op: str,
+        dim: int | None,
+        func: str,
+        inp: Tensor | None,
+        out: Tensor,
+    ) -> None:
+        ordinals = [f.count for f in stack] if gate is not None else self._count(stack)
+        event = _Event(next(SEQ), list(stack), ordinals, gate, op, dim, func, inp, out, out.detach().clone())
+        self._events.append(event)
+        self._by_out[id(out)] = event
+
+    def _on_mul(self, a: Any, b: Any) -> None:
+        if threading.get_ident() != self._thread:
+            return
+        for x, y in ((a, b), (b, a)):
+            event = self._by_out.get(id(x)) if isinstance(x, Tensor) else None
+            if event is not None and event.out is x and event.inp is y:
+                event.activation = True
+
+    # -- results ---------------------------------------------------------------------------------------------------
+    def finish(self, output: Any) -> tuple[Discovery, list[tuple[int, Site, Canon]], dict[int, Tensor]]:
+        """The discovery (to cache), this pass's own captures, (seq, site, canonical weight) in forward order, and
+        the channel mean (B, H, W) of each attention module's output, by module id."""
+        self.stop()
+        acts: dict[int, Tensor] = {}
+        final = {id(t) for t in tensors_in(output)}
+        found = Discovery(fingerprint=fingerprint(self.paths))
+        captured: list[tuple[int, Site, Canon]] = []
+        names: dict[str, int] = {}
+        for ev in self._events:
+            if any(id(f.module) in self.covered for f in ev.frames) or (
+                ev.gate is not None and id(ev.gate.module) in self.covered
+            ):
+                continue
+            site = self._site(ev)
+            if site is None:
+                continue
+            shape = tuple(ev.out.shape)
+            if id(ev.out) in final:
+                found.skipped.append((site.name, shape, "the model's output (the classifier's softmax)"))
+                continue
+            if ev.activation:
+                found.skipped.append((site.name, shape, "an activation: its output multiplies its own input"))
+                continue
+            canon, ref = self._classify(ev, site)
+            if isinstance(canon, str):
+                found.unclassified.append((site.name, shape, canon))
+                continue
+            site.ref = ref.module if ref is not None else None
+            out = ref.out if ref is not None else None
+            site.attention = ref.module if isinstance(out, Tensor) and out.dim() == 4 else None
+            if site.attention is not None and isinstance(out, Tensor):
+                acts[id(site.attention)] = out.detach().mean(dim=1, dtype=torch.float32)
+            site.kind = None
+            seen = names.get(site.name, 0) + 1
+            names[site.name] = seen
+            if seen > 1:
+                site.name = f"{site.name}#{seen}"
+            found.sites.append(site)
+            captured.append((ev.seq, site, canon))
+        with _CACHE_LOCK:
+            _CACHE[self.model] = found
+        self._events.clear()
+        self._by_out.clear()
+        return found, captured, acts
+
+    def _site(self, ev: _Event) -> Site | None:
+        """The site an event belongs to: a gate module's output, a module that returns the weight, or the k-th
+        gate call during a registered module's forward."""
+        if ev.gate is not None:
+            calls = self._calls.get(id(ev.gate.module), 1)
+            call = ev.gate.call if calls > 1 else None
+            return Site(ev.gate.name or "", "module", ev.gate.module, None, call, op=ev.op, dim=ev.dim)
+        named = [i for i, f in enumerate(ev.frames) if f.name is not None]
+        if not named:
+            return None
+        i = named[-1]
+        frame = ev.frames[i]
+        calls = self._calls.get(id(frame.module), 1)
+        call = frame.call if calls > 1 else None
+        if frame.out is ev.out and i == len(ev.frames) - 1:  # the module returns the weight: a gate module of its own
+            return Site(frame.name or "", "module", frame.module, None, call, op=ev.op, dim=ev.dim)
+        prefix = f"{frame.name}." if frame.name else ""
+        return Site(f"{prefix}{ev.func}()", "function", frame.module, ev.ordinals[i], call, op=ev.op, dim=ev.dim)
+
+    def _classify(self, ev: _Event, site: Site) -> tuple[Canon | str, _Frame | None]:
+        """Judge the weight against the feature maps the running modules received, innermost first (modules whose
+        output has their input's shape, as attention modules do, before the others)."""
+        own = site.owner if site.ordinal is None else None
+        frames = [f for f in reversed(ev.frames) if f.name is not None and f.module is not own]
+        maps = [f for f in frames if f.inp is not None and f.inp.dim() == 4 and f.inp.shape[2] * f.inp.shape[3] > 1]
+        same = [f for f in maps if isinstance(f.out, Tensor) and f.out.shape == f.inp.shape]  # type: ignore[union-attr]
+        order = same + [f for f in maps if f not in same]
+        op = ev.op if ev.op == "softmax" else "sigmoid"
+        first: Canon | str | None = None
+        for f in order:
+            canon = canonical(ev.data, batch=self._batch, ref=tuple(f.inp.shape), op=op, dim=ev.dim)  # type: ignore[union-attr]
+            if isinstance(canon, Canon):
+                return canon, f
+            first = first or canon
+        canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim)
+        if isinstance(canon, Canon):
+            return canon, order[0] if order else None
+        return first or canon, None

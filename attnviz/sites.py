@@ -1,0 +1,353 @@
+"""Attention sites: where a weight is computed in a network, and how its tensor becomes an :class:`AttentionMap`.
+
+A *site* is one place that computes an attention weight: a gate or softmax module's output, the k-th gate or
+softmax function call inside a module's forward, or a module the user declared. Three sources produce sites
+(DESIGN.md, "Any network"), and all three go through this file:
+
+- adapters for known library classes (:mod:`attnviz.adapters`): the class says where its weight is;
+- discovery (:mod:`attnviz.discover`): one instrumented pass finds every gate and softmax in any network;
+- declarations by the user (``AttentionRecorder(model, sites={"layer*.cbam.sa": "spatial"})``).
+
+:func:`canonical` turns the weight, in whatever layout the code computed it, into the kind's canonical shape
+(:data:`attnviz.blocks.KINDS`), judging the layout against the feature map (B, C, H, W) that the site's
+*reference* module received:
+
+==========================================  =====================  ==============================================
+layout computed                             kind                   canonical
+==========================================  =====================  ==============================================
+(B,C,1,1) (B,1,C) (B,C,1) (B,C) gate        channel                (B, C)
+(B,1,H,W) (B,H,W) (B,1,N) (B,N) gate        spatial                (B, H, W)
+(B,C,H,W) full-size gate                    spatial                channel mean (B, H, W); ``raw`` keeps it all
+(B·G,1,H,W) grouped gate                    spatial                group mean (B, H, W); ``raw`` is (B, G, H, W)
+(B,C,H,1) and (B,C,1,W) axis gates          axis -> spatial        paired by the recorder: mean_c(g_h · g_w)
+softmax over K: (K,B,C,…) dim 0, (B,K,C,…)  branch                 (B, K, C)
+softmax (B,[heads,]N,N), (B·heads,N,N)      pairwise               (B, heads, N, N), N = H·W
+softmax (B,[1,]C,C)                         channel_pairwise       (B, C, C)
+softmax (B,N,S) or (B,S,N), S > 1           memory                 (B, S, H, W)
+==========================================  =====================  ==============================================
+
+Anything else is *unclassified*: reported with its shape and the reason, never dropped in silence.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks.tap import KINDS
+
+__all__ = ["GATE_FUNCS", "GATE_MODULES", "Canon", "Site", "canonical", "gate_module_op", "softmax_dim"]
+
+#: function -> op, for every function that computes a gate or a softmax (torch, Tensor methods, F).
+GATE_FUNCS: dict[Callable, str] = {
+    torch.sigmoid: "sigmoid",
+    torch.sigmoid_: "sigmoid",
+    torch.Tensor.sigmoid: "sigmoid",
+    torch.Tensor.sigmoid_: "sigmoid",
+    torch.special.expit: "sigmoid",
+    F.sigmoid: "sigmoid",
+    torch.softmax: "softmax",
+    torch.Tensor.softmax: "softmax",
+    torch.special.softmax: "softmax",
+    F.softmax: "softmax",
+    F.hardsigmoid: "hardsigmoid",
+}
+
+#: module classes whose output is a gate or a softmax, by qualified name (timm's are matched without importing it).
+GATE_MODULES: dict[str, str] = {
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.modules.activation.Hardsigmoid": "hardsigmoid",
+    "torch.nn.modules.activation.Softmax": "softmax",
+    "torch.nn.modules.activation.Softmax2d": "softmax",
+    "timm.layers.activations.Sigmoid": "sigmoid",
+    "timm.layers.activations.HardSigmoid": "hardsigmoid",
+    "timm.layers.activations_me.HardSigmoidMe": "hardsigmoid",
+}
+
+
+def qualname(obj: object) -> str:
+    """``module.Class`` of an object's type."""
+    t = type(obj)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def gate_module_op(module: nn.Module) -> str | None:
+    """The op of a gate or softmax module (``"sigmoid"``, ``"hardsigmoid"``, ``"softmax"``), else ``None``."""
+    return GATE_MODULES.get(qualname(module))
+
+
+def softmax_dim(func: Callable, args: tuple, kwargs: dict, ndim: int) -> int | None:
+    """The (non-negative) dim a softmax call normalises over; ``None`` for a gate."""
+    if GATE_FUNCS.get(func) != "softmax":
+        return None
+    dim = kwargs.get("dim", args[1] if len(args) > 1 else None)
+    if dim is None:  # F.softmax's legacy implicit dim
+        dim = 0 if ndim in (0, 1, 3) else 1
+    return int(dim) % max(ndim, 1)
+
+
+@dataclass(eq=False)
+class Site:
+    """One place in a network where an attention weight is computed.
+
+    Attributes:
+        name: the map's name: the module path where the weight is computed; a function call or a module that is
+            not registered gets its nearest registered module's path plus a short suffix (``"layer1.0.se.sigmoid()"``).
+        how: ``"adapter"``, ``"module"``, ``"function"`` or ``"declared"``.
+        owner: the module hooked: the gate module whose output is the weight, or the module in whose forward the
+            weight is computed by a function call.
+        ordinal: for function sites, the weight is the ``ordinal``-th gate/softmax call (0-based) during one call of
+            ``owner`` (calls inside its submodules count too); ``None``: the owner's output is the weight.
+        call: which call of ``owner`` during one forward of the model (0-based); ``None``: every call.
+        ref: the module whose input is the feature map (B, C, H, W) the weight refers to (``None``: the owner).
+        attention: the attention module whose output's channel mean is the block's activation (or ``None``).
+        kind: the kind when an adapter or a declaration fixes it; ``None``: judged from the layout (:func:`canonical`).
+        op: ``"sigmoid"``, ``"hardsigmoid"``, ``"softmax"``, or ``"output"`` (a module output of any kind).
+        dim: the dim a softmax function normalises over.
+        transform: an adapter's ``fn(owner, weight, ref_shape) -> weight`` applied before :func:`canonical`.
+    """
+
+    name: str
+    how: str
+    owner: nn.Module
+    ordinal: int | None = None
+    call: int | None = None
+    ref: nn.Module | None = None
+    attention: nn.Module | None = None
+    kind: str | None = None
+    op: str = "output"
+    dim: int | None = None
+    transform: Callable[[nn.Module, Tensor, tuple[int, ...] | None], Tensor] | None = field(default=None, repr=False)
+
+
+@dataclass
+class Canon:
+    """A weight in its kind's canonical shape.
+
+    Attributes:
+        kind: a kind of :data:`KINDS`, or ``"axis"`` (one coordinate-attention axis gate, paired by the recorder).
+        data: the canonical tensor (batch first).
+        size: (H, W) of the feature map for pairwise and memory maps, and the map's own for spatial ones.
+        raw: the full tensor where the canonical one is a reduction of it (full-size and grouped gates), else None.
+        layout: how the weight was laid out when computed, e.g. ``"(B, C, 1, 1) gate"``.
+    """
+
+    kind: str
+    data: Tensor
+    size: tuple[int, int] | None = None
+    raw: Tensor | None = None
+    layout: str = ""
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, s)) + ")"
+
+
+def _grid(n: int, ref: tuple[int, ...] | None, strict: bool = False) -> tuple[int, int] | None:
+    """(H, W) with H*W = n: the reference's own, else (unless ``strict`` and a reference is known) a square grid."""
+    if ref is not None and len(ref) == 4 and ref[2] * ref[3] == n:
+        return int(ref[2]), int(ref[3])
+    if strict and ref is not None and len(ref) == 4:
+        return None
+    r = math.isqrt(n)
+    return (r, r) if r * r == n and n > 1 else None
+
+
+def canonical(
+    t: Tensor,
+    *,
+    batch: int,
+    ref: tuple[int, ...] | None,
+    kind: str | None = None,
+    op: str = "sigmoid",
+    dim: int | None = None,
+) -> Canon | str:
+    """The weight ``t`` as a :class:`Canon`, or the reason it cannot be classified.
+
+    Args:
+        t: the weight as computed (any layout; batch first, or batch times groups/heads, or branches first).
+        batch: B, the batch size of the model's input.
+        ref: shape of the reference feature map, normally (B, C, H, W); ``None`` if unknown.
+        kind: force this kind (adapters, declarations); ``None``: judge it from the layout (module table).
+        op: ``"sigmoid"``/``"hardsigmoid"`` (gates), ``"softmax"``, or ``"output"`` (a module output).
+        dim: the dim a softmax normalised over (non-negative).
+    """
+    if kind is not None:
+        return _forced(t, kind, batch, ref)
+    s = tuple(t.shape)
+    nd = len(s)
+    if nd < 2:
+        return f"{_shape(s)}: no batch dimension"
+    c = int(ref[1]) if ref is not None and len(ref) == 4 else None
+    grid_ref = (int(ref[2]), int(ref[3])) if ref is not None and len(ref) == 4 else None
+    n = grid_ref[0] * grid_ref[1] if grid_ref else None
+    if op == "softmax":
+        return _softmax(t, s, dim, batch, ref, c, n)
+    if s[0] != batch:
+        if s[0] % batch == 0 and nd == 4:  # (B*G, c, h, w): grouped gates
+            g = s[0] // batch
+            if s[2] * s[3] > 1:
+                raw = t.reshape(batch, g * s[1], s[2], s[3])
+                mean = raw.mean(dim=1, dtype=torch.float32)
+                return Canon("spatial", mean, (s[2], s[3]), raw, f"{_shape(s)} grouped gate, G = {g}")
+            return Canon("channel", t.reshape(batch, -1), None, None, f"{_shape(s)} grouped channel gate, G = {g}")
+        return f"{_shape(s)}: the first dimension is not the batch ({batch})"
+    if nd == 4:
+        _, ch, h, w = s
+        if h == 1 and w == 1:
+            return Canon("channel", t.reshape(batch, ch), None, None, f"{_shape(s)} gate")
+        if ch == 1:
+            return Canon("spatial", t[:, 0], (h, w), None, f"{_shape(s)} gate")
+        if w == 1 or h == 1:
+            return Canon("axis", t, (h, w), None, f"{_shape(s)} axis gate")
+        mean = t.mean(dim=1, dtype=torch.float32)
+        return Canon("spatial", mean, (h, w), t, f"{_shape(s)} full-size gate (channel mean)")
+    if nd == 3:
+        _, a, b = s
+        if a == 1 or b == 1:
+            x = b if a == 1 else a
+            if c is not None and x == c:
+                return Canon("channel", t.reshape(batch, x), None, None, f"{_shape(s)} gate")
+            if n is not None and x == n and grid_ref is not None:
+                return Canon("spatial", t.reshape(batch, *grid_ref), grid_ref, None, f"{_shape(s)} gate over positions")
+            return Canon("channel", t.reshape(batch, x), None, None, f"{_shape(s)} gate (C = {x})")
+        if grid_ref is not None and (a, b) == grid_ref:
+            return Canon("spatial", t, (a, b), None, f"{_shape(s)} gate")
+        return f"{_shape(s)}: a 3-d gate that is neither (B, 1, C), (B, C, 1) nor (B, H, W) of the feature map"
+    if nd == 2:
+        x = s[1]
+        if n is not None and x == n and x != c and grid_ref is not None:
+            return Canon("spatial", t.reshape(batch, *grid_ref), grid_ref, None, f"{_shape(s)} gate over positions")
+        return Canon("channel", t, None, None, f"{_shape(s)} gate")
+    return f"{_shape(s)}: a {nd}-d gate"
+
+
+def _softmax(
+    t: Tensor,
+    s: tuple[int, ...],
+    dim: int | None,
+    batch: int,
+    ref: tuple[int, ...] | None,
+    c: int | None,
+    n: int | None,
+) -> Canon | str:
+    nd = len(s)
+    d = nd - 1 if dim is None else dim
+    if d == 0 and nd >= 3 and s[1] == batch:  # branches stacked first: (K, B, C, ...)
+        k = s[0]
+        data = t.movedim(0, 1).reshape(batch, k, -1)
+        return Canon("branch", data, None, None, f"{_shape(s)} softmax over {k} branches (dim 0)")
+    if s[0] % batch:
+        return f"{_shape(s)}: the first dimension is not the batch ({batch})"
+    lead = s[0] // batch
+    if nd >= 3 and s[-1] == s[-2] and d >= nd - 2:  # (B, [heads,] M, M)
+        m = s[-1]
+        heads = lead * math.prod(s[1:-2])
+        grid = _grid(m, ref)
+        if c is not None and m == c and m != n:
+            if heads != 1:
+                return f"{_shape(s)}: a C x C softmax with {heads} heads"
+            return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{_shape(s)} softmax, C x C")
+        if grid is not None:
+            data = t.reshape(batch, heads, m, m)
+            return Canon("pairwise", data, grid, None, f"{_shape(s)} softmax, {heads} head(s), N x N")
+        return f"{_shape(s)}: an M x M softmax with M = {m}, neither C nor H*W of the feature map"
+    if lead != 1:
+        return f"{_shape(s)}: the first dimension is not the batch ({batch})"
+    if nd == 3 and n is not None and n in s[1:]:  # (B, N, S) or (B, S, N): weights over memory units per position
+        pos = 1 if s[1] == n else 2
+        other = s[3 - pos]
+        grid = _grid(n, ref)
+        assert grid is not None
+        data = t if pos == 2 else t.transpose(1, 2)  # (B, S, N)
+        if other == 1:
+            return Canon("spatial", data.reshape(batch, *grid), grid, None, f"{_shape(s)} softmax over positions")
+        return Canon("memory", data.reshape(batch, other, *grid), grid, None, f"{_shape(s)} softmax, {other} units")
+    if nd == 2:
+        if n is not None and s[1] == n and s[1] != c:
+            grid = _grid(n, ref)
+            assert grid is not None
+            return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{_shape(s)} softmax over positions")
+        return Canon("channel", t, None, None, f"{_shape(s)} softmax over channels")
+    if nd == 4 and s[1] == 1 and d >= 2:
+        return Canon("spatial", t[:, 0], (s[2], s[3]), None, f"{_shape(s)} softmax over positions")
+    if nd == 4 and s[2] == 1 and s[3] == 1 and d == 1:
+        return Canon("channel", t.reshape(batch, -1), None, None, f"{_shape(s)} softmax over channels")
+    if d == 1 and nd >= 3 and s[1] <= 16:  # (B, K, C, ...): a softmax over K branches
+        k = s[1]
+        return Canon("branch", t.reshape(batch, k, -1), None, None, f"{_shape(s)} softmax over {k} branches (dim 1)")
+    return f"{_shape(s)}: a softmax over dim {d} that fits no kind"
+
+
+def _forced(t: Tensor, kind: str, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    """``t`` as ``kind`` (an adapter or a declaration fixed it), or why it cannot be."""
+    if kind not in KINDS:
+        return f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}"
+    s = tuple(t.shape)
+    if not s or s[0] % batch:
+        return f"{_shape(s)}: the first dimension is not the batch ({batch}), as a {kind!r} map needs"
+    lead = s[0] // batch
+    try:
+        if kind == "channel":
+            x = t.reshape(batch, -1, *s[2:]) if lead > 1 else t
+            if x.dim() == 4 and x.shape[2] * x.shape[3] > 1:
+                x = x.mean(dim=(2, 3), dtype=torch.float32)
+            return Canon("channel", x.reshape(batch, -1), None, None, f"{_shape(s)} declared channel")
+        if kind == "spatial":
+            if t.dim() == 4:
+                x = t.reshape(batch, -1, *s[2:])
+                raw = x if x.shape[1] > 1 else None
+                mean = x[:, 0] if x.shape[1] == 1 else x.mean(dim=1, dtype=torch.float32)
+                return Canon("spatial", mean, (s[2], s[3]), raw, f"{_shape(s)} declared spatial")
+            if t.dim() == 3 and lead == 1 and 1 not in s[1:]:
+                return Canon("spatial", t, (s[1], s[2]), None, f"{_shape(s)} declared spatial")
+            grid = _grid(t.numel() // batch, ref, strict=True)
+            if grid is None:
+                return f"{_shape(s)}: not a spatial map of the feature map"
+            return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{_shape(s)} declared spatial")
+        if kind == "branch":
+            return Canon("branch", t.reshape(batch, lead * s[1], -1), None, None, f"{_shape(s)} declared branch")
+        if kind == "pairwise":
+            m = s[-1]
+            grid = _grid(m, ref, strict=True)
+            if grid is None or s[-2] != m:
+                return f"{_shape(s)}: not an N x N map with N = H*W of the feature map"
+            return Canon("pairwise", t.reshape(batch, -1, m, m), grid, None, f"{_shape(s)} declared pairwise")
+        if kind == "channel_pairwise":
+            m = s[-1]
+            return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{_shape(s)} declared C x C")
+        # memory
+        if t.dim() == 4:
+            return Canon("memory", t, (s[2], s[3]), None, f"{_shape(s)} declared memory")
+        grid = _grid(s[-1], ref, strict=True)
+        if grid is None:
+            return f"{_shape(s)}: not (B, S, N) with N = H*W of the feature map"
+        return Canon("memory", t.reshape(batch, -1, *grid), grid, None, f"{_shape(s)} declared memory")
+    except RuntimeError as e:
+        return f"{_shape(s)}: cannot be laid out as {kind!r} ({e})"
+
+
+def pair_axes(h_gate: Tensor, w_gate: Tensor) -> Tensor | None:
+    """Coordinate attention's spatial map from its two axis gates g_h (B, C, H, 1) and g_w (B, C, 1, W):
+    mean over C of g_h * g_w, (B, H, W), without building the (B, C, H, W) product. ``None`` if they do not pair."""
+    if h_gate.shape[3] != 1 and w_gate.shape[2] == 1:
+        h_gate, w_gate = w_gate, h_gate
+    if h_gate.dim() != 4 or h_gate.shape[3] != 1 or w_gate.shape[2] != 1 or h_gate.shape[:2] != w_gate.shape[:2]:
+        return None
+    gh = h_gate[..., 0].float()  # (B, C, H)
+    gw = w_gate[:, :, 0].float()  # (B, C, W)
+    return torch.einsum("bch,bcw->bhw", gh, gw) / gh.shape[1]
+
+
+def axis_alone(gate: Tensor, ref: tuple[int, ...] | None) -> Tensor:
+    """One axis gate (B, C, H, 1) or (B, C, 1, W) without its partner: broadcast to the reference's (H, W) and
+    averaged over channels, (B, H, W)."""
+    b, _, h, w = gate.shape
+    hh = int(ref[2]) if ref is not None and h == 1 else h
+    ww = int(ref[3]) if ref is not None and w == 1 else w
+    return gate.float().mean(dim=1).expand(b, hh, ww).contiguous()
