@@ -23,7 +23,7 @@ from torch import nn
 
 from .capture import AttentionMap, AttentionRecorder
 from .image import decode_image, fixed_size, preprocess
-from .models import build_model
+from .models import ARCHS
 
 __all__ = ["AnalyzeError", "ModelCache", "Result", "analyze", "default_device"]
 
@@ -98,16 +98,17 @@ class ModelCache:
         self._models: OrderedDict[tuple, nn.Module] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, arch: str, attention: str | None, weights: str | None, device: str) -> nn.Module:
-        if is_timm(arch):  # the network's own attention; weights: random, else its ImageNet weights
-            attention, weights = None, "random" if weights in (None, "random") else "imagenet"
-        key = (arch, attention, weights, device)
+    def get(self, arch: str, attention: str | None, weights: str | None, device: str, **options: Any) -> nn.Module:
+        """The model ``arch`` (any spec :func:`attnviz.load_model` takes) with ``weights`` on ``device``, built on
+        first use. ``options``: ``labels``, ``offline``, ``trust_pickle`` for :func:`attnviz.load_model`."""
+        arch, attention, weights = model_request(arch, attention, weights)
+        key = (arch, attention, weights, device, tuple(sorted(options.items())))
         with self._lock:
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
                 return model
-            model = _build(arch, attention, weights).to(device).eval()
+            model = _build(arch, attention, weights, **options).to(device).eval()
             if device == "cuda":  # cuDNN's fastest (bfloat16, tensor core) convolutions take NHWC
                 model = model.to(memory_format=torch.channels_last)
             with torch.inference_mode():
@@ -150,29 +151,39 @@ def release_after_oom(cache: ModelCache | None, keep: nn.Module | None = None) -
     torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
 
 
-def is_timm(arch: str) -> bool:
-    """Whether ``arch`` names one of timm's pretrained attention networks (:data:`attnviz.timm_models.TIMM_MODELS`)."""
+def model_request(arch: str, attention: str | None, weights: str | None) -> tuple[str, str | None, str]:
+    """(spec, attention, weights) as the cache keys them: one of timm's listed networks named without ``timm:``
+    gets it; attention applies to attnviz's own ResNets only (other networks bring their own); weights ``None`` is
+    ``"random"``, and a library network's ``"imagenet"``/``"pretrained"`` are one."""
     from .timm_models import TIMM_MODELS
 
-    return arch in TIMM_MODELS
+    if arch in TIMM_MODELS:
+        arch = f"timm:{arch}"
+    weights = weights or "random"
+    if arch not in ARCHS:
+        attention = None
+        if weights == "imagenet":
+            weights = "pretrained"
+    return arch, attention, weights
 
 
-def _build(arch: str, attention: str | None, weights: str | None) -> nn.Module:
-    """attnviz's ResNet with ``attention`` inserted, or a timm attention network (ImageNet weights unless random).
+def _build(arch: str, attention: str | None, weights: str, **options: Any) -> nn.Module:
+    """The network through :func:`attnviz.load_model`: attnviz's ResNet with ``attention`` inserted, a timm or
+    torchvision network (pretrained unless random), or the user's own (``file.py:fn``, ``pkg.mod:fn``).
 
     Random weights are drawn from a fixed seed, so a model rebuilt after leaving the cache gives the same maps,
     without touching the caller's generators: models are built on the CPU, so only the CPU generator is seeded,
     and its state is restored afterwards; CUDA's (and any other device's) are neither seeded nor read
     (``torch.manual_seed`` would reseed them all)."""
-    if weights in (None, "random"):
+    from .loading import load_model as load_spec
+
+    if weights == "random":
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(0)
-            return _build(arch, attention, "seeded")
-    if is_timm(arch):
-        from .timm_models import build_timm_model
-
-        return build_timm_model(arch, pretrained=weights != "seeded")
-    return build_model(arch, attention, weights=None if weights == "seeded" else weights)
+            return load_spec(arch, None, attention=attention, pretrained=False, **options)
+    if weights == "pretrained":
+        return load_spec(arch, None, attention=attention, **options)
+    return load_spec(arch, weights, attention=attention, **options)
 
 
 def analyze(
@@ -185,20 +196,23 @@ def analyze(
     size: int | None = None,
     topk: int = 5,
     cache: ModelCache | None = None,
+    **options: Any,
 ) -> Result:
     """Run ``image`` through ``arch`` with ``attention`` blocks and capture every block's weights.
 
     Args:
         image: a path, encoded bytes, a PIL image or a uint8 array (any mode; see :func:`decode_image`).
-        attention: a registry name, or ``None`` for the plain network.
-        arch: ResNet depth (``resnet18`` .. ``resnet101``), or a timm network of
-            :data:`attnviz.timm_models.TIMM_MODELS` (its own attention; ``attention`` is then not used).
+        attention: a registry name, or ``None`` for the plain network (attnviz's own ResNets only).
+        arch: a model spec (:func:`attnviz.load_model`): attnviz's ``resnet18`` .. ``resnet101``, ``timm:NAME``,
+            ``torchvision:NAME``, ``path/file.py:fn`` or ``pkg.mod:fn`` (its own attention is found by the
+            recorder), or a timm network of :data:`attnviz.timm_models.TIMM_MODELS` by its name.
         weights: ``"random"``/``None`` (untrained), ``"demo"`` (the shipped checkpoints, resnet18),
-            ``"imagenet"`` or a checkpoint path.
+            ``"imagenet"`` (a library network's pretrained weights), or a checkpoint path.
         device: ``"cuda"`` or ``"cpu"``; default: CUDA when available (autocast bfloat16 there).
         size: short side the image is resized to (aspect kept); default from the weights' metadata.
         topk: number of predictions.
         cache: where built models are kept (default: a process-wide LRU of 4).
+        options: ``labels``, ``offline``, ``trust_pickle`` for :func:`attnviz.load_model`.
 
     Raises:
         ImageError: the image cannot be used (message for the user).
@@ -210,7 +224,7 @@ def analyze(
     decoded = decode_image(image)
     timings["decode"] = (time.perf_counter() - t0) * 1e3
     device = check_device(device)
-    model = load_model(arch, attention, weights, device, cache)
+    model = load_model(arch, attention, weights, device, cache, **options)
     meta = model.weights_meta
     short = short_side(meta, size)
 
@@ -232,22 +246,36 @@ def analyze(
     timings["capture"] = (time.perf_counter() - t0) * 1e3
 
     categories = meta["categories"]
+    notes = list(decoded.notes)
+    if top_i is None:
+        notes.append(NOT_LOGITS)
     return Result(
         image=decoded.image,
         input_size=(int(x.shape[3]), int(x.shape[2])),
-        predictions=[(categories[i], float(p)) for i, p in zip(top_i, top_p, strict=True)],
+        predictions=[(categories[i], float(p)) for i, p in zip(top_i or [], top_p or [], strict=True)],
         maps=maps,
         activations=activations,
         model=model_info(model, arch, attention, weights),
         settings=run_settings(arch, attention, weights, device, short, topk),
         timings=timings,
-        notes=decoded.notes,
+        notes=notes,
     )
+
+
+NOT_LOGITS = "the model's output is not class logits (B, classes): no predictions, its attention maps only"
+
+
+def top_classes(output: Any, categories: list[str], topk: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Top-k (probabilities, indices), each (B, k), of a classifier's logits; ``None`` for any other output (a
+    detector's, a segmenter's, a tuple), whose attention is still shown."""
+    if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[1] != len(categories):
+        return None
+    return torch.topk(torch.softmax(output.float(), dim=1), min(topk, output.shape[1]), dim=1)
 
 
 def _forward(
     model: nn.Module, x: torch.Tensor, device: str, topk: int
-) -> tuple[AttentionRecorder, list[float], list[int]] | None:
+) -> tuple[AttentionRecorder, list[float] | None, list[int] | None] | None:
     """The recorded forward of one image: (recorder, top-k probabilities, top-k indices); ``None`` when the GPU
     ran out of memory. Returning ``None`` rather than handling the error here lets the caller free memory once
     this frame and the error's traceback are gone."""
@@ -258,10 +286,11 @@ def _forward(
             torch.inference_mode(),
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"),
         ):
-            logits = model(x)
-        probs = torch.softmax(logits.float(), dim=1)[0]
-        top = torch.topk(probs, min(topk, probs.numel()))
-        return rec, top.values.cpu().tolist(), top.indices.cpu().tolist()  # one sync
+            output = model(x)
+        top = top_classes(output, model.weights_meta["categories"], topk)
+        if top is None:
+            return rec, None, None
+        return rec, top.values[0].cpu().tolist(), top.indices[0].cpu().tolist()  # one sync
     except RuntimeError as e:
         if not _is_oom(e):
             raise
@@ -303,7 +332,12 @@ def check_device(device: str | None) -> str:
 
 
 def load_model(
-    arch: str, attention: str | None, weights: str | None, device: str, cache: ModelCache | None = None
+    arch: str,
+    attention: str | None,
+    weights: str | None,
+    device: str,
+    cache: ModelCache | None = None,
+    **options: Any,
 ) -> nn.Module:
     """The model from ``cache`` (default: the process-wide one), built on first use.
 
@@ -312,7 +346,7 @@ def load_model(
         AnalyzeError: the model cannot be loaded (e.g. GPU out of memory).
     """
     try:
-        return (cache or DEFAULT_CACHE).get(arch, attention, weights, device)
+        return (cache or DEFAULT_CACHE).get(arch, attention, weights, device, **options)
     except ValueError:
         raise
     except Exception as e:
@@ -324,8 +358,9 @@ def load_model(
 
 def model_info(model: nn.Module, arch: str, attention: str | None, weights: str | None) -> dict[str, Any]:
     """What :attr:`Result.model` says about a loaded model."""
-    if is_timm(arch):
-        attention = getattr(model, "attention", None)  # the network's own (se, eca, sk, splat, gc, bot)
+    arch, attention, weights = model_request(arch, attention, weights)
+    if arch not in ARCHS:
+        attention = getattr(model, "attention", None)  # the network's own (timm: se, eca, sk, splat, gc, bot)
     return {
         "arch": arch,
         "attention": attention,

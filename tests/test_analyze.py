@@ -181,14 +181,16 @@ def test_out_of_memory_while_loading_frees_the_half_built_model(monkeypatch: pyt
     cache = ModelCache(2)
     other = cache.get("resnet18", "se", "random", "cpu")
     built: list[weakref.ref] = []
-    real = analyze_mod.build_model
+    import attnviz.loading as loading_mod
+
+    real = loading_mod.load_model
 
     def build_then_oom(*args, **kwargs):
         model = real(*args, **kwargs)
         built.append(weakref.ref(model))
         raise RuntimeError(f"CUDA out of memory while moving {type(model).__name__} (injected)")
 
-    monkeypatch.setattr(analyze_mod, "build_model", build_then_oom)
+    monkeypatch.setattr(loading_mod, "load_model", build_then_oom)
     alive: list[bool] = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: alive.append(built[0]() is not None))
     with pytest.raises(AnalyzeError, match="cannot load resnet18 with cbam: the GPU ran out of memory"):

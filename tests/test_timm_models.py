@@ -1,4 +1,4 @@
-"""timm's pretrained attention networks through attnviz's taps: maps, exactness of recomputed maps, offline loading.
+"""timm's pretrained attention networks through attnviz's adapters: maps, exactness of captured maps, offline loading.
 
 No weights are downloaded: pretrained loading is tested in a subprocess whose Hugging Face cache (``HF_HOME``) holds
 locally made ``model.safetensors`` files at the hub cache's own layout, with ``HF_HUB_OFFLINE=1`` and every socket
@@ -24,15 +24,14 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attnviz import AttentionRecorder
+from attnviz.adapters import adapter_sites
 from attnviz.blocks import Tap
+from attnviz.discover import module_paths
 
 timm = pytest.importorskip("timm")
 from attnviz.timm_models import (  # noqa: E402
     TIMM_MODELS,
-    add_timm_taps,
     build_timm_model,
-    remove_timm_taps,
-    timm_attention_modules,
     timm_availability,
 )
 
@@ -51,15 +50,23 @@ def _timm_class(module: nn.Module) -> str:
     return type(module).__name__
 
 
-#: timm class -> (tap names in forward order, kinds); for SplitAttn the radix is 2 in resnest50d.
+#: timm class -> (site names in forward order, kinds); for SplitAttn the radix is 2 in resnest50d.
 EXPECTED_TAPS = {
-    "SEModule": [("tap", "channel")],
-    "EcaModule": [("tap", "channel")],
-    "SelectiveKernel": [("tap", "branch")],
-    "SplitAttn": [("tap", "branch")],
-    "GlobalContext": [("tap", "spatial")],  # gcresnet50t fuses by addition: no scale gate
-    "BottleneckAttn": [("tap", "pairwise")],
+    "SEModule": [("gate", "channel")],
+    "EcaModule": [("gate", "channel")],
+    "SelectiveKernel": [("attn", "branch")],
+    "SplitAttn": [("rsoftmax", "branch")],
+    "GlobalContext": [("softmax()", "spatial")],  # gcresnet50t fuses by addition: no scale gate
+    "BottleneckAttn": [("softmax()", "pairwise")],
 }
+
+
+def timm_attention_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The adapted attention modules by path (what the recorder's adapters hook)."""
+    _, adapted = adapter_sites(module_paths(model))
+    return {p: m for p, m in module_paths(model).values() if id(m) in adapted}
+
+
 EXPECTED_COUNT = {
     "seresnet50.ra2_in1k": 16,
     "ecaresnet50d.miil_in1k": 16,
@@ -109,11 +116,10 @@ def test_maps_kinds_shapes_keys_and_identical_logits(name: str) -> None:
     assert len(meta["categories"]) == 1000 and meta["categories"][281] == "tabby"
     assert meta["mean"] == list(model.pretrained_cfg["mean"]) and meta["fixed_input_size"] == name.startswith("bot")
 
-    # taps add no parameters or buffers: the state-dict keys are timm's own, in timm's order
+    # adapters add nothing to the model: no taps, the state-dict keys are timm's own, in timm's order
     plain = timm.create_model(name, pretrained=False)
     assert list(model.state_dict()) == list(plain.state_dict())
-    taps = [m for m in model.modules() if isinstance(m, Tap)]
-    assert taps and not any(True for t in taps for _ in (*t.parameters(), *t.buffers()))
+    assert not any(isinstance(m, Tap) for m in model.modules())
 
     attn = timm_attention_modules(model)
     assert len(attn) == EXPECTED_COUNT[name]
@@ -138,12 +144,15 @@ def test_maps_kinds_shapes_keys_and_identical_logits(name: str) -> None:
     for m, used in zip(inline, softmaxes.outputs, strict=True):
         assert used.dtype == torch.float32 and torch.equal(used.reshape(m.data.shape), m.data), m.name
     expected_names = [f"{p}.{t}" for p, m in attn.items() for t, _ in EXPECTED_TAPS[_timm_class(m)]]
-    assert [m.name for m in maps] == expected_names  # one map per tap, forward order
+    assert [m.name for m in maps] == expected_names  # one map per site, forward order
+    assert {m.how for m in maps} == {"adapter"}
     for m in maps:
-        module = attn[m.name.rpartition(".")[0]]
+        path, _, site = m.name.rpartition(".softmax()") if m.name.endswith("softmax()") else m.name.rpartition(".")
+        site = site or "softmax()"
+        module = attn[path]
         cls = _timm_class(module)
-        assert m.kind == dict(EXPECTED_TAPS[cls])[m.name.rpartition(".")[2]]
-        ref = seen[m.name.rpartition(".")[0]][0]
+        assert m.kind == dict(EXPECTED_TAPS[cls])[site]
+        ref = seen[path][0]
         if cls in ("SEModule", "EcaModule"):  # the gate the module multiplied by, (B, C)
             assert m.data.shape == (BATCH, module.fc2.out_channels if cls == "SEModule" else ref.shape[-1])
             assert torch.equal(m.data, ref.reshape(BATCH, -1).float())
@@ -166,7 +175,7 @@ def test_maps_kinds_shapes_keys_and_identical_logits(name: str) -> None:
             assert m.data.shape == (BATCH, module.num_heads, h * w, h * w) and m.size == (h, w)
             torch.testing.assert_close(m.data.sum(-1), torch.ones(BATCH, module.num_heads, h * w))
         assert torch.isfinite(m.data).all()
-    assert not any(t._forward_hooks for t in taps)  # the recorder's hooks are gone
+    assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in model.modules())  # the hooks are gone
 
 
 def test_categories_are_in_timm_class_order() -> None:
@@ -179,8 +188,8 @@ def test_categories_are_in_timm_class_order() -> None:
     assert differ == [134, 639]  # 'crane bird' vs 'crane', 'maillot tank suit' vs 'maillot, tank suit'
 
 
-def test_recompute_runs_only_when_recorded() -> None:
-    """A plain forward pays nothing: BoTNet's map (which calls pos_embed again) is built only under a recorder."""
+def test_captured_not_recomputed() -> None:
+    """BoTNet's map is the module's own softmax, caught as it is computed: nothing is run a second time."""
     model = build_timm_model("botnet26t_256.c1_in1k", pretrained=False)
     calls: list[int] = []
     for m in timm_attention_modules(model).values():
@@ -189,9 +198,9 @@ def test_recompute_runs_only_when_recorded() -> None:
     with torch.inference_mode():
         model(x)
         assert len(calls) == 3  # the modules' own calls
-        with AttentionRecorder(model):
+        with AttentionRecorder(model) as rec:
             model(x)
-    assert len(calls) == 3 + 6
+    assert len(calls) == 3 + 3 and len(rec.maps) == 3
 
 
 def test_other_configurations_of_the_same_modules() -> None:
@@ -203,15 +212,11 @@ def test_other_configurations_of_the_same_modules() -> None:
     ceca = _randomise(CecaModule(64), 6)
     splat = _randomise(SplitAttn(16, 32, radix=1, norm_layer=nn.BatchNorm2d), 7)
     for module in (gc, ceca, splat):
-        assert list(add_timm_taps(module)) == [""]
+        assert list(timm_attention_modules(module)) == [""]
     x = torch.randn(BATCH, 32, 7, 5, dtype=torch.float64)
-    with AttentionRecorder(gc) as rec:
-        out, weights, _ = _run_all(gc, x)
-    assert [(m.name, m.kind, tuple(m.data.shape)) for m in rec.maps] == [
-        ("tap", "spatial", (BATCH, 7, 5)),
-        ("gate_tap", "channel", (BATCH, 32)),
-    ]
-    a, gate = weights["tap"], weights["gate_tap"]  # (B, 1, H, W), (B, C, 1, 1)
+    out, weights, _ = _run_all(gc, x)
+    assert [(n, tuple(w.shape)) for n, w in weights.items()] == [("softmax()", (BATCH, 7, 5)), ("gate", (BATCH, 32))]
+    a, gate = weights["softmax()"][:, None], weights["gate"][:, :, None, None]  # (B, 1, H, W), (B, C, 1, 1)
     with torch.no_grad():
         context = (x.flatten(2) * a.flatten(2)).sum(-1).view(BATCH, 32, 1, 1)
         torch.testing.assert_close(gate, torch.sigmoid(gc.mlp_scale(context)), atol=1e-12, rtol=0)
@@ -229,26 +234,18 @@ def test_other_configurations_of_the_same_modules() -> None:
     assert rec.maps[0].kind == "channel" and rec.maps[0].data.shape == (BATCH, 32)
 
 
-def test_remove_timm_taps() -> None:
-    model = build_timm_model("gcresnet50t.ra2_in1k", pretrained=False)
-    before = {n: len(m._forward_hooks) for n, m in model.named_modules()}
-    remove_timm_taps(model)
-    assert not timm_attention_modules(model) and not any(isinstance(m, Tap) for m in model.modules())
-    assert all(len(m._forward_hooks) == 0 for m in model.modules()) and sum(before.values()) == 16
-    assert list(model.state_dict()) == list(timm.create_model("gcresnet50t.ra2_in1k").state_dict())
-
-
-def test_deepcopy_and_second_adaptation() -> None:
-    """Hooks are objects, not closures: a deep copy records through its own taps; adapting twice adds nothing."""
+def test_models_carry_no_hooks_and_deep_copies_record_on_their_own() -> None:
+    """The adapters' hooks live only inside a recorder (handles kept, removed on exit): a built model has none,
+    a deep copy records through its own modules, and recording twice leaves nothing behind."""
     model = build_timm_model("skresnet34.ra_in1k", pretrained=False)
-    hooks = sum(len(m._forward_hooks) for m in model.modules())
-    assert len(add_timm_taps(model)) == 16
-    assert sum(len(m._forward_hooks) for m in model.modules()) == hooks
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
     twin = copy.deepcopy(model)
     x = torch.randn(1, 3, 64, 64)
-    with torch.inference_mode(), AttentionRecorder(twin) as rec_twin, AttentionRecorder(model) as rec:
-        twin(x)
-    assert len(rec_twin.maps) == 16 and len(rec.maps) == 0
+    for _ in range(2):
+        with torch.inference_mode(), AttentionRecorder(twin) as rec_twin, AttentionRecorder(model) as rec:
+            twin(x)
+        assert len(rec_twin.maps) == 16 and len(rec.maps) == 0
+    assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in (*model.modules(), *twin.modules())) == 0
 
 
 # -- the recomputed maps are the ones the modules used ---------------------------------------------------------------
@@ -272,30 +269,26 @@ def _randomise(module: nn.Module, seed: int) -> nn.Module:
 
 
 def _run(module: nn.Module, x: Tensor, inner: str | None = None) -> tuple[Tensor, Tensor, Tensor | None]:
-    """The module's output, the weight that passed its (first) tap and the output of its submodule ``inner``."""
+    """The module's output, its (first) captured map and the output of its submodule ``inner``."""
     out, weights, inner_out = _run_all(module, x, inner)
     return out, next(iter(weights.values())), inner_out
 
 
 def _run_all(module: nn.Module, x: Tensor, inner: str | None = None) -> tuple[Tensor, dict[str, Tensor], Tensor | None]:
-    """The module's output, the weight that passed each of its taps (read by float64 hooks on the taps: the
-    recorder keeps float32 copies), and the output of its submodule ``inner`` if given."""
+    """The module's output, every map the recorder captured (kept in float64, canonical shapes), and the output of
+    its submodule ``inner`` if given."""
     got: dict[str, Tensor] = {}
-
-    def keep(key: str) -> Callable:
-        return lambda mod, args, out: got.__setitem__(key, out.detach().clone())
-
-    taps = [(n, m) for n, m in module.named_children() if isinstance(m, Tap)]
-    handles = [tap.register_forward_hook(keep(n)) for n, tap in taps]
+    handles = []
     if inner is not None:
-        handles.append(module.get_submodule(inner).register_forward_hook(keep("inner")))
+        keep = lambda mod, args, out: got.__setitem__("inner", out.detach().clone())  # noqa: E731
+        handles.append(module.get_submodule(inner).register_forward_hook(keep))
     try:
-        with torch.no_grad():
+        with torch.no_grad(), AttentionRecorder(module, dtype=torch.float64) as rec:
             out = module(x.clone())
     finally:
         for h in handles:
             h.remove()
-    weights = {n: got[n] for n, _ in taps}
+    weights = {m.name: m.data for m in rec.maps}
     assert all(w.dtype == torch.float64 for w in weights.values())
     return out, weights, got.get("inner")
 
@@ -315,7 +308,8 @@ def _module(name: str, path: str, seed: int) -> nn.Module:
 def test_sk_output_is_the_paths_weighted_by_the_captured_map(path: str) -> None:
     m = _module("skresnet34.ra_in1k", path, 1)
     x = torch.randn(BATCH, m.in_channels, 11, 9, dtype=torch.float64)
-    out, a, _ = _run(m, x)  # a: (B, K, C, 1, 1)
+    out, a, _ = _run(m, x)  # a: (B, K, C)
+    a = a[..., None, None]
     parts = torch.split(x, m.in_channels // m.num_paths, 1) if m.split_input else [x] * m.num_paths
     paths = torch.stack([p(xi) for p, xi in zip(m.paths, parts, strict=True)], 1)  # (B, K, C, H', W')
     _check("SelectiveKernel", out, (paths * a).sum(1), (paths * a.flip(1)).sum(1))
@@ -324,7 +318,7 @@ def test_sk_output_is_the_paths_weighted_by_the_captured_map(path: str) -> None:
 def test_splat_output_is_the_splits_weighted_by_the_captured_map() -> None:
     m = _module("resnest50d.in1k", "layer2.0.conv2", 2)
     x = torch.randn(BATCH, m.conv.in_channels, 10, 7, dtype=torch.float64)
-    out, a, feats = _run(m, x, inner="act0")  # a: (B, R*C); feats: (B, R*C, H, W) after conv, BN, ReLU
+    out, a, feats = _run(m, x, inner="act0")  # a: (B, R, C); feats: (B, R*C, H, W) after conv, BN, ReLU
     b, rc, h, w = feats.shape
     splits = feats.reshape(b, m.radix, rc // m.radix, h, w)
     a = a.reshape(b, m.radix, -1, 1, 1)
@@ -336,7 +330,8 @@ def test_gc_output_from_the_captured_spatial_softmax(path: str) -> None:
     m = _module("gcresnet50t.ra2_in1k", path, 3)
     c = m.conv_attn.in_channels
     x = torch.randn(BATCH, c, 9, 13, dtype=torch.float64)
-    out, a, _ = _run(m, x)  # a: (B, 1, H, W), softmax over H*W
+    out, a, _ = _run(m, x)  # a: (B, H, W), softmax over H*W
+    a = a[:, None]
 
     def rebuild(attn: Tensor) -> Tensor:
         context = (x.flatten(2) * attn.flatten(2)).sum(-1).view(BATCH, c, 1, 1)  # (B, C, 1, 1)
@@ -391,6 +386,8 @@ _CHILD = textwrap.dedent(
     socket.socket.connect_ex = refuse
 
     import timm, torch
+    from attnviz.adapters import adapter_sites
+    from attnviz.discover import module_paths
     from attnviz.timm_models import TIMM_MODELS, build_timm_model, timm_availability
 
     def digest(sd):  # the same as _digest in the test module
@@ -416,7 +413,7 @@ _CHILD = textwrap.dedent(
                 entry["digest"] = digest(model.state_dict())
                 entry["source"] = model.weights_source
                 entry["untrained_attention"] = model.untrained_attention
-                entry["taps"] = sum(type(m).__name__ == "Tap" for m in model.modules())
+                entry["taps"] = len(adapter_sites(module_paths(model))[0])
             entry["build_seconds"] = time.perf_counter() - t0
             models[name] = entry
         out["phases"].append(models)
