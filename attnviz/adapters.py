@@ -10,14 +10,14 @@ class                                       site                          kind
 ==========================================  ============================  ==========================================
 timm SEModule, EffectiveSEModule,           ``gate`` output               channel
 SqueezeExcite (EfficientNet), Eca/Ceca
-timm CbamModule, LightCbamModule            ``channel.gate``,             channel, spatial
-                                            ``spatial.gate``
+timm CbamModule, LightCbamModule            ``channel.gate`` (Light: its   channel, spatial
+                                            inline sigmoid), ``spatial.gate``
 timm SelectiveKernel                        ``attn`` output (B,K,C,1,1)   branch
 timm SplitAttn (ResNeSt)                    ``rsoftmax`` output (B, R·C)  branch (B, R, C); channel when R = 1
 timm GlobalContext                          its softmax over H·W;         spatial; channel
                                             ``gate`` (with mlp_scale)
 timm GatherExcite                           ``gate`` output               channel, or spatial (full-size)
-timm CoordAttn, EfficientCoordAttn          ``gate`` (called for H, W)    axis gates -> spatial
+timm CoordAttn, EfficientLocalAttn,         ``gate`` (called for H, W)    axis gates -> spatial
 timm SimpleCoordAttn                        ``gate`` output               spatial (full-size)
 timm BottleneckAttn                         its softmax (B·heads, N, N)   pairwise
 timm HaloAttn                               its softmax, block-local      pairwise (scattered into N x N)
@@ -116,7 +116,7 @@ ADAPTERS: dict[str, tuple[On | Call, ...]] = {
     "timm.layers.eca.EcaModule": _SE,
     "timm.layers.eca.CecaModule": _SE,
     "timm.layers.cbam.CbamModule": _CBAM,
-    "timm.layers.cbam.LightCbamModule": _CBAM,
+    "timm.layers.cbam.LightCbamModule": (Call(0, "channel.sigmoid()", "channel"), On("spatial.gate", "spatial")),
     "timm.layers.selective_kernel.SelectiveKernel": (On("attn", "branch"),),
     "timm.layers.split_attn.SplitAttn": (On("rsoftmax", lambda m: "branch" if m.radix > 1 else "channel", _radix),),
     "timm.layers.global_context.GlobalContext": (
@@ -125,7 +125,8 @@ ADAPTERS: dict[str, tuple[On | Call, ...]] = {
     ),
     "timm.layers.gather_excite.GatherExcite": _SE,
     "timm.layers.coord_attn.CoordAttn": _SE,
-    "timm.layers.coord_attn.EfficientCoordAttn": _SE,
+    "timm.layers.coord_attn.EfficientLocalAttn": _SE,
+    "timm.layers.coord_attn.StripAttn": _SE,
     "timm.layers.coord_attn.SimpleCoordAttn": _SE,
     "timm.layers.bottleneck_attn.BottleneckAttn": (Call(0, "softmax()", "pairwise"),),
     "timm.layers.halo_attn.HaloAttn": (Call(0, "softmax()", "pairwise", _halo),),
