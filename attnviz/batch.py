@@ -11,6 +11,7 @@ maps and activations come back in one transfer (one host sync per batch, none pe
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -25,6 +26,7 @@ from PIL import Image
 from torch import nn
 
 from .analyze import (
+    NOT_LOGITS,
     OOM_MESSAGE,
     AnalyzeError,
     ModelCache,
@@ -37,6 +39,7 @@ from .analyze import (
     release_after_oom,
     run_settings,
     short_side,
+    top_classes,
 )
 from .capture import AttentionMap, AttentionRecorder
 from .image import Decoded, ImageError, decode_image
@@ -65,6 +68,7 @@ def analyze_many(
     cache: ModelCache | None = None,
     batch_size: int = 16,
     decode_workers: int = 2,
+    **options: Any,
 ) -> Iterator[Result | ImageError | AnalyzeError]:
     """Analyze ``images`` in batches; yield one result per input, in order.
 
@@ -76,6 +80,7 @@ def analyze_many(
         attention, arch, weights, device, size, topk, cache: as for :func:`attnviz.analyze`.
         batch_size: most images per forward (>= 1).
         decode_workers: threads decoding ahead (>= 1).
+        options: ``labels``, ``offline``, ``trust_pickle``, ``mean``, ``std`` for :func:`attnviz.load_model`.
 
     Yields:
         a :class:`Result` per input; an :class:`ImageError` for an input that cannot be used; an
@@ -88,7 +93,7 @@ def analyze_many(
     if batch_size < 1 or decode_workers < 1:
         raise ValueError(f"batch_size and decode_workers must be >= 1, got {batch_size} and {decode_workers}")
     device = check_device(device)
-    model = load_model(arch, attention, weights, device, cache)
+    model = load_model(arch, attention, weights, device, cache, **options)
     meta = model.weights_meta
     short = short_side(meta, size)
     common = {
@@ -164,14 +169,20 @@ def _run(
         yield Result(
             image=it.decoded.image,
             input_size=(int(it.x.shape[3]), int(it.x.shape[2])),
-            predictions=[(categories[c], float(p)) for c, p in zip(top_i[i], top_p[i], strict=True)],
-            maps=[AttentionMap(m.name, m.kind, m.data[i : i + 1].clone(), m.size) for m in maps],
+            predictions=[(categories[c], float(p)) for c, p in zip(top_i[i], top_p[i], strict=True)] if top_i else [],
+            maps=[_one(m, i) for m in maps],
             activations={k: v[i].numpy().copy() for k, v in acts.items()},
             model=dict(common["model"]),
             settings=dict(common["settings"]),
             timings=timings,
-            notes=it.decoded.notes,
+            notes=it.decoded.notes + ([] if top_i else [NOT_LOGITS]),
         )
+
+
+def _one(m: AttentionMap, i: int) -> AttentionMap:
+    """Image ``i``'s map of a batch's, as a copy of its own."""
+    raw = None if m.raw is None else m.raw[i : i + 1].clone()
+    return dataclasses.replace(m, data=m.data[i : i + 1].clone(), raw=raw)
 
 
 def _forward(
@@ -192,12 +203,12 @@ def _forward(
             torch.inference_mode(),
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda),
         ):
-            logits = model(x)
-        top = torch.topk(torch.softmax(logits.float(), dim=1), min(topk, logits.shape[1]), dim=1)
+            output = model(x)
+        top = top_classes(output, model.weights_meta["categories"], topk)
         t1 = time.perf_counter()
         maps = rec.maps  # maps and activations: one transfer, the batch's one wait
         acts = rec.activations
-        top_p, top_i = top.values.cpu().tolist(), top.indices.cpu().tolist()  # the GPU is done: no wait
+        top_p, top_i = (top.values.cpu().tolist(), top.indices.cpu().tolist()) if top is not None else ([], [])
         return maps, acts, top_p, top_i, t1, time.perf_counter()
     except RuntimeError as e:
         if not _is_oom(e):

@@ -3,8 +3,10 @@
 attnviz list                               the registered attention types, their placement and paper
 attnviz info --arch resnet50 [--attention cbam] [--size 224]
                                            parameters vs the plain network, and every map it captures
-attnviz render IMAGE_OR_DIR... --attention cbam --out DIR
+attnviz render IMAGE_OR_DIR... [--model SPEC] [--attention cbam] --out DIR [--weights W] [--labels L] [--offline]
                                            every map of every image, as PNG, .npy and result.json
+attnviz inspect --model SPEC [--weights W] [--size N]
+                                           every attention site found in a network, and what was skipped
 attnviz train --data DIR --attention cbam --out CKPT   fine-tune on an image folder (attnviz.commands)
 attnviz eval --data SCENES                 accuracy and localisation of the demo checkpoints
 """
@@ -56,6 +58,17 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_weights(spec: str) -> str:
+    """``render``'s weights when none are given: the shipped demo checkpoints for attnviz's resnet18, a library
+    network's pretrained ones (downloaded once), else random (a user's own code builds its model as it does)."""
+    from .analyze import model_request
+
+    if spec == "resnet18":
+        return "demo"
+    spec = model_request(spec, None, None)[0]
+    return "pretrained" if spec.startswith(("timm:", "torchvision:")) else "random"
+
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -105,6 +118,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from .export import write_folder
     from .image import ImageError
 
+    if args.weights is None:
+        args.weights = _default_weights(args.model)
     images = _images(args.inputs)
     if not images:
         print("no images found in " + ", ".join(args.inputs), file=sys.stderr)
@@ -135,11 +150,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     results = analyze_many(
         images,
         attention=args.attention,
-        arch=args.arch,
+        arch=args.model,
         weights=args.weights,
         device=device,
+        size=args.size,
         cache=ModelCache(maxsize=1),
         batch_size=batch_size,
+        **_model_options(args),
     )
     with _writers(workers) as submit:
         try:
@@ -159,6 +176,85 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """What :func:`attnviz.load_model` takes from the command line besides the spec and weights (hashable values)."""
+    options: dict[str, Any] = {}
+    if args.labels:
+        options["labels"] = args.labels
+    if args.offline:
+        options["offline"] = True
+    if args.trust_pickle:
+        options["trust_pickle"] = True
+    for key in ("mean", "std"):
+        if getattr(args, key):
+            options[key] = tuple(getattr(args, key))
+    return options
+
+
+def _add_model_arguments(p: argparse.ArgumentParser, weights_default: str | None) -> None:
+    """--model SPEC and what goes with it (render and inspect share them)."""
+    p.add_argument(
+        "--model",
+        "--arch",
+        dest="model",
+        default="resnet18",
+        help="resnet18..resnet101 (attnviz's, with --attention), timm:NAME, torchvision:NAME, path/file.py:fn or "
+        "package.module:fn (default resnet18)",
+    )
+    p.add_argument("--attention", choices=list_attentions(), default=None, help="attnviz's own ResNets only")
+    p.add_argument(
+        "--weights",
+        default=weights_default,
+        help="a checkpoint file (a state dict, safetensors, DataParallel/compile prefixes), or: demo (resnet18), "
+        "imagenet/pretrained (downloaded once into the library's cache), random",
+    )
+    p.add_argument("--labels", default=None, help="class names: one per line, or JSON (list or {index: name})")
+    p.add_argument("--mean", type=float, nargs=3, default=None, help="normalisation mean (default: the weights')")
+    p.add_argument("--std", type=float, nargs=3, default=None, help="normalisation std (default: the weights')")
+    p.add_argument("--offline", action="store_true", help="never download (HF_HUB_OFFLINE=1, ATTNVIZ_OFFLINE=1 too)")
+    p.add_argument(
+        "--trust-pickle", action="store_true", help="load a checkpoint that holds pickled objects (runs its code)"
+    )
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .analyze import _build, model_request
+
+    try:
+        spec, attention, weights = model_request(args.model, args.attention, args.weights)
+        model = _build(spec, attention, weights, **_model_options(args))
+    except ValueError as e:
+        print(f"attnviz inspect: {e}", file=sys.stderr)
+        return 2
+    meta = model.weights_meta
+    fixed = meta.get("input_size") if meta.get("fixed_input_size") else None
+    h, w = (int(fixed[0]), int(fixed[1])) if fixed else (args.size, args.size)
+    x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    with AttentionRecorder(model) as rec, torch.inference_mode():
+        model(x)
+    maps = rec.maps
+    print(f"{spec}: {model.weights_source}; {len(maps)} attention maps at {h} x {w}")
+    rows = [(m.name, m.kind, str(tuple(m.data.shape[1:])), m.how, m.layout) for m in maps]
+    _table(["site", "kind", "shape", "found by", "computed as"], rows)
+    kinds: dict[str, int] = {}
+    for m in maps:
+        kinds[m.kind] = kinds.get(m.kind, 0) + 1
+    print("by kind: " + (", ".join(f"{k} {n}" for k, n in kinds.items()) or "none"))
+    if rec.skipped:
+        print(f"\nskipped ({len(rec.skipped)}), not attention:")
+        _table(["site", "shape", "why"], [(n, str(s), why) for n, s, why in rec.skipped])
+    if rec.unclassified:
+        print(f"\nunclassified ({len(rec.unclassified)}): weights whose layout fits no kind (declare them with sites=)")
+        _table(["site", "shape", "why"], [(n, str(s), why) for n, s, why in rec.unclassified])
+    return 0
+
+
+def _table(header: list[str], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+    for row in [tuple(header), *rows]:
+        print("  " + "  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``attnviz`` console script."""
     parser = argparse.ArgumentParser(prog="attnviz", description=__doc__.splitlines()[0])
@@ -171,10 +267,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     info.set_defaults(func=_cmd_info)
     render = sub.add_parser("render", help="write every map of images (files or folders) to a folder")
     render.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    render.add_argument("--attention", choices=list_attentions(), required=True)
     render.add_argument("--out", required=True, help="output folder; one subfolder per image")
-    render.add_argument("--arch", choices=list(ARCHS), default="resnet18")
-    render.add_argument("--weights", default="demo", help="demo (resnet18) | imagenet | random | a checkpoint path")
+    _add_model_arguments(render, None)
+    render.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
     render.add_argument("--device", choices=["cpu", "cuda"], default=None)
     render.add_argument("--cmap", choices=list(COLORMAPS), default="turbo")
     render.add_argument("--alpha", type=float, default=0.5)
@@ -190,6 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="processes writing files beside the model (default min(4, CPUs); 0: none)",
     )
     render.set_defaults(func=_cmd_render)
+    inspect = sub.add_parser("inspect", help="every attention site found in a network, its kind and shape")
+    _add_model_arguments(inspect, "random")
+    inspect.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    inspect.set_defaults(func=_cmd_inspect)
     add_train_parser(sub)
     add_eval_parser(sub)
     args = parser.parse_args(argv)

@@ -297,37 +297,37 @@ def _forced(t: Tensor, kind: str, batch: int, ref: tuple[int, ...] | None) -> Ca
             x = t.reshape(batch, -1, *s[2:]) if lead > 1 else t
             if x.dim() == 4 and x.shape[2] * x.shape[3] > 1:
                 x = x.mean(dim=(2, 3), dtype=torch.float32)
-            return Canon("channel", x.reshape(batch, -1), None, None, f"{_shape(s)} declared channel")
+            return Canon("channel", x.reshape(batch, -1), None, None, f"{_shape(s)} as channel")
         if kind == "spatial":
             if t.dim() == 4:
                 x = t.reshape(batch, -1, *s[2:])
                 raw = x if x.shape[1] > 1 else None
                 mean = x[:, 0] if x.shape[1] == 1 else x.mean(dim=1, dtype=torch.float32)
-                return Canon("spatial", mean, (s[2], s[3]), raw, f"{_shape(s)} declared spatial")
+                return Canon("spatial", mean, (s[2], s[3]), raw, f"{_shape(s)} as spatial")
             if t.dim() == 3 and lead == 1 and 1 not in s[1:]:
-                return Canon("spatial", t, (s[1], s[2]), None, f"{_shape(s)} declared spatial")
+                return Canon("spatial", t, (s[1], s[2]), None, f"{_shape(s)} as spatial")
             grid = _grid(t.numel() // batch, ref, strict=True)
             if grid is None:
                 return f"{_shape(s)}: not a spatial map of the feature map"
-            return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{_shape(s)} declared spatial")
+            return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{_shape(s)} as spatial")
         if kind == "branch":
-            return Canon("branch", t.reshape(batch, lead * s[1], -1), None, None, f"{_shape(s)} declared branch")
+            return Canon("branch", t.reshape(batch, lead * s[1], -1), None, None, f"{_shape(s)} as branch")
         if kind == "pairwise":
             m = s[-1]
             grid = _grid(m, ref, strict=True)
             if grid is None or s[-2] != m:
                 return f"{_shape(s)}: not an N x N map with N = H*W of the feature map"
-            return Canon("pairwise", t.reshape(batch, -1, m, m), grid, None, f"{_shape(s)} declared pairwise")
+            return Canon("pairwise", t.reshape(batch, -1, m, m), grid, None, f"{_shape(s)} as pairwise")
         if kind == "channel_pairwise":
             m = s[-1]
-            return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{_shape(s)} declared C x C")
+            return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{_shape(s)} as C x C")
         # memory
         if t.dim() == 4:
-            return Canon("memory", t, (s[2], s[3]), None, f"{_shape(s)} declared memory")
+            return Canon("memory", t, (s[2], s[3]), None, f"{_shape(s)} as memory")
         grid = _grid(s[-1], ref, strict=True)
         if grid is None:
             return f"{_shape(s)}: not (B, S, N) with N = H*W of the feature map"
-        return Canon("memory", t.reshape(batch, -1, *grid), grid, None, f"{_shape(s)} declared memory")
+        return Canon("memory", t.reshape(batch, -1, *grid), grid, None, f"{_shape(s)} as memory")
     except RuntimeError as e:
         return f"{_shape(s)}: cannot be laid out as {kind!r} ({e})"
 

@@ -1,0 +1,7 @@
+"""``python -m attnviz``: the command line (also under ``torchrun -m attnviz``)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
