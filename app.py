@@ -1,6 +1,6 @@
 """attnviz web app: upload an image, pick an attention type, see each block's own weights.
 
-    python app.py [--host 127.0.0.1] [--port 7860] [--device cpu|cuda]
+    python app.py [--host 127.0.0.1] [--port 7860] [--device cpu|cuda] [--model SPEC --weights W --labels L] [--offline]
 
 Thin wiring over the library: handlers call attnviz.analyze (model) and attnviz.render/views/export (drawing).
 Changing a display setting re-renders the kept Result; only the image, attention, arch or weights re-run the model.
@@ -69,7 +69,8 @@ GALLERY_SIDE = 800  # longest side of a gallery overlay (thumbnails; exports kee
 VIEW_SIDE = 1600  # longest side of the large view
 NONE = "none (plain ResNet)"
 WEIGHTS = ["demo", "imagenet", "random"]
-DEFAULTS = {"arch": "resnet18", "attention": "cbam", "weights": "demo"}  # app.py --arch/--attention/--weights
+DEFAULTS = {"arch": "resnet18", "attention": "cbam", "weights": "demo"}  # app.py --model/--attention/--weights
+SERVED: dict[str, Any] = {}  # app.py --model SPEC [--labels L]: the network served first, and its load options
 # A checkpoint path typed into the page is read from the server's disk: allowed only while the app is bound to
 # loopback (the person typing is at this machine); launch() turns it off for any other address.
 TYPED_PATHS = {"allowed": True}
@@ -321,10 +322,17 @@ def make_exports(
 
 
 def arch_choices() -> list[tuple[str, str]]:
-    """Architecture dropdown entries: attnviz's ResNets, then timm's ImageNet attention networks."""
+    """Network dropdown entries: the one served with ``--model`` first, attnviz's ResNets, timm's ImageNet
+    attention networks. The page can ask for these and nothing else (a user's model file is never loaded from it)."""
     from attnviz.timm_models import TIMM_ATTENTION, TIMM_MODELS
 
-    return [(a, a) for a in attnviz.ARCHS] + [(f"{n} (timm, {TIMM_ATTENTION[n]})", n) for n in TIMM_MODELS]
+    listed = [(a, a) for a in attnviz.ARCHS] + [(f"{n} (timm, {TIMM_ATTENTION[n]})", n) for n in TIMM_MODELS]
+    served = SERVED.get("spec")
+    if served and served not in dict((v, k) for k, v in listed):
+        listed.insert(0, (f"{served} (served)", served))
+    elif served:
+        listed.sort(key=lambda choice: choice[1] != served)
+    return listed
 
 
 def timm_status() -> str:
@@ -352,6 +360,9 @@ def run_analysis(
     """The `analyze` endpoint: (image path, attention type, ...) -> state and every output."""
     if image is None:
         raise gr.Error("Upload an image first (drag and drop, paste, or pick an example).")
+    if arch not in {value for _, value in arch_choices()}:
+        raise gr.Error(f"unknown network {arch!r}: pick one from the list (app.py --model SPEC serves another)")
+    options = {k: v for k, v in SERVED.items() if k != "spec"} if arch == SERVED.get("spec") else {}
     if weights not in (*WEIGHTS, DEFAULTS["weights"]) and not TYPED_PATHS["allowed"]:
         raise gr.Error(
             "Checkpoint paths typed into the page are accepted only when the app is bound to 127.0.0.1; "
@@ -365,6 +376,7 @@ def run_analysis(
             weights=weights,
             device=DEVICE,
             size=SIZE,
+            **options,
         )
     except ImageError as e:
         raise gr.Error(f"Cannot use this image: {e}") from None
@@ -523,11 +535,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when available")
     parser.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
-    parser.add_argument("--arch", default=DEFAULTS["arch"], help="architecture shown first (default resnet18)")
+    parser.add_argument(
+        "--model",
+        "--arch",
+        dest="model",
+        default=DEFAULTS["arch"],
+        help="network shown first: resnet18..resnet101, timm:NAME, torchvision:NAME, path/file.py:fn, pkg.mod:fn",
+    )
+    parser.add_argument("--labels", default=None, help="class names of --model: one per line, or JSON")
+    parser.add_argument("--offline", action="store_true", help="never download (default unless ATTNVIZ_OFFLINE=0)")
     parser.add_argument("--attention", default=DEFAULTS["attention"], help="attention type shown first (default cbam)")
     parser.add_argument("--weights", default=DEFAULTS["weights"], help="demo | imagenet | random | a checkpoint path")
     args = parser.parse_args(argv)
-    DEFAULTS.update(arch=args.arch, attention=args.attention, weights=args.weights)
+    DEFAULTS.update(arch=args.model, attention=args.attention, weights=args.weights)
+    SERVED.update(spec=args.model, **({"labels": args.labels} if args.labels else {}))
+    if args.offline:
+        SERVED["offline"] = True
     global DEVICE, SIZE
     DEVICE = args.device or DEVICE or default_device()
     SIZE = args.size or SIZE

@@ -111,3 +111,31 @@ def test_exports_reuse_the_zip_when_only_the_block_changes() -> None:
     assert zip_c != zip_a  # another colormap: a new zip
     state2, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "random", "turbo", 0.5, "map", "32", None)
     assert app.make_exports(state2, "turbo", 0.5, "map", "32", None)[1] != zip_a  # another result: a new zip
+
+
+def test_only_listed_networks_load_from_the_page(monkeypatch, tmp_path: Path) -> None:
+    """A model spec that is not in the list (a user's file) is refused from the page; the network served with
+    --model (here a model file, with its labels) is listed first and loads."""
+    import gradio as gr
+
+    src = tmp_path / "served_net.py"
+    src.write_text(
+        "from torch import nn\n"
+        "class SE(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__(); self.fc = nn.Conv2d(8, 8, 1); self.sigmoid = nn.Sigmoid()\n"
+        "    def forward(self, x):\n"
+        "        return x * self.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), SE(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))\n"
+    )
+    labels = tmp_path / "labels.json"
+    labels.write_text('["left", "right"]')
+    with pytest.raises(gr.Error, match="unknown network"):
+        app.run_analysis(ASSET, "cbam", f"{src}:build", "random")
+    spec = f"{src}:build"
+    monkeypatch.setattr(app, "SERVED", {"spec": spec, "labels": str(labels)})
+    assert app.arch_choices()[0] == (f"{spec} (served)", spec)
+    state, predictions, *_ = app.run_analysis(ASSET, "none", spec, "random")
+    assert set(predictions) == {"left", "right"}
+    assert [m.name for m in state["result"].maps] == ["1.sigmoid"]
