@@ -27,9 +27,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from .adapters import adapter_sites
 from .blocks.tap import KINDS, Tap
-from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, fingerprint, first_tensor, module_paths
+from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, first_tensor, structure
 from .sites import GATE_FUNCS, Canon, Site, axis_alone, canonical, pair_axes, softmax_dim
 
 __all__ = ["AttentionMap", "AttentionRecorder", "to_cpu"]
@@ -185,7 +184,8 @@ class AttentionRecorder:
         dtype: torch.dtype = torch.float32,
     ) -> None:
         self.model = model
-        self.paths = module_paths(model)  # registered modules and modules kept in plain lists
+        tree = structure(model)
+        self.paths = tree.paths  # registered modules and modules kept in plain lists
         self._modules = [m for _, m in self.paths.values()]
         if kinds is not None:
             bad = [k for k in kinds if k not in KINDS]
@@ -197,15 +197,15 @@ class AttentionRecorder:
         bad = {g: k for g, k in declared.items() if k not in KINDS}
         if bad:
             raise ValueError(f"declared sites with unknown kinds {bad}; valid kinds: {list(KINDS)}")
-        taps = {n: m for n, m in model.named_modules() if isinstance(m, Tap) and not self._excluded(n)}
-        adapted, adapted_ids = adapter_sites(self.paths)
+        taps = {n: m for n, m in tree.taps.items() if not self._excluded(n)}
+        adapted, adapted_ids = tree.adapter_sites, tree.adapted
         self._declared, self._overrides = self._declare(declared, adapted)
         self.sites: list[Site] = [s for s in adapted + self._declared if not self._excluded(s.name)]
-        # modules whose insides other sources record: attnviz's tapped blocks, adapted modules, declared modules
-        tapped = {id(m) for m in self._modules if any(isinstance(c, Tap) for c in m.children())}
-        self._covered = adapted_ids | tapped  # (declared modules hide discovered sites, without changing discovery)
+        # modules whose insides other sources record (attnviz's tapped blocks, adapted modules); declared modules
+        # hide the discovered sites inside them without changing what discovery finds (it is cached per model)
+        self._covered = adapted_ids | tree.tapped
         self._hidden = [s.name for s in self._declared]
-        self._fingerprint = fingerprint(self.paths)
+        self._fingerprint = tree.fingerprint
         cached = cached_discovery(model, self._fingerprint) if discover else None
         self.discovery: Discovery | None = cached
         self._discover = discover and cached is None
@@ -332,7 +332,7 @@ class AttentionRecorder:
         x = first_tensor(tuple(kwargs.values())) if x is None else x
         self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
         if self._discover and self._pass is None:
-            self._pass = DiscoveryPass(self.model, self.paths, self._covered)
+            self._pass = DiscoveryPass(self.model, self.paths, self._covered, self._fingerprint)
             self._pass.start(self._batch, args)
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:

@@ -34,7 +34,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .sites import GATE_FUNCS, Canon, Site, canonical, gate_module_op, softmax_dim
 
-__all__ = ["Discovery", "DiscoveryPass", "cached_discovery", "first_tensor", "module_paths", "tensors_in"]
+__all__ = ["Discovery", "DiscoveryPass", "Structure", "cached_discovery", "first_tensor", "module_paths", "structure"]
 
 _MULS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"})
 SEQ = itertools.count()  # one order for every capture of every source: maps come out in forward order
@@ -104,8 +104,60 @@ _CACHE: weakref.WeakKeyDictionary[nn.Module, Discovery] = weakref.WeakKeyDiction
 _CACHE_LOCK = threading.Lock()
 
 
-def fingerprint(paths: dict[int, tuple[str, nn.Module]]) -> tuple[int, ...]:
-    return tuple(paths)
+@dataclass
+class Structure:
+    """What a model's module tree says before any forward (cached per model while its modules stay the same).
+
+    Attributes:
+        fingerprint: ids of ``model.modules()``, in order: a changed tree is read again (and discovered again).
+        paths: :func:`module_paths`.
+        taps: attnviz's :class:`~attnviz.blocks.Tap` modules by path.
+        tapped: ids of the modules that hold taps (their insides are the taps' business).
+        adapter_sites: the sites of known library classes (:func:`attnviz.adapters.adapter_sites`).
+        adapted: ids of the adapted modules.
+    """
+
+    fingerprint: tuple[int, ...]
+    paths: dict[int, tuple[str, nn.Module]]
+    taps: dict[str, nn.Module]
+    tapped: set[int]
+    adapter_sites: list[Site]
+    adapted: set[int]
+
+
+_STRUCTURES: weakref.WeakKeyDictionary[nn.Module, Structure] = weakref.WeakKeyDictionary()
+
+
+def submodules(model: nn.Module) -> list[nn.Module]:
+    """Every registered module of ``model`` (depth first; a shared module once per place): the walk
+    ``model.modules()`` does, without its generator and name bookkeeping (a recorder does it per request)."""
+    out: list[nn.Module] = []
+    stack = [model]
+    while stack:
+        m = stack.pop()
+        out.append(m)
+        stack.extend(c for c in reversed(m._modules.values()) if c is not None)
+    return out
+
+
+def structure(model: nn.Module) -> Structure:
+    """The model's :class:`Structure`, read once per module tree (a recorder per request costs one walk)."""
+    from .adapters import adapter_sites
+    from .blocks.tap import Tap
+
+    fp = tuple(map(id, submodules(model)))
+    with _CACHE_LOCK:
+        known = _STRUCTURES.get(model)
+    if known is not None and known.fingerprint == fp:
+        return known
+    paths = module_paths(model)
+    taps = {p: m for p, m in paths.values() if isinstance(m, Tap)}
+    tapped = {id(m) for _, m in paths.values() if any(isinstance(c, Tap) for c in m.children())}
+    sites, adapted = adapter_sites(paths)
+    found = Structure(fp, paths, taps, tapped, sites, adapted)
+    with _CACHE_LOCK:
+        _STRUCTURES[model] = found
+    return found
 
 
 def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
@@ -169,10 +221,14 @@ class DiscoveryPass:
         model: the network.
         paths: :func:`module_paths` of it.
         covered: modules whose weights another source records (attnviz's tapped blocks, adapted modules).
+        fp: the model's :attr:`Structure.fingerprint` (the discovery is cached under it).
     """
 
-    def __init__(self, model: nn.Module, paths: dict[int, tuple[str, nn.Module]], covered: set[int]) -> None:
+    def __init__(
+        self, model: nn.Module, paths: dict[int, tuple[str, nn.Module]], covered: set[int], fp: tuple[int, ...]
+    ) -> None:
         self.model = model
+        self.fingerprint = fp
         self.paths = paths
         self.covered = covered
         self._thread: int | None = None
@@ -276,7 +332,7 @@ class DiscoveryPass:
         self.stop()
         acts: dict[int, Tensor] = {}
         final = {id(t) for t in tensors_in(output)}
-        found = Discovery(fingerprint=fingerprint(self.paths))
+        found = Discovery(fingerprint=self.fingerprint)
         captured: list[tuple[int, Site, Canon]] = []
         names: dict[str, int] = {}
         for ev in self._events:

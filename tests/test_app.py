@@ -127,7 +127,8 @@ def test_only_listed_networks_load_from_the_page(monkeypatch, tmp_path: Path) ->
         "    def forward(self, x):\n"
         "        return x * self.sigmoid(self.fc(x.mean((2, 3), keepdim=True)))\n"
         "def build():\n"
-        "    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), SE(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))\n"
+        "    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)]\n"
+        "    return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), SE(), *head)\n"
     )
     labels = tmp_path / "labels.json"
     labels.write_text('["left", "right"]')
