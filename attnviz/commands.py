@@ -104,7 +104,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix != ".safetensors":
         out = out.with_suffix(".safetensors")
-    fit(model, train, val, config, out=out, card=card, device=args.device, resume=args.resume)
+    try:
+        fit(model, train, val, config, out=out, card=card, device=args.device, resume=args.resume)
+    except ValueError as e:  # a device this process cannot use (no GPU, more ranks than GPUs), a bad resume file
+        print(f"attnviz train: {e}", file=sys.stderr)
+        return 2
     print(f"best checkpoint: {out} (model card: {out.with_suffix('.json')})")
     print(f"view it: python app.py --arch {args.arch} --weights {out}")
     return 0

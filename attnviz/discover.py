@@ -406,7 +406,7 @@ class DiscoveryPass:
             if isinstance(canon, Canon):
                 return canon, f
             first = first or canon
-        canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim)
-        if isinstance(canon, Canon):
-            return canon, order[0] if order else None
-        return first or canon, None
+        if first is not None:  # judged against every feature map around it, it fits none: say why (first reason)
+            return first, None
+        canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim)  # no 4-d feature map around it
+        return canon, None

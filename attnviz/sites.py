@@ -248,7 +248,7 @@ def _softmax(
     if nd >= 3 and s[-1] == s[-2] and d >= nd - 2:  # (B, [heads,] M, M)
         m = s[-1]
         heads = lead * math.prod(s[1:-2])
-        grid = _grid(m, ref)
+        grid = _grid(m, ref, strict=True)
         if c is not None and m == c and m != n:
             if heads != 1:
                 return f"{_shape(s)}: a C x C softmax with {heads} heads"
@@ -262,7 +262,7 @@ def _softmax(
     if nd == 3 and n is not None and n in s[1:]:  # (B, N, S) or (B, S, N): weights over memory units per position
         pos = 1 if s[1] == n else 2
         other = s[3 - pos]
-        grid = _grid(n, ref)
+        grid = _grid(n, ref, strict=True)
         assert grid is not None
         data = t if pos == 2 else t.transpose(1, 2)  # (B, S, N)
         if other == 1:
@@ -270,7 +270,7 @@ def _softmax(
         return Canon("memory", data.reshape(batch, other, *grid), grid, None, f"{_shape(s)} softmax, {other} units")
     if nd == 2:
         if n is not None and s[1] == n and s[1] != c:
-            grid = _grid(n, ref)
+            grid = _grid(n, ref, strict=True)
             assert grid is not None
             return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{_shape(s)} softmax over positions")
         return Canon("channel", t, None, None, f"{_shape(s)} softmax over channels")

@@ -246,3 +246,53 @@ def test_discovery_is_cached_and_redone_when_the_model_changes() -> None:
     assert again.discovery is rec.discovery  # cached: no second discovery pass
     model.layer1.append(nn.Identity())  # a changed module tree is discovered again
     assert AttentionRecorder(model).discovery is None
+
+
+REF = (2, 8, 4, 6)  # (B, C, H, W): C = 8, N = 24
+
+
+@pytest.mark.parametrize(
+    ("shape", "op", "dim", "kind", "canonical_shape"),
+    [
+        ((2, 8, 1, 1), "sigmoid", None, "channel", (2, 8)),
+        ((2, 1, 8), "sigmoid", None, "channel", (2, 8)),
+        ((2, 8, 1), "sigmoid", None, "channel", (2, 8)),
+        ((2, 8), "sigmoid", None, "channel", (2, 8)),
+        ((2, 1, 4, 6), "sigmoid", None, "spatial", (2, 4, 6)),
+        ((2, 4, 6), "sigmoid", None, "spatial", (2, 4, 6)),
+        ((2, 24), "sigmoid", None, "spatial", (2, 4, 6)),
+        ((2, 1, 24), "softmax", 2, "spatial", (2, 4, 6)),  # GCNet's context softmax over positions
+        ((2, 8, 4, 6), "sigmoid", None, "spatial", (2, 4, 6)),  # full-size: channel mean
+        ((6, 1, 4, 6), "sigmoid", None, "spatial", (2, 4, 6)),  # (B*G, 1, H, W), G = 3
+        ((2, 8, 4, 1), "sigmoid", None, "axis", (2, 8, 4, 1)),
+        ((3, 2, 8, 1, 1), "softmax", 0, "branch", (2, 3, 8)),
+        ((2, 3, 8, 1, 1), "softmax", 1, "branch", (2, 3, 8)),
+        ((2, 24, 24), "softmax", 2, "pairwise", (2, 1, 24, 24)),
+        ((8, 24, 24), "softmax", 2, "pairwise", (2, 4, 24, 24)),  # (B*heads, N, N)
+        ((2, 8, 8), "softmax", 2, "channel_pairwise", (2, 8, 8)),
+        ((2, 24, 5), "softmax", 1, "memory", (2, 5, 4, 6)),  # External Attention: (B, N, S) over N
+        ((2, 5, 24), "softmax", 2, "memory", (2, 5, 4, 6)),
+    ],
+)
+def test_layouts_map_onto_kinds(shape, op, dim, kind, canonical_shape) -> None:
+    from attnviz.sites import canonical
+
+    t = torch.rand(shape)
+    c = canonical(t, batch=2, ref=REF, op=op, dim=dim)
+    assert not isinstance(c, str), c
+    assert (c.kind, tuple(c.data.shape)) == (kind, canonical_shape)
+
+
+@pytest.mark.parametrize(
+    ("shape", "op", "dim", "why"),
+    [
+        ((2, 3, 49, 49), "softmax", 3, "M = 49, neither C nor H*W"),  # window attention of another grid
+        ((3, 8), "sigmoid", None, "not the batch"),
+        ((2, 2, 4, 2, 1), "sigmoid", None, "5-d gate"),
+    ],
+)
+def test_layouts_that_fit_no_kind_say_why(shape, op, dim, why) -> None:
+    from attnviz.sites import canonical
+
+    reason = canonical(torch.rand(shape), batch=2, ref=REF, op=op, dim=dim)
+    assert isinstance(reason, str) and why in reason
