@@ -55,7 +55,9 @@ def test_out_of_memory_while_loading_is_a_clear_message(client: Client, monkeypa
     def fail(*args: Any, **kwargs: Any) -> None:
         raise OOM_ERRORS["OutOfMemoryError"]
 
-    monkeypatch.setattr(pipeline, "build_model", fail)
+    import attnviz.loading
+
+    monkeypatch.setattr(attnviz.loading, "load_model", fail)  # the pipeline builds every network through it
     with pytest.raises(AppError, match="cannot load resnet18 with coord: the GPU ran out of memory"):
         analyze_api(client, ASSET, "coord")
     monkeypatch.undo()
