@@ -18,6 +18,7 @@ the model's outputs are bit-identical with and without it.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import threading
 import weakref
@@ -148,23 +149,47 @@ def structure(model: nn.Module) -> Structure:
     fp = tuple(map(id, submodules(model)))
     with _CACHE_LOCK:
         known = _STRUCTURES.get(model)
-    if known is not None and known.fingerprint == fp:
-        return known
-    paths = module_paths(model)
-    taps = {p: m for p, m in paths.values() if isinstance(m, Tap)}
-    tapped = {id(m) for _, m in paths.values() if any(isinstance(c, Tap) for c in m.children())}
-    sites, adapted = adapter_sites(paths)
-    found = Structure(fp, paths, taps, tapped, sites, adapted)
-    with _CACHE_LOCK:
-        _STRUCTURES[model] = found
-    return found
+    if known is None or known.fingerprint != fp:
+        paths = module_paths(model)
+        taps = {p: m for p, m in paths.values() if isinstance(m, Tap)}
+        tapped = {id(m) for _, m in paths.values() if any(isinstance(c, Tap) for c in m.children())}
+        sites, adapted = adapter_sites(paths)
+        known = Structure(fp, _rebind_paths(paths, model, _ROOT), taps, tapped, _rebind(sites, model, _ROOT), adapted)
+        with _CACHE_LOCK:
+            _STRUCTURES[model] = known
+    return dataclasses.replace(
+        known, paths=_rebind_paths(known.paths, _ROOT, model), adapter_sites=_rebind(known.adapter_sites, _ROOT, model)
+    )
 
 
 def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
     """The cached discovery of ``model`` if its modules have not changed since."""
     with _CACHE_LOCK:
         d = _CACHE.get(model)
-    return d if d is not None and d.fingerprint == fp else None
+    if d is None or d.fingerprint != fp:
+        return None
+    return dataclasses.replace(d, sites=_rebind(d.sites, _ROOT, model))
+
+
+#: Stands for the model itself in what the caches keep: a cached value that held the model (their key) would keep
+#: it alive for ever (a WeakKeyDictionary's value must not reference its key).
+_ROOT = nn.Module()
+_SITE_MODULES = ("owner", "ref", "attention")
+
+
+def _rebind(sites: list[Site], old: nn.Module, new: nn.Module) -> list[Site]:
+    """``sites`` with ``old`` replaced by ``new`` wherever a site names a module (copies only where it does)."""
+    out = []
+    for s in sites:
+        swap = {f: new for f in _SITE_MODULES if getattr(s, f) is old}
+        out.append(dataclasses.replace(s, **swap) if swap else s)
+    return out
+
+
+def _rebind_paths(
+    paths: dict[int, tuple[str, nn.Module]], old: nn.Module, new: nn.Module
+) -> dict[int, tuple[str, nn.Module]]:
+    return {k: (p, new if m is old else m) for k, (p, m) in paths.items()}
 
 
 @dataclass(eq=False)
@@ -367,7 +392,7 @@ class DiscoveryPass:
             found.sites.append(site)
             captured.append((ev.seq, site, canon))
         with _CACHE_LOCK:
-            _CACHE[self.model] = found
+            _CACHE[self.model] = dataclasses.replace(found, sites=_rebind(found.sites, self.model, _ROOT))
         self._events.clear()
         self._by_out.clear()
         return found, captured, acts

@@ -243,7 +243,8 @@ def test_discovery_is_cached_and_redone_when_the_model_changes() -> None:
         model(_x())
     assert rec.discovery is not None
     again = AttentionRecorder(model)
-    assert again.discovery is rec.discovery  # cached: no second discovery pass
+    assert again.discovery is not None and not again._discover  # cached: no second discovery pass
+    assert [s.owner for s in again.discovery.sites] == [s.owner for s in rec.discovery.sites]
     model.layer1.append(nn.Identity())  # a changed module tree is discovered again
     assert AttentionRecorder(model).discovery is None
 
@@ -296,3 +297,34 @@ def test_layouts_that_fit_no_kind_say_why(shape, op, dim, why) -> None:
 
     reason = canonical(torch.rand(shape), batch=2, ref=REF, op=op, dim=dim)
     assert isinstance(reason, str) and why in reason
+
+
+def test_recorded_models_can_be_freed() -> None:
+    """The per-model caches (structure, discovery) never keep a model alive: an app that builds and drops models
+    does not grow. Covered: a discovered site owned by the model itself, an adapted model, a tapped one."""
+    import gc
+    import weakref
+
+    import attnviz
+    from tests.user_nets import SoftmaxHead
+
+    class RootGate(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.conv(x)
+            return y * torch.sigmoid(y.mean((2, 3), keepdim=True))  # a function site owned by the root
+
+    timm = pytest.importorskip("timm")
+    makers = [RootGate, SoftmaxHead, lambda: timm.layers.SEModule(3), lambda: attnviz.build_model("resnet18", "se")]
+    for make in makers:
+        model = make().eval()
+        for _ in range(2):  # discovered, then from the caches
+            with torch.no_grad(), AttentionRecorder(model) as rec:
+                model(_x(b=1))
+        ref = weakref.ref(model)
+        del model, rec
+        gc.collect()
+        assert ref() is None, make
