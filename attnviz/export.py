@@ -79,11 +79,11 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
     for i, (v, m01, vr) in enumerate(zip(shown, normed, ranges, strict=True)):
         name = f"{i:02d}_{safe_name(v.block)}_{v.kind}.png"
         yield emit(f"overlays/{name}", figure_png(image, m01, cmap, alpha, v.title, vr, v.spatial_label))
-    for i, v in enumerate(views):
+    for i, (v, m) in enumerate(zip(views, result.maps, strict=True)):  # one view per map, in order
         stem = f"{i:02d}_{safe_name(v.block)}_{v.kind}"
-        buf = io.BytesIO()
-        np.save(buf, v.data)
-        yield emit(f"maps/{stem}.npy", buf.getvalue())
+        yield emit(f"maps/{stem}.npy", _npy(v.data))
+        if m.raw is not None:  # a full-size or grouped gate: its spatial map is a mean; the whole gate too
+            yield emit(f"maps/{stem}.full.npy", _npy(m.raw[0].numpy()))
         if v.kind == "channel":
             yield emit(f"charts/{stem}.png", channel_chart_png(v.data, settings.get("topk"), v.title))
         elif v.kind == "branch":
@@ -93,9 +93,7 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         elif v.kind == "memory":
             yield emit(f"charts/{stem}.png", encode_png(apply_colormap(tile_maps(v.data), "gray")))
     for block, act in result.activations.items():
-        buf = io.BytesIO()
-        np.save(buf, act)
-        yield emit(f"activations/{safe_name(block)}.npy", buf.getvalue())
+        yield emit(f"activations/{safe_name(block)}.npy", _npy(act))
     sidecar = {
         "model": result.model,
         "settings": {**result.settings, "display": {k: settings.get(k) for k in ("cmap", "alpha", "norm", "topk")}},
@@ -110,8 +108,10 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
                 "kind": v.kind,
                 "shape": list(v.data.shape),
                 "view": v.spatial_label,
+                "found_by": m.how,
+                "computed_as": m.layout,
             }
-            for v in views
+            for v, m in zip(views, result.maps, strict=True)
         ],
         "timings_ms": result.timings,
         "warning": result.warning,
@@ -120,6 +120,12 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         "files": list(files),
     }
     yield "result.json", json.dumps(sidecar, indent=2).encode()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
 
 
 def export_zip(result: Result, settings: DisplaySettings, path: str | Path) -> Path:

@@ -126,3 +126,43 @@ def _importable_net(src: Path) -> torch.nn.Module:
     sys.modules["my_net"] = module
     spec.loader.exec_module(module)
     return module.build()
+
+
+def test_export_keeps_full_size_gates_and_says_how_each_map_was_found(tmp_path: Path) -> None:
+    """A SimAM-style full-size gate (B, C, H, W) is shown as its channel mean; the export also holds the whole
+    gate (``.full.npy``) and result.json says where each map came from."""
+    from attnviz import analyze
+    from attnviz.export import export_files
+
+    src = tmp_path / "simam_net.py"
+    src.write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch import nn
+
+            class SimAM(nn.Module):
+                def forward(self, x):
+                    d = (x - x.mean((2, 3), keepdim=True)) ** 2
+                    e = d / (4 * (d.mean((2, 3), keepdim=True) + 1e-4)) + 0.5
+                    return x * torch.sigmoid(e)
+
+            def build():
+                return nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1), SimAM(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(6, 2))
+            """
+        )
+    )
+    result = analyze(ASSET, attention=None, arch=f"{src}:build", weights="random", device="cpu", size=40)
+    (m,) = result.maps
+    assert (m.name, m.kind, m.how) == ("1.sigmoid()", "spatial", "function") and m.raw is not None
+    files = dict(export_files(result, {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": None}))
+    full = [n for n in files if n.endswith(".full.npy")]
+    assert len(full) == 1
+    import io
+
+    import numpy as np
+
+    assert np.load(io.BytesIO(files[full[0]])).shape == (6, *m.data.shape[1:])
+    entry = json.loads(files["result.json"])["maps"][0]
+    assert entry["found_by"] == "function" and "full-size gate" in entry["computed_as"]
