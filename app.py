@@ -57,7 +57,7 @@ from attnviz.render import (
 )
 from attnviz.views import View, build_views
 
-ASSETS = Path(__file__).resolve().parent / "assets"
+ASSETS = Path(__file__).resolve().parent / "attnviz" / "examples"
 EXPORT_ROOT = Path(tempfile.gettempdir()) / "attnviz-exports"
 KEEP_EXPORTS = 64  # export folders kept on disk (oldest removed first) ...
 EXPORT_MAX_BYTES = int(os.environ.get("ATTNVIZ_EXPORT_MAX_BYTES", 1 << 30))  # ... and at most this many bytes in all
@@ -451,7 +451,7 @@ def build_demo() -> gr.Blocks:
                         info="; ".join(f"{k}: {v}" for k, v in NORM_MODES.items()),
                     )
                     topk = gr.Radio(TOPK_CHOICES, value="32", label="Channels in charts", elem_id="topk")
-                gr.Examples(examples, inputs=image, label="Examples (see assets/ATTRIBUTION.md)")
+                gr.Examples(examples, inputs=image, label="Examples (see attnviz/examples/ATTRIBUTION.md)")
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image and press **Analyze**.", elem_id="status")
                 predictions = gr.Label(num_top_classes=5, label="Predictions", elem_id="predictions")

@@ -192,7 +192,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="accuracy and localisation of the demo checkpoints on held-out scenes")
     p.add_argument("--data", required=True, help="the scene folder (objects/, distractors/, backgrounds/)")
-    p.add_argument("--models", default=None, help="checkpoint folder (default: the shipped models/)")
+    p.add_argument("--models", default=None, help="checkpoint folder (default: the shipped attnviz/checkpoints/)")
     p.add_argument("--attention", nargs="*", choices=list_attentions(), help="default: every type")
     p.add_argument("--scenes", type=int, default=1000, help="test scenes (unseen object instances)")
     p.add_argument("--seed", type=int, default=1234)

@@ -37,7 +37,7 @@ from attnviz.export import spatial_views
 from attnviz.image import decode_image, preprocess
 from attnviz.views import build_views
 
-IMAGE = Path(__file__).resolve().parent.parent / "assets" / "chelsea_cat.jpg"
+IMAGE = Path(__file__).resolve().parent.parent / "attnviz" / "examples" / "chelsea_cat.jpg"
 OUTPUT_IDS = ["predictions", "overlays", None, "block-view", "channel-chart", "block-detail", "status"]
 
 

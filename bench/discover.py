@@ -24,8 +24,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.user_nets: the blog-style modules
 
-from attnviz import AttentionRecorder, build_model  # noqa: E402
-from tests.user_nets import CBAMBlog, SEBlog  # noqa: E402
+from attnviz import AttentionRecorder, build_model
+from tests.user_nets import CBAMBlog, SEBlog
 
 
 def _blog(attn: Callable[[int], nn.Module]) -> nn.Module:

@@ -33,7 +33,7 @@ from attnviz.batch import analyze_many
 from attnviz.cli import main as cli_main
 from attnviz.export import write_folder
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parent.parent / "attnviz" / "examples"
 SETTINGS = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32, "query": None}
 
 

@@ -1,4 +1,4 @@
-"""Train the shipped demo checkpoints (models/): a ResNet-18 on cut-and-paste scenes, then every attention type.
+"""Train the shipped demo checkpoints (attnviz/checkpoints/): a ResNet-18 on cut-and-paste scenes, then each type.
 
     python -m attnviz.data.tuxpaint STAMPS --out data/scenes      # the cut-outs (see attnviz/data/tuxpaint.py)
     python scripts/train_demo.py --data data/scenes --out models   # backbone, then each attention type
@@ -29,7 +29,7 @@ from attnviz.weights import load_backbone_state_dict, load_checkpoint_file
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="folder with objects/<class>/, distractors/, backgrounds/")
-    p.add_argument("--out", default="models")
+    p.add_argument("--out", default="attnviz/checkpoints")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--train-scenes", type=int, default=6000)
     p.add_argument("--val-scenes", type=int, default=800)

@@ -1,5 +1,5 @@
-"""The shipped demo checkpoints (models/): one per attention type, small, self-describing, loading offline with
-the measured scores in their cards."""
+"""The shipped demo checkpoints (attnviz/checkpoints/): one per attention type, small, self-describing, loading
+offline with the measured scores in their cards."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_demo_checkpoint_loads_with_its_card(attention: str | None) -> None:
 
 
 def test_app_default_is_trained() -> None:
-    result = analyze(ROOT / "assets" / "chelsea_cat.jpg", attention="cbam", weights="demo")
+    result = analyze(ROOT / "attnviz" / "examples" / "chelsea_cat.jpg", attention="cbam", weights="demo")
     assert not result.warning and result.model["measured"]["stage_pointing"]
     assert result.predictions[0][0] in read_card(demo_file("cbam"))["classes"]
 

@@ -15,7 +15,7 @@ import app
 from tests.conftest import DEVICES, serve_app
 from tests.reliability.conftest import FIGURES, MODEL, SIZE, analyze_api, check_ok, new_client
 
-ASSET = Path(__file__).parents[2] / "assets" / "rocket.jpg"  # 640x427: each result holds about 1 MB of pixels
+ASSET = Path(__file__).parents[2] / "attnviz" / "examples" / "rocket.jpg"  # 640x427: a result holds about 1 MB
 ATTENTIONS = ["cbam", "se", "mhsa", "da"]
 CALLS, WARMUP = 500, 25
 RSS_BOUND_MIB = 48  # 500 leaked results would be about 500 MiB; allocator noise stays well under this
