@@ -28,6 +28,7 @@ import torch
 
 from . import AttentionRecorder, build_model, get_attention, list_attentions
 from .commands import add_eval_parser, add_train_parser
+from .compare import add_compare_parser
 from .models import ARCHS, count_parameters
 from .render import COLORMAPS, NORM_MODES
 
@@ -147,6 +148,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
                 files = write.result()
                 print(f"[{i}/{n}] {path} -> {folder}/ ({len(files)} files; top-1 {info[0]} {info[1]:.3f})")
 
+    cache = ModelCache(maxsize=1)
     results = analyze_many(
         images,
         attention=args.attention,
@@ -154,7 +156,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         weights=args.weights,
         device=device,
         size=args.size,
-        cache=ModelCache(maxsize=1),
+        cache=cache,
         batch_size=batch_size,
         **_model_options(args),
     )
@@ -165,6 +167,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
                     failed += 1
                     pending.append((i, path, out / stem, None, result))
                 else:
+                    if args.checks:  # ablation, Grad-CAM agreement, randomisation: result.json's "checks"
+                        _checks(result, args, cache)
                     write = submit(write_folder, result, settings, out / stem)
                     pending.append((i, path, out / stem, write, result.predictions[0]))
                 report(limit=2 * max(1, workers))  # a bounded number of results waits in memory
@@ -174,6 +178,16 @@ def _cmd_render(args: argparse.Namespace) -> int:
         report(limit=0)
     print(f"{n - failed} of {n} images rendered into {out}/")
     return 1 if failed else 0
+
+
+def _checks(result: Any, args: argparse.Namespace, cache: Any) -> None:
+    """``render --checks``: every block's checks on the model that made ``result`` (the cache's, the same key)."""
+    from .analyze import load_model
+    from .checks import check_result
+
+    s = result.settings
+    model = load_model(args.model, args.attention, args.weights, s["device"], cache, **_model_options(args))
+    check_result(result, model)
 
 
 def _model_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -284,6 +298,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="processes writing files beside the model (default min(4, CPUs); 0: none)",
     )
+    render.add_argument(
+        "--checks",
+        action="store_true",
+        help="per block: ablation, Grad-CAM agreement and the randomisation check (checks in result.json)",
+    )
     render.set_defaults(func=_cmd_render)
     inspect = sub.add_parser("inspect", help="every attention site found in a network, its kind and shape")
     _add_model_arguments(inspect, "random")
@@ -291,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect.set_defaults(func=_cmd_inspect)
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_compare_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

@@ -94,6 +94,12 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
             yield emit(f"charts/{stem}.png", encode_png(apply_colormap(tile_maps(v.data), "gray")))
     for block, act in result.activations.items():
         yield emit(f"activations/{safe_name(block)}.npy", _npy(act))
+    checks = getattr(result, "checks", None)  # attnviz.checks.check_result (render --checks) fills it
+    if checks is not None:
+        from .checks import check_files
+
+        for path, data in check_files(result, settings):
+            yield emit(path, data)
     sidecar = {
         "model": result.model,
         "settings": {**result.settings, "display": {k: settings.get(k) for k in ("cmap", "alpha", "norm", "topk")}},
@@ -119,6 +125,8 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "files": list(files),
     }
+    if checks is not None:
+        sidecar.update(checks.json())
     yield "result.json", json.dumps(sidecar, indent=2).encode()
 
 

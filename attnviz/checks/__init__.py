@@ -1,0 +1,279 @@
+"""Checks for every attention block: does switching it off change the decision (ablation), does its map agree with
+Grad-CAM at the same place (Selvaraju et al., ICCV 2017), does it depend on the trained weights (cascading
+randomisation, Adebayo et al., NeurIPS 2018)?
+
+    checks = attnviz.checks.run_checks(model, x)           # a model and one preprocessed image (1, 3, H, W)
+    checks = attnviz.checks.check_result(result)           # or an analyze() result (its model from the cache)
+    checks.blocks["layer2.1.attn"].ablation.top1_prob_delta, checks.all_off.top1_changed
+    checks.blocks["layer2.1.attn"].gradcam_scores          # {"spearman": ..., "top20_iou": ...}
+    checks.json()                                          # {"checks": {...}, "checks_all_off": {...}}
+
+Every check works on attnviz's own blocks, adapted timm/torchvision classes and discovered sites alike (one
+mechanism: :mod:`attnviz.checks.ablate`), and leaves the model as it was (no hook, no ``.grad``, the same logits).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from torch import Tensor, nn
+
+from .ablate import OFF, Ablation, AblationResult, Effect, ablate, neutral
+from .attribution import agreement, gradcam, rank, resize, spearman, top_iou
+from .blocks import Block, block_view, find_blocks
+from .sanity import WARN_ABOVE, call_order, randomise_from, randomised_views, warn
+
+__all__ = [
+    "OFF",
+    "WARN_ABOVE",
+    "Ablation",
+    "AblationResult",
+    "Block",
+    "BlockCheck",
+    "Checks",
+    "Effect",
+    "ablate",
+    "ablation_chart_png",
+    "agreement",
+    "block_view",
+    "call_order",
+    "check_files",
+    "check_result",
+    "find_blocks",
+    "gradcam",
+    "neutral",
+    "randomise_from",
+    "randomised_views",
+    "rank",
+    "resize",
+    "run_checks",
+    "spearman",
+    "top_iou",
+    "warn",
+]
+
+
+@dataclass
+class BlockCheck:
+    """Every check of one block.
+
+    Attributes:
+        path: the attention module's path (the key in result.json's ``"checks"``).
+        stage: the network's stage, or ``None``.
+        maps: names of the block's maps; kinds: their kinds.
+        off: what switching it off means (:data:`OFF`).
+        ablation: the :class:`Effect` of switching it alone off.
+        view: its spatial view (h, w) as the app draws it, or ``None`` (a block without one: no Grad-CAM scores).
+        view_label: what ``view`` shows.
+        gradcam: Grad-CAM at the module's output for the checks' class, (h, w) at the module's resolution, or None.
+        gradcam_scores: ``{"spearman", "top20_iou"}`` of ``view`` and ``gradcam`` (on the view's grid), or None.
+        randomised: the view with the weights randomised down to this block (:mod:`attnviz.checks.sanity`), or None.
+        randomised_scores: ``{"spearman", "top20_iou"}`` of ``view`` and ``randomised``, or None.
+        warning: '' or the sanity warning (randomised Spearman above :data:`WARN_ABOVE`).
+    """
+
+    path: str
+    stage: int | None
+    maps: list[str]
+    kinds: list[str]
+    off: str
+    ablation: Effect
+    view: np.ndarray | None = None
+    view_label: str = ""
+    gradcam: np.ndarray | None = None
+    gradcam_scores: dict[str, float] | None = None
+    randomised: np.ndarray | None = None
+    randomised_scores: dict[str, float] | None = None
+    warning: str = ""
+
+    def json(self) -> dict[str, Any]:
+        """This block's entry of result.json's ``"checks"``."""
+        out: dict[str, Any] = {"ablation": self.ablation.json()}
+        if self.gradcam_scores is not None:
+            out["gradcam"] = dict(self.gradcam_scores)
+        if self.randomised_scores is not None:
+            out["randomised"] = {**self.randomised_scores, "warning": self.warning}
+        out.update({"stage": self.stage, "maps": list(self.maps), "off": self.off})
+        return out
+
+
+@dataclass
+class Checks:
+    """What :func:`run_checks` returns.
+
+    Attributes:
+        target: the class the ablation follows and Grad-CAM explains (the prediction unless another was asked for).
+        prob: its probability with every block on.
+        blocks: block path -> :class:`BlockCheck`, in forward order.
+        all_off: the :class:`Effect` of every block off at once.
+        seed: the randomisation's seed.
+        timings: milliseconds per check (find, ablation, gradcam, randomisation).
+    """
+
+    target: int
+    prob: float
+    blocks: dict[str, BlockCheck]
+    all_off: Effect
+    seed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def json(self) -> dict[str, Any]:
+        """``{"checks": {block path: {...}}, "checks_all_off": {...}}``, the keys result.json gets."""
+        return {
+            "checks": {k: v.json() for k, v in self.blocks.items()},
+            "checks_all_off": self.all_off.json(),
+            "checks_info": {"target": self.target, "prob": self.prob, "seed": self.seed, "timings_ms": self.timings},
+        }
+
+
+def _kind_off(kinds: list[str], residual: bool) -> str:
+    if residual:
+        return "skip path: the module's output replaced by its input"
+    return "; ".join(dict.fromkeys(f"{k}: {OFF[k]}" for k in kinds))
+
+
+def run_checks(
+    model: nn.Module,
+    x: Tensor,
+    *,
+    target: int | None = None,
+    gradcam_on: bool = True,
+    randomise: bool = True,
+    seed: int = 0,
+    query: tuple[float, float] = (0.5, 0.5),
+    batch_size: int = 16,
+) -> Checks:
+    """Ablation, Grad-CAM agreement and the randomisation check for every attention block, for one image.
+
+    Args:
+        model: a classifier (any network the recorder reads), in the mode it serves in; it is left as it was.
+        x: (1, 3, H, W) the preprocessed image on the model's device.
+        target: the class followed and explained (default: the predicted one).
+        gradcam_on: compute Grad-CAM and its agreement (one forward and one backward for every block).
+        randomise: compute the randomised maps (one deep copy, one forward per block).
+        seed: the randomisation's seed.
+        query: (x, y) fractions of the image: the query of pairwise views.
+        batch_size: most images per ablation forward.
+    """
+    t = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    def lap(key: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        timings[key] = (now - t) * 1e3
+        t = now
+
+    blocks, maps, acts = find_blocks(model, x)
+    lap("find")
+    abl = ablate(model, x, blocks, target=target, batch_size=batch_size)
+    lap("ablation")
+    cams: dict[str, np.ndarray] = {}
+    if gradcam_on:
+        cams, _ = gradcam(model, x, blocks, abl.target)
+        lap("gradcam")
+    rand: dict[str, np.ndarray | None] = {}
+    if randomise:
+        rand = randomised_views(model, x, blocks, seed=seed, query=query)
+        lap("randomisation")
+    out: dict[str, BlockCheck] = {}
+    for b in blocks:
+        view, label, _ = block_view(b, maps, acts, query)
+        off = _kind_off(b.kinds, b.residual)
+        check = BlockCheck(b.path, b.stage, list(b.maps), list(b.kinds), off, abl.blocks[b.path])
+        if view is not None:
+            check.view, check.view_label = view, label
+            cam = cams.get(b.path)
+            if cam is not None:
+                check.gradcam = cam
+                check.gradcam_scores = agreement(view, cam)
+            r = rand.get(b.path)
+            if r is not None:
+                check.randomised = r
+                check.randomised_scores = agreement(view, r)
+                check.warning = warn(check.randomised_scores["spearman"])
+        out[b.path] = check
+    return Checks(abl.target, abl.prob, out, abl.all_off, seed, timings)
+
+
+def check_result(result: Any, model: nn.Module | None = None, cache: Any = None, **kwargs: Any) -> Checks:
+    """:func:`run_checks` for an :func:`attnviz.analyze` / ``analyze_many`` result, and store them on it as
+    ``result.checks`` (the export writes them: :func:`check_files`).
+
+    Args:
+        result: the :class:`~attnviz.analyze.Result`.
+        model: the model that made it (default: from ``cache``, or the process-wide cache, by its settings).
+        cache: the :class:`~attnviz.analyze.ModelCache` it came from.
+        kwargs: for :func:`run_checks` (``target``, ``gradcam_on``, ``randomise``, ``seed``, ``query``, ...).
+    """
+    from ..analyze import load_model, model_input
+
+    s = result.settings
+    if model is None:
+        model = load_model(s["arch"], s["attention"], s["weights"], s["device"], cache)
+    x = model_input(result.image, model.weights_meta, s["size"]).to(s["device"])
+    checks = run_checks(model, x, **kwargs)
+    result.checks = checks
+    return checks
+
+
+def check_files(result: Any, settings: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """The files of ``result.checks`` for an export: per block with a spatial view, ``checks/<i>_<block>.gradcam``
+    and ``.randomised`` as ``.npy`` (the raw (h, w) map) and ``.png`` (overlay with a colorbar, drawn as the block's
+    view: same colormap and alpha, normalised with the export's mode, ``absolute`` taken as ``map`` for Grad-CAM),
+    and ``checks/ablation.png`` (the per-block bar chart)."""
+    import io
+
+    from ..export import safe_name
+    from ..render import figure_png, normalize, value_range
+
+    checks: Checks | None = getattr(result, "checks", None)
+    if checks is None:
+        return []
+    image = np.asarray(result.image)
+    cmap, alpha, norm = settings["cmap"], settings["alpha"], settings["norm"]
+    files: list[tuple[str, bytes]] = []
+    for i, (path, c) in enumerate(checks.blocks.items()):
+        stem = f"checks/{i:02d}_{safe_name(path)}"
+        for what, m in (("gradcam", c.gradcam), ("randomised", c.randomised)):
+            if m is None:
+                continue
+            buf = io.BytesIO()
+            np.save(buf, m.astype(np.float32))
+            files.append((f"{stem}.{what}.npy", buf.getvalue()))
+            mode = "map" if what == "gradcam" and norm == "absolute" else norm
+            mode = "map" if mode in ("stage", "network") else mode  # a single map: its own range
+            m01 = normalize([m], mode)[0]
+            vr = value_range([m], mode)[0]
+            label = "Grad-CAM" if what == "gradcam" else f"randomised: {c.view_label}"
+            scores = c.gradcam_scores if what == "gradcam" else c.randomised_scores
+            title = f"{path} · {what}" + (f" (Spearman {scores['spearman']:.2f})" if scores else "")
+            files.append((f"{stem}.{what}.png", figure_png(image, m01, cmap, alpha, title, vr, label)))
+    files.append(("checks/ablation.png", ablation_chart_png(checks)))
+    return files
+
+
+def ablation_chart_png(checks: Checks, title: str = "") -> bytes:
+    """A bar per block: the change of the top-1 class's probability when that block alone is off, and all off."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    names = [*checks.blocks, "all off"]
+    deltas = [c.ablation.top1_prob_delta for c in checks.blocks.values()] + [checks.all_off.top1_prob_delta]
+    changed = [c.ablation.top1_changed for c in checks.blocks.values()] + [checks.all_off.top1_changed]
+    fig = Figure(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2), dpi=120)
+    ax = fig.add_subplot()
+    colors = ["#d62728" if c else "#1f77b4" for c in changed]
+    ax.bar(range(len(names)), deltas, color=colors)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("Δ p(top-1), block off")
+    ax.set_title(title or f"switching a block off (red: top-1 changes); p = {checks.prob:.3f}", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

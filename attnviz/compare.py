@@ -1,0 +1,213 @@
+"""Compare two settings side by side: two attention types, two networks or checkpoints, or two images, with one
+shared normalisation and their difference map.
+
+    a = attnviz.analyze("cat.jpg", attention="cbam", weights="demo")
+    b = attnviz.analyze("cat.jpg", attention="spatial", weights="demo")
+    cmp = attnviz.compare.compare(a, b)             # pairs matched by residual block, else by stage
+    cmp.pairs[0].a, cmp.pairs[0].b, cmp.pairs[0].diff, cmp.pairs[0].scores
+
+attnviz compare IMAGE [IMAGE_B] [--attention A [B]] [--model M [M_B]] [--weights W [W_B]] --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .analyze import Result
+from .checks.attribution import agreement, resize
+from .views import build_views
+
+__all__ = ["Comparison", "Pair", "add_compare_parser", "compare", "compare_files", "spatial_by_unit"]
+
+
+@dataclass
+class Pair:
+    """One unit (a residual block both sides have, or a stage) compared.
+
+    Attributes:
+        key: ``"layer2.1"`` (a residual block) or ``"stage 3"`` (the mean of a stage's spatial views).
+        a, b: the two spatial views on A's grid, scaled to 0..1 by one shared min-max (the range of both together).
+        diff: ``a - b`` in -1..1 (positive: A weights the place more).
+        vrange: the shared (vmin, vmax) in the maps' own units.
+        scores: ``{"spearman", "top20_iou"}`` of the two.
+    """
+
+    key: str
+    a: np.ndarray
+    b: np.ndarray
+    diff: np.ndarray
+    vrange: tuple[float, float]
+    scores: dict[str, float]
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` returns: the two results, their labels and the compared pairs, in forward order."""
+
+    a: Result
+    b: Result
+    label_a: str
+    label_b: str
+    pairs: list[Pair] = field(default_factory=list)
+    unit: str = "block"
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "a": self.label_a,
+            "b": self.label_b,
+            "unit": self.unit,
+            "pairs": [{"key": p.key, "range": list(p.vrange), **p.scores} for p in self.pairs],
+        }
+
+
+def spatial_by_unit(result: Result, unit: str, query: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
+    """A result's spatial views, one per residual block (``unit="block"``: the block's first view with a spatial
+    map, as :mod:`attnviz.views` draws it) or per stage (``"stage"``: the mean of its blocks' views, each resized to
+    the stage's largest grid)."""
+    by_block: dict[str, np.ndarray] = {}
+    stage_of: dict[str, int | None] = {}
+    for v in build_views(result, query):
+        if v.spatial is not None and v.block not in by_block:
+            by_block[v.block] = np.asarray(v.spatial, dtype=np.float32)
+            stage_of[v.block] = v.stage
+    if unit == "block":
+        return by_block
+    groups: dict[str, list[np.ndarray]] = {}
+    for k, m in by_block.items():
+        groups.setdefault(f"stage {stage_of[k]}", []).append(m)
+    out = {}
+    for key, maps in groups.items():
+        shape = max((m.shape for m in maps), key=lambda s: s[0] * s[1])
+        out[key] = np.mean([resize(m, shape) for m in maps], axis=0).astype(np.float32)
+    return out
+
+
+def compare(
+    a: Result, b: Result, *, label_a: str = "A", label_b: str = "B", query: tuple[float, float] | None = None
+) -> Comparison:
+    """Pair the spatial views of two results and put each pair on one scale.
+
+    Pairs are the residual blocks both results have (two checkpoints of one network, two images); when they share
+    none (two attention types at different places, two networks), the stages both have, each as the mean of its
+    blocks' views. B's map is resized to A's grid where they differ (two image sizes, two networks).
+    """
+    unit = "block"
+    va, vb = spatial_by_unit(a, unit, query), spatial_by_unit(b, unit, query)
+    if not set(va) & set(vb):
+        unit = "stage"
+        va, vb = spatial_by_unit(a, unit, query), spatial_by_unit(b, unit, query)
+    out = Comparison(a, b, label_a, label_b, unit=unit)
+    for key, ma in va.items():
+        if key not in vb:
+            continue
+        mb = resize(vb[key], ma.shape)
+        lo, hi = float(min(ma.min(), mb.min())), float(max(ma.max(), mb.max()))
+        span = max(hi - lo, 1e-8)
+        a01 = np.clip((ma - lo) / span, 0, 1).astype(np.float32)
+        b01 = np.clip((mb - lo) / span, 0, 1).astype(np.float32)
+        out.pairs.append(Pair(key, a01, b01, a01 - b01, (lo, hi), agreement(ma, mb)))
+    return out
+
+
+def compare_files(cmp: Comparison, cmap: str = "turbo", alpha: float = 0.5) -> list[tuple[str, bytes]]:
+    """The files of a comparison: per pair ``NN_<key>.png`` (A, B and the difference side by side) and
+    ``NN_<key>.{a,b,diff}.npy``; ``compare.json`` (labels, ranges, scores)."""
+    from matplotlib.figure import Figure
+
+    from .export import safe_name
+    from .render import overlay, upsample
+
+    files: list[tuple[str, bytes]] = []
+    img_a, img_b = np.asarray(cmp.a.image), np.asarray(cmp.b.image)
+    for i, p in enumerate(cmp.pairs):
+        stem = f"{i:02d}_{safe_name(p.key)}"
+        for what, m in (("a", p.a), ("b", p.b), ("diff", p.diff)):
+            buf = io.BytesIO()
+            np.save(buf, m)
+            files.append((f"{stem}.{what}.npy", buf.getvalue()))
+        fig = Figure(figsize=(10.5, 3.6), dpi=110)
+        axes = fig.subplots(1, 3)
+        axes[0].imshow(overlay(img_a, p.a, cmap, alpha))
+        axes[0].set_title(f"{cmp.label_a}", fontsize=8)
+        axes[1].imshow(overlay(img_b, p.b, cmap, alpha))
+        axes[1].set_title(f"{cmp.label_b}", fontsize=8)
+        h, w = img_a.shape[:2]
+        im = axes[2].imshow(upsample(p.diff, (w, h)), cmap="RdBu_r", vmin=-1, vmax=1)
+        s = p.scores
+        axes[2].set_title(f"A − B (Spearman {s['spearman']:.2f}, top-20% IoU {s['top20_iou']:.2f})", fontsize=8)
+        fig.colorbar(im, ax=axes[2], fraction=0.046)
+        for ax in axes:
+            ax.axis("off")
+        fig.suptitle(f"{p.key}: shared scale {p.vrange[0]:.3g} .. {p.vrange[1]:.3g}", fontsize=9)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        files.append((f"{stem}.png", buf.getvalue()))
+    files.append(("compare.json", json.dumps(cmp.json(), indent=2).encode()))
+    return files
+
+
+def _two(values: list[str] | None, name: str) -> tuple[Any, Any]:
+    if not values:
+        return None, None
+    if len(values) > 2:
+        raise ValueError(f"--{name} takes one or two values, got {len(values)}")
+    return values[0], values[-1]
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .analyze import AnalyzeError, analyze
+    from .cli import _default_weights
+    from .image import ImageError
+
+    try:
+        img_a, img_b = _two(args.images, "images")
+        att_a, att_b = _two(args.attention, "attention")
+        mod_a, mod_b = _two(args.model, "model")
+        mod_a, mod_b = mod_a or "resnet18", mod_b or "resnet18"
+        w_a, w_b = _two(args.weights, "weights")
+        w_a, w_b = w_a or _default_weights(mod_a), w_b or _default_weights(mod_b)
+        sides = [(img_a, att_a, mod_a, w_a), (img_b, att_b, mod_b, w_b)]
+        if sides[0] == sides[1]:
+            raise ValueError("both sides are the same: give two images, two --attention, --model or --weights values")
+        results = [
+            analyze(i, attention=a, arch=m, weights=w, device=args.device, size=args.size) for i, a, m, w in sides
+        ]
+    except (ValueError, ImageError, AnalyzeError) as e:
+        print(f"attnviz compare: {e}", file=sys.stderr)
+        return 2
+    labels = [f"{Path(i).name} · {m} · {a or 'plain'} · {w}" for i, a, m, w in sides]
+    cmp = compare(results[0], results[1], label_a=labels[0], label_b=labels[1])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in compare_files(cmp, args.cmap, args.alpha):
+        (out / name).write_bytes(data)
+    for p in cmp.pairs:
+        print(f"{p.key:10} spearman {p.scores['spearman']:+.2f}  top-20% IoU {p.scores['top20_iou']:.2f}")
+    print(f"{len(cmp.pairs)} {cmp.unit} pairs written into {out}/")
+    return 0 if cmp.pairs else 1
+
+
+def add_compare_parser(sub: argparse._SubParsersAction) -> None:
+    """``attnviz compare``: each of --attention, --model, --weights takes one value (both sides) or two (A, B)."""
+    from .blocks import list_attentions
+    from .render import COLORMAPS
+
+    p = sub.add_parser("compare", help="two settings side by side: shared normalisation and difference maps")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="one image (both sides) or two (A, B)")
+    p.add_argument("--attention", nargs="+", choices=list_attentions(), help="one or two attention types")
+    p.add_argument("--model", "--arch", nargs="+", help="one or two model specs (default resnet18)")
+    p.add_argument("--weights", nargs="+", help="one or two: demo, imagenet, random or checkpoint paths")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--cmap", choices=list(COLORMAPS), default="turbo")
+    p.add_argument("--alpha", type=float, default=0.5)
+    p.set_defaults(func=_cmd_compare)
