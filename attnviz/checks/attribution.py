@@ -76,10 +76,13 @@ def resize(m: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def agreement(view: np.ndarray, other: np.ndarray, share: float = 0.2) -> dict[str, float]:
     """``{"spearman", "top20_iou"}`` of a block's spatial view and another map (Grad-CAM, the randomised view),
-    on the view's grid (``other`` is resized to it). A constant map has no ranking: its Spearman is reported as 0."""
+    on the view's grid (``other`` is resized to it). A constant map has no ranking: its Spearman is reported as 1 when
+    the two maps are equal, else 0 (scipy: NaN)."""
     other = resize(other, view.shape)
     rho = spearman(view, other)
-    return {"spearman": 0.0 if math.isnan(rho) else rho, "top20_iou": top_iou(view, other, share)}
+    if math.isnan(rho):
+        rho = 1.0 if np.array_equal(np.asarray(view, dtype=np.float32), other) else 0.0
+    return {"spearman": rho, "top20_iou": top_iou(view, other, share)}
 
 
 def gradcam(
