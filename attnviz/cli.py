@@ -31,6 +31,7 @@ from .commands import add_eval_parser, add_train_parser
 from .compare import add_compare_parser
 from .models import ARCHS, count_parameters
 from .render import COLORMAPS, NORM_MODES
+from .stats.command import add_stats_parser
 
 __all__ = ["main"]
 
@@ -118,6 +119,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from .batch import analyze_many
     from .export import write_folder
     from .image import ImageError
+    from .stats.data import rank_env, shard
 
     if args.weights is None:
         args.weights = _default_weights(args.model)
@@ -132,6 +134,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"attnviz render: {e}", file=sys.stderr)
         return 2
+    stems = _unique_stems(images)  # from every input, so the names do not depend on the number of ranks
+    rank, world, local_rank, _ = rank_env()
+    if world > 1:  # under torchrun each rank renders its own share: every file is written once
+        images, stems = shard(images, rank, world), shard(stems, rank, world)
+        if device == "cuda":
+            torch.cuda.set_device(local_rank)
     batch_size = args.batch_size or (16 if device == "cuda" else 1)
     workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if len(images) > 1 else 0)
     n, failed = len(images), 0
@@ -162,7 +170,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     )
     with _writers(workers) as submit:
         try:
-            for i, (path, stem, result) in enumerate(zip(images, _unique_stems(images), results, strict=True), 1):
+            for i, (path, stem, result) in enumerate(zip(images, stems, results, strict=True), 1):
                 if isinstance(result, (ImageError, AnalyzeError)):  # this image cannot be used, or ran out of memory
                     failed += 1
                     pending.append((i, path, out / stem, None, result))
@@ -310,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect.set_defaults(func=_cmd_inspect)
     add_train_parser(sub)
     add_eval_parser(sub)
+    add_stats_parser(sub)
     add_compare_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
