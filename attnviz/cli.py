@@ -60,6 +60,38 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
+    """``attnviz serve``, registered without importing gradio until it runs."""
+    p = sub.add_parser("serve", help="start the web app (http://127.0.0.1:7860)")
+
+    def run(args: argparse.Namespace) -> int:
+        from .app.server import _cmd_serve
+
+        return _cmd_serve(args)
+
+    add_serve_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``attnviz serve`` and ``python app.py`` (here, so the command line does not import gradio)."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860 or GRADIO_SERVER_PORT)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when available")
+    p.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
+    p.add_argument(
+        "--model",
+        "--arch",
+        dest="model",
+        default=None,
+        help="network shown first: resnet18..resnet101, timm:NAME, torchvision:NAME, path/file.py:fn, pkg.mod:fn",
+    )
+    p.add_argument("--attention", default=None, help="attention type shown first (default cbam)")
+    p.add_argument("--weights", default=None, help="demo | imagenet | random | a checkpoint path")
+    p.add_argument("--labels", default=None, help="class names of --model: one per line, or JSON")
+    p.add_argument("--offline", action="store_true", help="never download (also ATTNVIZ_OFFLINE=1, HF_HUB_OFFLINE=1)")
+
+
 def _default_weights(spec: str) -> str:
     """``render``'s weights when none are given: the shipped demo checkpoints for attnviz's resnet18, a library
     network's pretrained ones (downloaded once), else random (a user's own code builds its model as it does)."""
@@ -318,8 +350,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     inspect.set_defaults(func=_cmd_inspect)
     add_train_parser(sub)
     add_eval_parser(sub)
-    add_stats_parser(sub)
     add_compare_parser(sub)
+    add_stats_parser(sub)
+    _add_serve_parser(sub)
     args = parser.parse_args(argv)
     return int(args.func(args))
 

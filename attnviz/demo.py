@@ -13,7 +13,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["DEMO_ARCH", "DEMO_MEAN", "DEMO_STD", "demo_dir", "demo_file", "example", "examples_dir"]
+__all__ = ["DEMO_ARCH", "DEMO_MEAN", "DEMO_STD", "demo_categories", "demo_dir", "demo_file", "example", "examples_dir"]
 
 DEMO_ARCH = "resnet18"
 DEMO_MEAN = [0.485, 0.456, 0.406]  # ImageNet statistics, so a user's own ImageNet-normalised images also fit
@@ -46,3 +46,10 @@ def demo_file(attention: str | None, folder: str | Path | None = None) -> Path:
     folder = Path(folder) if folder is not None else demo_dir()
     suffix = "" if attention is None else f"-{attention}"
     return folder / f"{DEMO_ARCH}-scenes{suffix}.safetensors"
+
+
+def demo_categories() -> list[str]:
+    """The classes the demo network knows (from its model card)."""
+    from .checkpoint import read_card
+
+    return list(read_card(demo_file(None)).get("classes", []))

@@ -102,7 +102,7 @@ def load_model(
     from .models import ARCHS
 
     if spec in ARCHS:
-        model = _own(spec, weights, attention)
+        model = _own(spec, weights, attention, offline)
     elif spec.startswith("timm:"):
         model = _timm(spec, weights, pretrained, offline, progress, trust_pickle)
     elif spec.startswith("torchvision:"):
@@ -258,10 +258,20 @@ def _head_classes(model: nn.Module, sd: dict[str, Tensor]) -> int | None:
 
 
 # -- attnviz's own ResNets -------------------------------------------------------------------------------------------
-def _own(arch: str, weights: str | Path | None, attention: str | None) -> nn.Module:
+def _own(arch: str, weights: str | Path | None, attention: str | None, offline: bool | None = None) -> nn.Module:
     from .models import build_model
 
     w = None if weights in (None, "random") else str(weights)
+    if w == "imagenet":  # torchvision's backbone: refused at once when offline and not cached
+        from .hub import offline_reason, torchvision_cache_file
+        from .weights import imagenet_weights
+
+        cached, off = torchvision_cache_file(imagenet_weights(arch)), offline_reason(offline)
+        if off is not None and not cached.is_file():
+            raise ValueError(
+                f"ImageNet weights for {arch} are not in the cache ({cached}) and downloads are off ({off}): "
+                "run once without --offline, or place that file there"
+            )
     model = build_model(arch, attention, weights=w)
     card = getattr(model, "weights_card", None)
     meta = dict(model.weights_meta)

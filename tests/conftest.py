@@ -44,13 +44,22 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve_app(**launch_kwargs: Any) -> Iterator[tuple[str, Any]]:
-    """The real Gradio app (``app.launch`` with ``launch_kwargs``) on a free loopback port: yields (url, demo)."""
+    """The real Gradio app (``attnviz.app``: offline, CPU, the demo network first) on a free loopback port, launched
+    with ``launch_kwargs``: yields (url, demo). ``config`` in ``launch_kwargs`` replaces fields of the configuration."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    import app
+    import dataclasses
+    import tempfile
+    from pathlib import Path
 
-    app.DEVICE = "cpu"
-    port = free_port()
-    demo = app.launch(app.build_demo(), "127.0.0.1", port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    from attnviz.app import AppConfig, Handlers, build_demo, launch
+
+    exports = Path(tempfile.mkdtemp(prefix="attnviz-test-exports-"))
+    config = AppConfig(device="cpu", offline=True, port=free_port(), export_root=exports)
+    config = dataclasses.replace(config, **launch_kwargs.pop("config", {}))
+    handlers = Handlers(config)
+    demo = launch(build_demo(config, handlers), config, handlers, prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    demo.handlers = handlers  # tests read its configuration and export store
+    port = config.port
     try:
         yield f"http://127.0.0.1:{port}/", demo
     finally:
@@ -58,10 +67,15 @@ def serve_app(**launch_kwargs: Any) -> Iterator[tuple[str, Any]]:
 
 
 @pytest.fixture(scope="session")
-def app_url() -> Iterator[str]:
-    """The real Gradio app, served on a free loopback port for the whole session."""
-    with serve_app() as (url, _):
-        yield url
+def app_server() -> Iterator[tuple[str, Any]]:
+    """The real Gradio app, served on a free loopback port for the whole session: (url, demo)."""
+    with serve_app() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def app_url(app_server: tuple[str, Any]) -> str:
+    return app_server[0]
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,6 @@
 """The app in a real browser (Debian's chromium driven by Playwright): upload, two attention types, overlays,
-chart, PNG and zip downloads; and not one request leaves loopback."""
+the gate chart on a 0..1 axis, the demo network's label, PNG and zip downloads on the first click (made only when
+asked); and not one request leaves loopback."""
 
 from __future__ import annotations
 
@@ -33,18 +34,12 @@ ARGS = [
 ]
 
 
-def _download(page, selector: str, name: str, tries: int = 12) -> bytes:
-    """Click a download button until it gives the file ``name`` (exports follow the render); return its bytes."""
-    for _ in range(tries):
-        try:
-            with page.expect_download(timeout=5000) as info:
-                page.click(selector)
-            if info.value.suggested_filename == name:
-                return Path(info.value.path()).read_bytes()
-            page.wait_for_timeout(500)
-        except Exception:
-            continue
-    raise AssertionError(f"no download from {selector}")
+def _download(page, selector: str, name: str) -> bytes:
+    """Click a download button once: the file ``name`` must come (it is made on that click); return its bytes."""
+    with page.expect_download(timeout=60_000) as info:
+        page.click(selector)
+    assert info.value.suggested_filename == name
+    return Path(info.value.path()).read_bytes()
 
 
 def _wait_status(page, text: str) -> None:
@@ -53,9 +48,11 @@ def _wait_status(page, text: str) -> None:
     )
 
 
-def test_browser_end_to_end(app_url: str, tmp_path: Path) -> None:
+def test_browser_end_to_end(app_server: tuple, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
+    app_url, demo = app_server
+    store = demo.handlers.store
     hosts: set[str] = set()
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -76,9 +73,16 @@ def test_browser_end_to_end(app_url: str, tmp_path: Path) -> None:
         page.wait_for_selector("#channel-chart canvas, #channel-chart svg", timeout=30_000)
         box = page.locator("#channel-chart canvas, #channel-chart svg").first.bounding_box()
         assert box and box["width"] > 100 and box["height"] > 50
+        # the demo network says what it knows, next to its predictions
+        note = page.inner_text("#predictions-note")
+        assert "demo network: 8 categories" in note and "vehicle" in note
+        # the gate chart's axis runs 0..1 (vega draws its tick labels as text)
+        ticks = page.eval_on_selector_all("#channel-chart text", "els => els.map(e => e.textContent)")
+        assert "1.0" in ticks and "0.0" in ticks, ticks
+        assert store.count() == 0  # nothing exported until a download button is clicked
 
-        png = Image.open(io.BytesIO(_download(page, "#download-png", "layer4.1_spatial.png")))
-        assert png.size[0] > 200 and png.size[1] > 150
+        png = Image.open(io.BytesIO(_download(page, "#download-png", "layer4.1_spatial.png")))  # the first click
+        assert png.size[0] > 200 and png.size[1] > 150 and store.count() == 1
 
         # a second attention type: picking it re-runs the model without re-uploading
         page.click("#attention-select input")
@@ -88,7 +92,8 @@ def test_browser_end_to_end(app_url: str, tmp_path: Path) -> None:
         page.wait_for_function("document.querySelectorAll('#overlays img').length === 8", timeout=30_000)
         page.wait_for_timeout(500)
 
-        with zipfile.ZipFile(io.BytesIO(_download(page, "#download-zip", "attnviz_eca.zip"))) as zf:
+        assert store.count() == 1  # the new analysis made no export
+        with zipfile.ZipFile(io.BytesIO(_download(page, "#download-zip", "attnviz_eca.zip"))) as zf:  # first click
             sidecar = json.loads(zf.read("result.json"))
             assert sidecar["model"]["attention"] == "eca"
             overlays = [n for n in zf.namelist() if n.startswith("overlays/")]

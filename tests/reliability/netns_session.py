@@ -2,12 +2,12 @@
 
     unshare -n python -m tests.reliability.netns_session WORKDIR
 
-Brings ``lo`` up, starts ``python app.py --port N`` (no --host: the default bind) with an audit hook
+Brings ``lo`` up, starts ``python app.py --port N --offline`` (no --host: the default bind) with an audit hook
 (``sitecustomize``) that records every socket bind, connect, send and name lookup of the app's process, makes
 requests with gradio_client (a normal one, ImageNet weights that are not cached, uploads over the configured
 limits, a normal one again), runs the CLI on an image over the pixel limit, stops the app with Ctrl-C, and prints
 a JSON report as the last line of stdout. ``GRADIO_ANALYTICS_ENABLED``, ``HF_HUB_OFFLINE`` and
-``ATTNVIZ_OFFLINE`` are removed from the app's environment: its own defaults are what is tested.
+``ATTNVIZ_OFFLINE`` are removed from the app's environment: ``--offline`` and the app's own defaults are tested.
 tests/reliability/test_safe_defaults.py makes the assertions.
 """
 
@@ -142,7 +142,7 @@ def run(work: Path) -> dict[str, Any]:
     log = work / "app.log"
     with open(log, "w") as out:
         app = subprocess.Popen(
-            [sys.executable, "app.py", "--port", str(port), "--device", "cpu", "--size", "64"],
+            [sys.executable, "app.py", "--port", str(port), "--device", "cpu", "--size", "64", "--offline"],
             cwd=ROOT,
             env=env,
             stdout=out,

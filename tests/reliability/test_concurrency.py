@@ -16,7 +16,7 @@ from gradio_client import handle_file
 from gradio_client.utils import QueueError
 from PIL import Image
 
-import app
+import attnviz.app.handlers as handlers
 from attnviz.capture import model_lock
 from tests.conftest import serve_app
 from tests.reliability.conftest import FIGURES, MODEL, analyze_api, check_ok, hook_count, new_client
@@ -83,15 +83,15 @@ def test_a_full_queue_refuses_at_once_with_a_busy_message(tmp_path: Path, monkey
     message for that refusal says the app is busy. Once the gate opens, all three are answered."""
     image = _images(tmp_path)[0]
     entered, gate = threading.Event(), threading.Event()
-    analyze = app.analyze
+    analyze = handlers.analyze
 
     def held(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         gate.wait(120)
         return analyze(*args, **kwargs)
 
-    monkeypatch.setattr(app, "analyze", held)
-    with serve_app(queue_size=2, max_sessions=2) as (url, demo):
+    monkeypatch.setattr(handlers, "analyze", held)
+    with serve_app(config={"queue_size": 2, "max_sessions": 2}) as (url, demo):
         clients = [new_client(url) for _ in range(5)]
         jobs = [clients[0].submit(handle_file(str(image)), "spatial", *MODEL, api_name="/analyze")]
         _wait(entered.is_set, "the first request to start")

@@ -158,7 +158,9 @@ def test_missing_imagenet_weights_are_reported_and_the_app_keeps_serving(
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
     monkeypatch.setenv("ATTNVIZ_OFFLINE", "1")  # the app's default: it never downloads
     with pytest.raises(AppError, match=r"ImageNet weights for resnet18 are not in the cache \(.*resnet18-\w+\.pth\) "):
-        analyze_api(client, ASSET, "se", "resnet18", "imagenet")
+        analyze_api(client, ASSET, "cbam", "resnet18", "imagenet")  # the backbone, the block inserted untrained
+    with pytest.raises(AppError, match=r"seresnet50.ra2_in1k: offline .* not cached .* run once without --offline"):
+        analyze_api(client, ASSET, "se", "resnet18", "imagenet")  # SE's ImageNet network: timm's SE-ResNet-50
     check_ok(analyze_api(client, ASSET, "se"))
     check_ok(analyze_api(client, ASSET, "eca"))
 

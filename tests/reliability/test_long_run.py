@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-import app
+from attnviz.app import AppConfig, Handlers
 from tests.conftest import DEVICES, serve_app
 from tests.reliability.conftest import FIGURES, MODEL, SIZE, analyze_api, check_ok, new_client
 
@@ -31,8 +31,7 @@ def _mib(n: float) -> float:
 def test_500_analyze_calls_keep_memory_flat(device: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The app's /analyze handler (decode, model, capture, every overlay and chart drawn) 500 times in a row."""
     psutil = pytest.importorskip("psutil")
-    monkeypatch.setattr(app, "DEVICE", device)
-    monkeypatch.setattr(app, "SIZE", SIZE)
+    app = Handlers(AppConfig(device=device, size=SIZE, offline=True))
     proc = psutil.Process()
 
     def run(n: int) -> None:
@@ -66,40 +65,44 @@ def test_export_files_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """Downloads are written per request: at most KEEP_EXPORTS folders and about EXPORT_MAX_BYTES stay, oldest
     removed first, also when exports run at the same time; file names stay inside the export folder."""
     root = tmp_path / "exports"
-    monkeypatch.setattr(app, "EXPORT_ROOT", root)
-    monkeypatch.setattr(app, "SIZE", SIZE)
+    app = Handlers(AppConfig(device="cpu", size=SIZE, offline=True, export_root=root))
     small = tmp_path / "small.png"
     Image.open(ASSET).resize((160, 107)).save(small)
     state, *_ = app.run_analysis(str(small), "mhsa", *MODEL)
-    png, zipped = app.make_exports(state, "turbo", 0.5, "map", "32", None)
-    one = _du(Path(zipped).parent)[1]
-    assert Path(png).parent == Path(zipped).parent and Path(png).parent.parent == root
+
+    def make_exports() -> tuple[str, str]:  # what a user downloading both files writes (the zip made anew)
+        app.store._zips.clear()
+        return app.make_png(state, "turbo", 0.5, "map", None), app.make_zip(state, "turbo", 0.5, "map", "32")
+
+    png, zipped = make_exports()
+    one = _du(Path(zipped).parent)[1] + _du(Path(png).parent)[1]
+    assert Path(png).parent.parent == root and Path(zipped).parent.parent == root
     worst: dict[str, int] = {"folders": 0, "bytes": 0}
 
     def export(n: int) -> None:
         for _ in range(n):
-            png, zipped = app.make_exports(state, "turbo", 0.5, "map", "32", None)
+            png, zipped = make_exports()
             assert Path(png).is_file() and Path(zipped).is_file()  # the newest export is never removed
             folders = [p for p in root.iterdir() if p.is_dir()]
             worst["folders"] = max(worst["folders"], len(folders))
             worst["bytes"] = max(worst["bytes"], _du(root)[1])
 
-    monkeypatch.setattr(app, "KEEP_EXPORTS", 5)  # the count bound
+    app.store.keep = 5  # the count bound
     export(8)
     assert worst["folders"] <= 5
-    monkeypatch.setattr(app, "KEEP_EXPORTS", 64)  # the byte bound, with four threads exporting at once
-    monkeypatch.setattr(app, "EXPORT_MAX_BYTES", 6 * one)
+    app.store.keep = 64  # the byte bound, with four threads exporting at once
+    app.store.max_bytes = 6 * one
     worst.update(folders=0, bytes=0)
     threads = [threading.Thread(target=export, args=(3,)) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    bound = app.EXPORT_MAX_BYTES + 4 * one  # the budget, plus the exports written while others prune
+    bound = app.store.max_bytes + 4 * one  # the budget, plus the exports written while others prune
     assert worst["bytes"] <= bound, (worst, bound)
     FIGURES["exports"] = (
         f"{1 + 8 + 4 * 3} exports of {one / 1e3:.0f} kB: at most {worst['folders']} folders and "
-        f"{worst['bytes'] / 1e6:.2f} MB on disk (bounds: KEEP_EXPORTS folders, EXPORT_MAX_BYTES + exports in flight)"
+        f"{worst['bytes'] / 1e6:.2f} MB on disk (bounds: the store's folder count, its byte budget + exports in flight)"
     )
 
 
@@ -110,15 +113,13 @@ def _files(folder: Path) -> set[Path]:
 def test_gradio_copies_are_deleted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Gradio keeps a copy of every upload and output file; they are deleted once ATTNVIZ_CACHE_TTL old, and all
     of them when the server stops (the example photos' copies stay: one each, whatever the traffic)."""
-    monkeypatch.setattr(app, "SIZE", SIZE)
     upload = tmp_path / "upload.png"
     Image.open(ASSET).rotate(90, expand=True).save(upload)  # not one of the examples
     made = {}
     for ttl in (1, 3600):
         cache = tmp_path / f"gradio-{ttl}"
         monkeypatch.setenv("GRADIO_TEMP_DIR", str(cache))  # read when the page is built
-        monkeypatch.setattr(app, "CACHE_TTL_S", ttl)
-        with serve_app() as (url, demo):
+        with serve_app(config={"cache_ttl_s": ttl, "size": SIZE}) as (url, demo):
             assert demo.delete_cache == (min(ttl, 600), ttl)
             examples = _files(cache)
             check_ok(analyze_api(new_client(url), upload, "cbam"))

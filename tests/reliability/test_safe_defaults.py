@@ -17,9 +17,11 @@ from typing import Any
 import gradio as gr
 import pytest
 
-import app
+from attnviz.app import server as app
+from attnviz.app.config import AppConfig
 from attnviz.cli import main
 from attnviz.export import safe_name
+from attnviz.image import MAX_BYTES
 from tests.images import photo
 from tests.reliability import netns_session
 from tests.reliability.conftest import FIGURES, RENDER
@@ -72,7 +74,7 @@ def _loopback(address: Any) -> bool:
 
 @pytest.mark.slow
 def test_the_app_goes_nowhere_outside_loopback(tmp_path: Path) -> None:
-    """``python app.py`` in a network namespace with only ``lo``: it binds 127.0.0.1, answers, reports what it
+    """``python app.py --offline`` in a network namespace with only ``lo``: it binds 127.0.0.1, answers, reports what it
     cannot do, enforces the configured limits, and never tries to reach another host (audit hook in the app)."""
     proc = subprocess.run(
         [*_unshare(), sys.executable, "-m", "tests.reliability.netns_session", str(tmp_path)],
@@ -121,15 +123,14 @@ def test_launch_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         calls.append({**kwargs, "queue": self._queue.max_size})
 
     monkeypatch.setattr(gr.Blocks, "launch", launch)
-    monkeypatch.setattr(app, "DEVICE", "cpu")
-    app.main(["--port", "7999"])
-    app.main(["--port", "7999", "--host", "0.0.0.0"])
+    app.main(["--port", "7999", "--device", "cpu", "--offline"])
+    app.main(["--port", "7999", "--host", "0.0.0.0", "--device", "cpu", "--offline"])
     first, second = calls
     assert first["server_name"] == "127.0.0.1" and second["server_name"] == "0.0.0.0"
     for call in calls:
-        assert call["share"] is False and call["max_file_size"] == app.MAX_BYTES
-        assert call["queue"] == app.QUEUE_SIZE and call["state_session_capacity"] == app.MAX_SESSIONS
-    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False" and os.environ["ATTNVIZ_OFFLINE"] == "1"
+        assert call["share"] is False and call["max_file_size"] == MAX_BYTES
+        assert call["queue"] == AppConfig.queue_size and call["state_session_capacity"] == AppConfig.max_sessions
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
 
 
 def _calls(tree: ast.AST) -> list[tuple[str, ast.Call]]:

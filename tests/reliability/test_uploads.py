@@ -57,7 +57,7 @@ def test_hostile_and_odd_uploads_through_the_server(client: Client, tmp_path: Pa
             out = analyze_api(client, path, "spatial")
             results[name] = check_ok(out)
             shown = decode_image(data).image.size
-            assert {Image.open(item["image"]["path"]).size for item in out[1]} == {shown}, name  # maps cover it
+            assert {Image.open(item["image"]["path"]).size for item in out[2]} == {shown}, name  # maps cover it
             if name in NOTES:
                 assert f"note: {NOTES[name]}" in out[-1], out[-1]
         else:
