@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -16,6 +17,13 @@ from .handlers import AXES, EMPTY_CHART, NONE, WEIGHTS, Handlers
 __all__ = ["TOPK_CHOICES", "build_demo"]
 
 TOPK_CHOICES = ["16", "32", "64", "all"]
+#: What each example shows, and whether the demo network's 8 categories include it (ImageNet networks know all).
+EXAMPLE_LABELS = {
+    "chelsea_cat.jpg": "cat (demo: mammal)",
+    "rocket.jpg": "rocket (demo: vehicle)",
+    "astronaut.jpg": "astronaut (not a demo category)",
+    "coffee.jpg": "coffee (not a demo category)",
+}
 
 
 def _click(target: str) -> str:
@@ -82,7 +90,12 @@ def build_demo(config: AppConfig | None = None, handlers: Handlers | None = None
                     )
                     topk = gr.Radio(TOPK_CHOICES, value="32", label="Channels in charts", elem_id="topk")
                     axis = gr.Radio(AXES, value=AXES[0], label="Gate chart axis", elem_id="chart-axis")
-                gr.Examples(examples, inputs=image, label="Examples (see attnviz/examples/ATTRIBUTION.md)")
+                gr.Examples(
+                    examples,
+                    inputs=image,
+                    example_labels=[EXAMPLE_LABELS.get(Path(p).name, Path(p).stem) for p in examples],
+                    label="Examples (see attnviz/examples/ATTRIBUTION.md)",
+                )
             with gr.Column(scale=2):
                 status = gr.Markdown("Upload an image and press **Analyze**.", elem_id="status")
                 predictions = gr.Label(num_top_classes=5, label="Predictions", elem_id="predictions")
