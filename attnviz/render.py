@@ -194,7 +194,14 @@ def apply_colormap(map01: np.ndarray, cmap: str = "turbo") -> np.ndarray:
     lut = colormap_lut(cmap)
     m = _array(map01, "map01", 2, "(H, W)")
     _finite(m, "map01")
-    return np.take(lut, _indices(m), axis=0)
+    return _lookup(_indices(m), lut)
+
+
+def _lookup(idx: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 indices -> (H, W, 3) uint8 colours: OpenCV's LUT (about 5x numpy's take; bench/render_cv.py)."""
+    import cv2
+
+    return cv2.LUT(cv2.merge([idx, idx, idx]), lut.reshape(256, 1, 3))
 
 
 # --------------------------------------------------------------------------------------------- normalisation
@@ -313,7 +320,11 @@ def upsample(map2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     src = np.ascontiguousarray(m, dtype=np.float32)
     if src.shape == (height, width):
         return src.copy()
-    img = Image.fromarray(src).resize((width, height), Image.Resampling.BILINEAR)
+    if height >= src.shape[0] and width >= src.shape[1]:  # enlarging, as maps are: OpenCV, ~10x PIL, same values
+        import cv2
+
+        return cv2.resize(src, (width, height), interpolation=cv2.INTER_LINEAR)
+    img = Image.fromarray(src).resize((width, height), Image.Resampling.BILINEAR)  # shrinking: PIL's filter
     return np.asarray(img, dtype=np.float32).copy()
 
 
@@ -424,15 +435,12 @@ def overlay(image: np.ndarray, map01: np.ndarray, cmap: str = "turbo", alpha: fl
     if a == 0.0:
         return img.copy()
     height, width = img.shape[:2]
-    up = upsample(m, (width, height))
-    idx = _indices(up)
+    colour = _lookup(_indices(upsample(m, (width, height))), lut)
     if a == 1.0:
-        return np.take(lut, idx, axis=0)
-    out = img.astype(np.float32)
-    out *= np.float32(1.0 - a)
-    out += np.take(lut.astype(np.float32) * np.float32(a), idx, axis=0)
-    np.rint(out, out=out)
-    return out.astype(np.uint8)
+        return colour
+    import cv2
+
+    return cv2.addWeighted(img, 1.0 - a, colour, a, 0.0)  # rounded to nearest; ~10x the numpy blend
 
 
 # --------------------------------------------------------------------------------------------- channel gates

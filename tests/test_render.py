@@ -522,3 +522,15 @@ def test_render_never_imports_pyplot() -> None:
         "assert 'matplotlib.pyplot' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.7])
+def test_overlay_matches_the_float_reference_on_a_photo_sized_image(rng: np.random.Generator, alpha: float) -> None:
+    """OpenCV draws the overlay (resize, LUT, addWeighted): the same pixels as the float32 formula
+    rint((1 - a) * image + a * colour), up to one level where the float rounding lands on a tie."""
+    img = rng.integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    m = rng.random((10, 15))
+    colour = apply_colormap(upsample(m, (451, 300)), "turbo").astype(np.float32)
+    expected = np.rint(img.astype(np.float32) * np.float32(1 - alpha) + colour * np.float32(alpha))
+    diff = np.abs(overlay(img, m, "turbo", alpha).astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.99
