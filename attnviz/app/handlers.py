@@ -199,8 +199,10 @@ class Handlers:
         topk: str = "32",
         block: str | None = None,
         axis: str = AXES[0],
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008  (a download's progress bar, in the page)
     ) -> tuple[Any, ...]:
-        """The `analyze` endpoint: (image path, attention type, ...) -> state and every output."""
+        """The `analyze` endpoint: (image path, attention type, ...) -> state and every output. A network's first
+        use may download its weights (listed networks only): the library's progress bar shows in the page."""
         if image is None:
             raise gr.Error("Upload an image first (drag and drop, paste, or pick an example).")
         if arch not in {value for _, value in self.arch_choices()}:
