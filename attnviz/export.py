@@ -17,17 +17,8 @@ from typing import Any
 import numpy as np
 
 from .analyze import Result
-from .render import (
-    apply_colormap,
-    branch_chart_png,
-    channel_chart_png,
-    encode_png,
-    figure_png,
-    matrix_png,
-    normalize,
-    tile_maps,
-    value_range,
-)
+from .kinds import detail_image
+from .render import encode_png, figure_png, normalize, value_range
 from .views import View, build_views
 
 __all__ = ["DisplaySettings", "export_files", "export_zip", "safe_name", "spatial_views", "write_folder"]
@@ -84,14 +75,9 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         yield emit(f"maps/{stem}.npy", _npy(v.data))
         if m.raw is not None:  # a full-size or grouped gate: its spatial map is a mean; the whole gate too
             yield emit(f"maps/{stem}.full.npy", _npy(m.raw[0].numpy()))
-        if v.kind == "channel":
-            yield emit(f"charts/{stem}.png", channel_chart_png(v.data, settings.get("topk"), v.title))
-        elif v.kind == "branch":
-            yield emit(f"charts/{stem}.png", branch_chart_png(v.data, v.title, topk=settings.get("topk")))
-        elif v.kind == "channel_pairwise":
-            yield emit(f"charts/{stem}.png", matrix_png(v.data, v.title))
-        elif v.kind == "memory":
-            yield emit(f"charts/{stem}.png", encode_png(apply_colormap(tile_maps(v.data), "gray")))
+        drawing = detail_image(v, settings.get("topk"))  # the page's detail drawing (attnviz.kinds)
+        if drawing is not None:
+            yield emit(f"charts/{stem}.png", encode_png(drawing))
     for block, act in result.activations.items():
         yield emit(f"activations/{safe_name(block)}.npy", _npy(act))
     checks = getattr(result, "checks", None)  # attnviz.checks.check_result (render --checks) fills it

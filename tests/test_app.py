@@ -180,3 +180,19 @@ def test_only_listed_networks_load_from_the_page(app: Handlers, tmp_path: Path) 
     state, predictions, *_ = served.run_analysis(ASSET, "none", spec, "random")
     assert set(predictions) == {"left", "right"}
     assert [m.name for m in state["result"].maps] == ["1.sigmoid"]
+
+
+def test_zip_details_are_the_page_details(app: Handlers) -> None:
+    """One table per kind (attnviz.kinds): the zip's detail drawings are the page's, per-head pairwise maps
+    included (they used to differ)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from attnviz.export import export_files
+
+    state, *out = app.run_analysis(ASSET, "mhsa", "resnet18", "random", "turbo", 0.5, "map", "32", None)
+    files = dict(export_files(state["result"], {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32}))
+    name = sorted(n for n in files if n.startswith("charts/") and n.endswith("_pairwise.png"))[-1]
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(files[name])).convert("RGB")), out[DETAIL])

@@ -7,7 +7,6 @@ weights run the model. Exports are made when their button is clicked, not after 
 
 from __future__ import annotations
 
-import io
 import time
 from typing import Any
 
@@ -20,17 +19,13 @@ from .. import ARCHS
 from ..analyze import AnalyzeError, ModelCache, Result, analyze
 from ..export import export_zip, safe_name, spatial_views
 from ..image import ImageError
+from ..kinds import detail_image
 from ..render import (
-    apply_colormap,
-    branch_chart_png,
     channel_stats,
     channel_table,
     display_size,
     figure_png,
-    matrix_png,
     overlay,
-    pairwise_query,
-    tile_maps,
 )
 from ..timm_models import TIMM_ATTENTION, TIMM_MODELS, timm_availability
 from ..views import View, build_views
@@ -93,27 +88,9 @@ def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
-def _gray_tiles(tile01: np.ndarray, min_side: int = 384) -> np.ndarray:
-    """A 0..1 tiling as uint8, enlarged by whole pixels (nearest) so small feature grids stay visible."""
-    k = max(1, min_side // max(tile01.shape))
-    return apply_colormap(tile01, "gray").repeat(k, 0).repeat(k, 1)
-
-
 def _detail(view: View, topk: int | None) -> Any:
-    """The detail image of the selected view (branch weights, C x C matrix, memory units, per-head maps)."""
-    detail: Any = None
-    if view.kind == "branch":
-        detail = branch_chart_png(view.data, view.title, topk=topk)
-    elif view.kind == "channel_pairwise":
-        detail = matrix_png(view.data, view.title)
-    elif view.kind == "memory":
-        detail = _gray_tiles(tile_maps(view.data))
-    elif view.kind == "pairwise" and view.grid is not None and view.cell is not None:
-        heads = pairwise_query(view.data, view.grid, view.cell)
-        detail = _gray_tiles(tile_maps(heads, cols=len(heads)))
-    if isinstance(detail, bytes):  # a chart rendered to PNG
-        detail = np.asarray(Image.open(io.BytesIO(detail)).convert("RGB"))
-    return detail
+    """The detail image of the selected view (:mod:`attnviz.kinds`); a channel gate is the chart below instead."""
+    return None if view.kind == "channel" else detail_image(view, topk)
 
 
 def _chart(channel: View | None, topk: int | None, axis: str) -> tuple[Any, str]:
