@@ -23,7 +23,7 @@ from attnviz.image import decode_image
 from attnviz.stats import read_report
 from attnviz.stats.accumulate import accumulate, finalize, merge, new_partial
 from attnviz.stats.data import chunks, list_data, shard
-from attnviz.stats.localisation import score_maps
+from attnviz.stats.localisation import aggregate, block_maps, centre_prior, score_maps
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ["--arch", "resnet18", "--attention", "se", "--weights", "random", "--size", "32", "--workers", "0"]
@@ -107,20 +107,12 @@ def test_statistics_equal_a_direct_computation(scenes, tmp_path) -> None:
     for rel, y in zip(listing.files, listing.labels, strict=True):
         image = decode_image(scenes / "images" / rel).image
         x = model_input(image, model.weights_meta, 32)
-        with AttentionRecorder(model) as rec, torch.inference_mode():
+        with AttentionRecorder(model, activations=True) as rec, torch.inference_mode():
             model(x)
         site = next(m for m in rec.maps if m.name.startswith("layer4.1"))
         per_class.setdefault(y, []).append(site.data[0].numpy())
         mask = torch.from_numpy(np.asarray(Image.open(scenes / "masks" / rel)) > 0)[None]
-        stage4 = [m for m in rec.maps if m.stage == 4]
-        assert stage4
-        from attnviz.stats.localisation import aggregate, centre_prior
-
-        with AttentionRecorder(model, activations=True) as rec2, torch.inference_mode():
-            model(x)
-        from attnviz.stats.localisation import block_maps
-
-        for name, img in aggregate(block_maps(rec2), (32, 32)).items():
+        for name, img in aggregate(block_maps(rec), (32, 32)).items():
             hits.setdefault(name, []).append(float(score_maps(img, mask, round(0.05 * 32))[0]))
         hits.setdefault("centre prior", []).append(float(score_maps(centre_prior((32, 32))[None], mask, 2)[0]))
     means = np.stack([np.mean(v, 0) for _, v in sorted(per_class.items())])
@@ -292,3 +284,19 @@ def test_torchrun_two_ranks_equal_one_process_and_render_each_image_once(scenes,
     assert len(written) == len(set(written)) == len(list(images.glob("*.png")))
     files = {p.relative_to(tmp_path / "r1") for p in (tmp_path / "r1").rglob("*") if p.is_file()}
     assert files == {p.relative_to(tmp_path / "r2") for p in (tmp_path / "r2").rglob("*") if p.is_file()}
+
+
+def test_pointing_game_by_hand() -> None:
+    """A spatial gate peaking top-left in both images; the object is top-left in the first image only."""
+    data = torch.zeros(2, 4, 4)
+    data[:, 0, 0] = 1.0
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, :2, :2] = True  # under the peak (upsampled 4 -> 8: pixels (0..1, 0..1) are the maximum)
+    masks[1, 6:, 6:] = True
+    p = new_partial()
+    m = AttentionMap("layer1.0.attn.sa.tap", "spatial", data, size=(4, 4))
+    accumulate(p, [m], {}, torch.tensor([0, 0]), masks=masks, has_mask=torch.tensor([True, True]))
+    loc = {r["name"]: r for r in finalize(p, ["a"])["localisation"]}
+    assert loc["layer1.0"]["pointing"] == loc["stage1"]["pointing"] == loc["average"]["pointing"] == 0.5
+    assert loc["centre prior"]["pointing"] == 0.0  # the centre is in neither mask
+    assert p["scored"] == 2 and p["mask_share"] == pytest.approx(2 * 4 / 64)
