@@ -12,8 +12,12 @@ trap 'kill $(cat "$WORK/serve.pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$WO
 
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WORK/dist" . >/dev/null
 WHEEL=$(ls "$WORK"/dist/attnviz-*.whl)
-unzip -l "$WHEEL" | grep -q "attnviz/checkpoints/resnet18-scenes-cbam.safetensors" || { echo "wheel lacks the demo checkpoints"; exit 1; }
-unzip -l "$WHEEL" | grep -q "attnviz/examples/chelsea_cat.jpg" || { echo "wheel lacks the example photos"; exit 1; }
+"$PY" - "$WHEEL" <<'PYEOF'
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+for need in ("attnviz/checkpoints/resnet18-scenes-cbam.safetensors", "attnviz/examples/chelsea_cat.jpg", "attnviz/app/layout.py"):
+    assert need in names, f"the wheel lacks {need}"
+PYEOF
 
 "$PY" -m venv --system-site-packages "$WORK/venv"  # as the CI venv: packages already on the machine
 SITE=$("$WORK/venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
