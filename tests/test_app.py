@@ -196,3 +196,182 @@ def test_zip_details_are_the_page_details(app: Handlers) -> None:
     files = dict(export_files(state["result"], {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32}))
     name = sorted(n for n in files if n.startswith("charts/") and n.endswith("_pairwise.png"))[-1]
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(files[name])).convert("RGB")), out[DETAIL])
+
+
+# -- checks, compare, live panel, dataset tab (issues 13 and 14) ------------------------------------------------------
+# the Checks panel's outputs: ablation chart, block view, Grad-CAM, randomised view, scores, sanity line
+CH_CHART, CH_VIEW, CH_CAM, CH_RAND, CH_SCORES, CH_SANITY = range(6)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    import io
+
+    from PIL import Image
+
+    return Image.open(io.BytesIO(data)).size
+
+
+def test_checks_panel_shows_ablation_gradcam_and_sanity(app: Handlers) -> None:
+    """The Checks button runs attnviz.checks on the kept result: the ablation chart, the selected block's view and
+    its Grad-CAM drawn with one normalisation and overlay, the randomised view, the scores and the sanity line; a
+    display change redraws them from the kept checks; a new analysis clears them; the zip carries them."""
+    import json
+    import zipfile
+
+    import numpy as np
+
+    from attnviz.app.panels import panel_image
+    from attnviz.render import normalize, overlay
+
+    state, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    before = app.render_checks(state, "turbo", 0.5, "map", None)
+    assert before[CH_CHART] is None and "Run checks" in before[CH_SCORES]
+    key = "layer2.1.attn.spatial.tap"
+    state, *out = app.run_checks(state, "turbo", 0.5, "map", key)
+    checks = state["result"].checks
+    c = checks.blocks["layer2.1.attn"]
+    w, h = _png_size(out[CH_CHART])
+    assert w > 300 and h > 200
+    image = panel_image(state["result"].image)
+    np.testing.assert_array_equal(out[CH_VIEW], overlay(image, normalize([c.view], "map")[0], "turbo", 0.5))
+    np.testing.assert_array_equal(out[CH_CAM], overlay(image, normalize([c.gradcam], "map")[0], "turbo", 0.5))
+    np.testing.assert_array_equal(out[CH_RAND], overlay(image, normalize([c.randomised], "map")[0], "turbo", 0.5))
+    text = out[CH_SCORES]
+    assert "**layer2.1.attn**" in text and f"Δ {c.ablation.top1_prob_delta:+.3f}" in text
+    assert f"| {c.gradcam_scores['spearman']:+.2f} | {c.gradcam_scores['top20_iou']:.2f} |" in text
+    assert f"| {c.randomised_scores['spearman']:+.2f} | {c.randomised_scores['top20_iou']:.2f} |" in text
+    assert c.randomised_scores["spearman"] <= 0.8 and "Sanity check passed" in out[CH_SANITY]
+    # another block, another colormap: drawn from the kept checks, no model run
+    again = app.render_checks(state, "gray", 1.0, "map", "layer4.1.attn.spatial.tap")
+    assert "**layer4.1.attn**" in again[CH_SCORES] and not np.array_equal(again[CH_VIEW], out[CH_VIEW])
+    assert state["result"].checks is checks
+    with zipfile.ZipFile(app.make_zip(state, "turbo", 0.5, "map", "32")) as zf:
+        assert "checks/ablation.png" in zf.namelist()
+        assert "layer2.1.attn" in json.loads(zf.read("result.json"))["checks"]
+    fresh, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    assert app.render_checks(fresh, "turbo", 0.5, "map", key)[CH_VIEW] is None  # a new result has no checks yet
+
+
+def test_checks_panel_warns_when_the_map_ignores_the_weights(app: Handlers) -> None:
+    """SE's spatial view (gate-weighted mean activation) hardly changes with randomised weights on the demo
+    checkpoint: the sanity line is the warning."""
+    state, *_ = app.run_analysis(ASSET, "se", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    state, *out = app.run_checks(state, "turbo", 0.5, "map", None)
+    c = state["result"].checks.blocks["layer4.1.attn"]
+    assert c.randomised_scores["spearman"] > 0.8 and c.warning
+    assert out[CH_SANITY].startswith("⚠️") and c.warning in out[CH_SANITY]
+
+
+def test_compare_gives_two_maps_on_one_scale_and_their_difference(app: Handlers) -> None:
+    import gradio as gr
+    import numpy as np
+
+    from attnviz.app.panels import panel_image
+    from attnviz.render import overlay
+
+    state, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    with pytest.raises(gr.Error, match="shown already"):
+        app.run_compare(state, "attention:cbam", "turbo", 0.5)
+    with pytest.raises(gr.Error, match="from the list"):
+        app.run_compare(state, "network:/etc/passwd", "turbo", 0.5)
+    state, a, b, diff, text, pairs = app.run_compare(state, "attention:se", "turbo", 0.5)
+    cmp = state["compare"]
+    assert cmp.b.model["attention"] == "se" and cmp.b.settings["weights"] == "demo" and cmp.unit == "block"
+    assert pairs.choices == [(k, k) for k in [p.key for p in cmp.pairs]] and pairs.value == "layer4.1"
+    p = cmp.pairs[-1]
+    image = panel_image(state["result"].image)
+    np.testing.assert_array_equal(a, overlay(image, p.a, "turbo", 0.5))
+    np.testing.assert_array_equal(b, overlay(image, p.b, "turbo", 0.5))
+    assert diff.shape == a.shape and not np.array_equal(diff, a)
+    assert "resnet18 · se · demo" in text and f"| layer4.1 | {p.scores['spearman']:+.2f} |" in text
+    first = app.render_compare(state, "turbo", 0.5, "layer1.0")
+    assert first[4].value == "layer1.0" and first[0].shape == a.shape and not np.array_equal(first[0], a)
+    # another network keeps the attention type; the demo checkpoint is resnet18's, so it gets random weights
+    assert app._other_side(state["result"], "network:resnet34") == ("cbam", "resnet34", "random")
+    fresh, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    assert app.render_compare(fresh, "turbo", 0.5, None)[0] is None  # a new result: the old comparison is gone
+
+
+def test_live_panel_counts_hooks_and_splits_latency(app: Handlers) -> None:
+    from attnviz.analyze import DEFAULT_CACHE
+
+    state, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    text = app.live_panel(state)
+    assert "hooks installed now: 0**" in text and "peak GPU memory: no GPU (device cpu)" in text
+    for part in ("decode", "forward", "capture", "render"):
+        assert f"{part} " in text.split("last analysis:")[1].split("\n")[0]
+    assert "ResNet · cbam · demo (resnet18-scenes-cbam.safetensors)" in text
+    model = DEFAULT_CACHE.models()[-1]
+    handle = model.layer1.register_forward_hook(lambda *a: None)  # one left behind: the panel must say so
+    try:
+        assert "hooks installed now: 1**" in app.live_panel(state)
+    finally:
+        handle.remove()
+    assert "hooks installed now: 0**" in app.live_panel(state)
+
+
+@pytest.fixture(scope="module")
+def stats_folder(scene_root, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished `attnviz stats` run on 6 generated 32-px scenes (random weights: fast)."""
+    from PIL import Image
+
+    from attnviz.cli import main as cli
+    from attnviz.data import SceneConfig, SceneDataset
+
+    data = tmp_path_factory.mktemp("stats_data")
+    ds = SceneDataset(scene_root, "test", 6, config=SceneConfig(size=32))
+    for i in range(len(ds)):
+        s = ds.scene(i)
+        (data / ds.classes[s.label]).mkdir(exist_ok=True)
+        Image.fromarray(s.image).save(data / ds.classes[s.label] / f"{i:03d}.png")
+    out = tmp_path_factory.mktemp("stats_out")
+    args = ["--arch", "resnet18", "--attention", "se", "--weights", "random", "--size", "32", "--workers", "0"]
+    assert cli(["stats", str(data), *args, "--out", str(out), "--batch-size", "6"]) == 0
+    return out
+
+
+def test_dataset_tab_shows_a_stats_folder(app: Handlers, stats_folder: Path) -> None:
+    import pandas as pd
+
+    text, figures, tables, table = app.open_report(str(stats_folder))
+    assert "resnet18 + se" in text and "| images | 6 |" in text
+    assert figures and all(_png_size(data)[0] > 100 for data, _ in figures)
+    assert "Class-wise gate profiles, stage 1" in [title for _, title in figures]
+    assert "blocks" in [v for _, v in tables.choices] and tables.value == tables.choices[0][1]
+    blocks = app.show_table(str(stats_folder), "blocks")
+    assert blocks.equals(pd.read_csv(stats_folder / "tables" / "blocks.csv")) and len(blocks) == 8
+    assert isinstance(table, pd.DataFrame) and len(table) > 0
+
+
+def test_dataset_tab_reads_only_inside_the_folder_and_only_on_loopback(
+    app: Handlers, stats_folder: Path, tmp_path: Path
+) -> None:
+    import json
+    import shutil
+
+    import gradio as gr
+
+    public = Handlers(dataclasses.replace(app.config, host="0.0.0.0"))
+    with pytest.raises(gr.Error, match=r"only when the app is bound to 127\.0\.0\.1"):
+        public.open_report(str(stats_folder))
+    app.server_name = "0.0.0.0"  # configured for loopback, launched on every interface
+    with pytest.raises(gr.Error, match=r"only when the app is bound to 127\.0\.0\.1"):
+        app.open_report(str(stats_folder))
+    app.server_name = "127.0.0.1"
+    with pytest.raises(gr.Error, match="not a finished `attnviz stats` folder"):
+        app.open_report(str(tmp_path))
+    with pytest.raises(gr.Error, match="is not a folder"):
+        app.open_report(str(tmp_path / "missing"))
+    # a summary.json that lists files outside its folder: they are not shown
+    copy = tmp_path / "copy"
+    shutil.copytree(stats_folder, copy)
+    secret = tmp_path / "secret.png"
+    secret.write_bytes((copy / "figures" / "histograms.png").read_bytes())
+    summary = json.loads((copy / "summary.json").read_text())
+    summary["figures"].append({"title": "outside", "file": "../secret.png"})
+    (copy / "figures" / "link.png").symlink_to(secret)
+    summary["figures"].append({"title": "a link out", "file": "figures/link.png"})
+    (copy / "summary.json").write_text(json.dumps(summary))
+    _, figures, _, _ = app.open_report(str(copy))
+    titles = [title for _, title in figures]
+    assert "outside" not in titles and "a link out" not in titles and len(titles) == len(summary["figures"]) - 2

@@ -8,6 +8,7 @@ weights run the model. Exports are made when their button is clicked, not after 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -15,8 +16,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .. import ARCHS
-from ..analyze import AnalyzeError, ModelCache, Result, analyze
+from .. import ARCHS, list_attentions
+from ..analyze import DEFAULT_CACHE, AnalyzeError, ModelCache, Result, analyze, default_device, load_model
+from ..checks import check_result
+from ..compare import compare
 from ..export import export_zip, safe_name, spatial_views
 from ..image import ImageError
 from ..kinds import detail_image
@@ -31,6 +34,7 @@ from ..timm_models import TIMM_ATTENTION, TIMM_MODELS, timm_availability
 from ..views import View, build_views
 from .config import LOOPBACK, AppConfig
 from .files import ExportStore
+from .panels import checks_panel, compare_panel, live_text, report_panel, report_table, resolve_report
 
 __all__ = ["IMAGENET_BEST", "NONE", "WEIGHTS", "Handlers", "demo_note", "measured_line"]
 
@@ -77,6 +81,12 @@ def demo_note(result: Result) -> str:
         f"**demo network: {len(names)} categories** ({', '.join(names)}), trained by attnviz on cut-and-paste "
         "scenes; a photo of anything else still gets one of these."
     )
+
+
+def _side_label(result: Result) -> str:
+    """A comparison side's name: network, attention, weights."""
+    m = result.model
+    return f"{m['arch']} · {m['attention'] or 'no attention'} · {m['weights']}"
 
 
 def _topk(value: str | int | None) -> int | None:
@@ -318,6 +328,160 @@ class Handlers:
         path = self.store.zip_for(result, key, lambda folder: export_zip(result, settings, folder / name))
         progress(1.0, desc="zip ready")
         return str(path)
+
+    # -- checks, compare, live panel, dataset ----------------------------------------------------------------------
+    def _model_of(self, result: Result) -> Any:
+        """The cached model a result came from (built again, with the same options, if it left the cache)."""
+        s = result.settings
+        try:
+            return load_model(
+                s["arch"], s["attention"], s["weights"], s["device"], self.cache, **self.config.load_options(s["arch"])
+            )
+        except (ValueError, AnalyzeError) as e:
+            raise gr.Error(str(e)) from None
+
+    def render_checks(self, state: dict | None, cmap: str, alpha: float, norm: str, block: str | None) -> tuple:
+        """The Checks panel from the kept Result's checks (no model runs): the ablation chart, the selected block's
+        view, its Grad-CAM and its randomised view (one normalisation and overlay), their scores, the sanity line."""
+        if not state or "result" not in state:
+            return None, None, None, None, "Run an analysis first, then press **Run checks**.", ""
+        return checks_panel(state["result"], block, cmap, alpha, norm, state.get("categories"))
+
+    def run_checks(
+        self,
+        state: dict | None,
+        cmap: str,
+        alpha: float,
+        norm: str,
+        block: str | None,
+        progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio's progress tracker)
+    ) -> tuple[Any, ...]:
+        """The Checks button: ablation of every block, Grad-CAM at every block and the randomisation check
+        (:func:`attnviz.checks.check_result`, several forwards: only on demand); kept on the Result."""
+        if not state or "result" not in state:
+            raise gr.Error("Run an analysis first: the checks are made on its image and network.")
+        result: Result = state["result"]
+        model = self._model_of(result)
+        progress(0.05, desc="checks: ablation, Grad-CAM, randomised weights")
+        query = state.get("query") or (0.5, 0.5)
+        try:
+            check_result(result, model=model, query=query)
+        except RuntimeError as e:
+            raise gr.Error(f"The checks could not run on this network: {e}") from None
+        state = {**state, "categories": list(model.weights_meta.get("categories", []))}
+        return (state, *self.render_checks(state, cmap, alpha, norm, block))
+
+    def compare_choices(self) -> list[tuple[str, str]]:
+        """What the current result can be compared with: another attention type (same network and weights) or
+        another listed network (same attention type)."""
+        attentions = [(f"attention type: {a}", f"attention:{a}") for a in list_attentions()]
+        return attentions + [(f"network: {label}", f"network:{value}") for label, value in self.arch_choices()]
+
+    def _other_side(self, result: Result, other: str) -> tuple[str | None, str, str]:
+        """(attention, network, weights) of the comparison's B side."""
+        s = result.settings
+        kind, _, value = other.partition(":")
+        if kind == "attention":
+            if s["arch"] not in ARCHS:
+                raise gr.Error(f"{s['arch']} brings its own attention: compare it with another network instead.")
+            return self.choice(value, s["arch"], s["weights"])
+        arch = value
+        weights = s["weights"]
+        if arch != s["arch"] and weights not in ("random", "imagenet"):  # demo and checkpoints are one network's
+            weights = "random" if arch in ARCHS else "imagenet"
+        return s["attention"] if arch in ARCHS else None, arch, weights
+
+    def run_compare(
+        self,
+        state: dict | None,
+        other: str | None,
+        cmap: str,
+        alpha: float,
+        progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008  (a download's progress bar)
+    ) -> tuple[Any, ...]:
+        """The Compare button: the kept result (A) against the same image under another attention type or network
+        (B), one shared normalisation per pair and their difference (:func:`attnviz.compare.compare`)."""
+        if not state or "result" not in state:
+            raise gr.Error("Run an analysis first: it is the comparison's A side.")
+        if other not in {value for _, value in self.compare_choices()}:
+            raise gr.Error("Pick what to compare with from the list.")
+        a: Result = state["result"]
+        attention, arch, weights = self._other_side(a, other)
+        s = a.settings
+        if (attention, arch, weights) == (s["attention"], s["arch"], s["weights"]):
+            raise gr.Error("That is what is shown already: pick another attention type or network.")
+        try:
+            b = analyze(
+                a.image,
+                attention=attention,
+                arch=arch,
+                weights=weights,
+                device=self.config.device,
+                size=self.config.size,
+                cache=self.cache,
+                **self.config.load_options(arch),
+            )
+        except (ValueError, AnalyzeError, ImageError) as e:
+            raise gr.Error(str(e)) from None
+        t0 = time.perf_counter()
+        cmp = compare(a, b, label_a=_side_label(a), label_b=_side_label(b), query=state.get("query"))
+        b.timings["compare"] = (time.perf_counter() - t0) * 1e3
+        state = {**state, "compare": cmp}
+        return (state, *self.render_compare(state, cmap, alpha, None))
+
+    def render_compare(self, state: dict | None, cmap: str, alpha: float, pair: str | None) -> tuple[Any, ...]:
+        """The Compare panel from the kept comparison (none, or one made on another result: the placeholders)."""
+        cmp = (state or {}).get("compare")
+        if cmp is not None and cmp.a is not state.get("result"):
+            cmp = None
+        t0 = time.perf_counter()
+        a, b, diff, text, key, keys = compare_panel(cmp, pair, cmap, alpha)
+        if cmp is not None:
+            cmp.b.timings["render"] = (time.perf_counter() - t0) * 1e3
+        return a, b, diff, text, gr.Dropdown(choices=keys, value=key)
+
+    def live_panel(self, state: dict | None = None) -> str:
+        """Hooks installed now (0 between requests), the last request's latency by part, peak GPU memory and the
+        model cache's contents."""
+        state = state or {}
+        models = (self.cache or DEFAULT_CACHE).models()
+        device = self.config.device or default_device()
+        return live_text(models, state.get("result"), device, state.get("compare"))
+
+    def panels(
+        self, state: dict | None, cmap: str, alpha: float, norm: str, block: str | None, pair: str | None
+    ) -> tuple[Any, ...]:
+        """After each request, in one event: the Checks and Compare panels follow the kept result (placeholders for a
+        new one), and the live panel updates."""
+        return (
+            *self.render_checks(state, cmap, alpha, norm, block),
+            *self.render_compare(state, cmap, alpha, pair),
+            self.live_panel(state),
+        )
+
+    def _stats_folder(self, folder: str | None) -> tuple[Path, dict]:
+        if not self._typed_paths_allowed():
+            raise gr.Error(
+                "Stats folders typed into the page are opened only when the app is bound to 127.0.0.1 "
+                "(the page would read the server's disk)."
+            )
+        try:
+            return resolve_report(folder or "")
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    def open_report(self, folder: str | None) -> tuple[Any, ...]:
+        """The Dataset tab: a finished ``attnviz stats`` folder's headline numbers, figures and first table (files
+        inside that folder only; no model runs)."""
+        root, report = self._stats_folder(folder)
+        text, figures, tables = report_panel(root, report)
+        first = tables[0] if tables else None
+        return text, figures, gr.Dropdown(choices=tables, value=first), report_table(report, first)
+
+    def show_table(self, folder: str | None, name: str | None) -> pd.DataFrame:
+        """One table of the opened stats folder."""
+        _, report = self._stats_folder(folder)
+        return report_table(report, name)
 
     # -- text ------------------------------------------------------------------------------------------------------
     def status(self, result: Result, extra: list[str]) -> str:
