@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gc
 import threading
-import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +20,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .capture import AttentionMap, AttentionRecorder
-from .image import decode_image, fixed_size, preprocess
+from .capture import AttentionMap
+from .image import ImageError, fixed_size, preprocess
 from .models import ARCHS
 
 __all__ = ["AnalyzeError", "ModelCache", "Result", "analyze", "default_device"]
@@ -219,47 +218,24 @@ def analyze(
         ValueError: an unknown arch, attention or weights.
         AnalyzeError: the model cannot be loaded or run (e.g. GPU out of memory).
     """
-    timings: dict[str, float] = {}
-    t0 = time.perf_counter()
-    decoded = decode_image(image)
-    timings["decode"] = (time.perf_counter() - t0) * 1e3
-    device = check_device(device)
-    model = load_model(arch, attention, weights, device, cache, **options)
-    meta = model.weights_meta
-    short = short_side(meta, size)
+    from .batch import analyze_many  # one pipeline: a single image is a batch of one
 
-    t0 = time.perf_counter()
-    x = model_input(decoded.image, meta, short)
-    timings["preprocess"] = (time.perf_counter() - t0) * 1e3
-
-    t0 = time.perf_counter()
-    ran = _forward(model, x, device, topk)
-    if ran is None:  # out of GPU memory: the forward's frames are gone by now, so this frees their memory
-        release_after_oom(cache, keep=model)
-        raise AnalyzeError(OOM_MESSAGE)
-    rec, top_p, top_i = ran
-    timings["forward"] = (time.perf_counter() - t0) * 1e3
-
-    t0 = time.perf_counter()
-    maps = rec.maps
-    activations = {k: v[0].numpy() for k, v in rec.activations.items()}
-    timings["capture"] = (time.perf_counter() - t0) * 1e3
-
-    categories = meta["categories"]
-    notes = list(decoded.notes)
-    if top_i is None:
-        notes.append(NOT_LOGITS)
-    return Result(
-        image=decoded.image,
-        input_size=(int(x.shape[3]), int(x.shape[2])),
-        predictions=[(categories[i], float(p)) for i, p in zip(top_i or [], top_p or [], strict=True)],
-        maps=maps,
-        activations=activations,
-        model=model_info(model, arch, attention, weights),
-        settings=run_settings(arch, attention, weights, device, short, topk),
-        timings=timings,
-        notes=notes,
+    (out,) = analyze_many(
+        [image],
+        attention=attention,
+        arch=arch,
+        weights=weights,
+        device=device,
+        size=size,
+        topk=topk,
+        cache=cache,
+        batch_size=1,
+        decode_workers=1,
+        **options,
     )
+    if isinstance(out, (ImageError, AnalyzeError)):  # analyze_many reports them per input; one image raises
+        raise out
+    return out
 
 
 NOT_LOGITS = "the model's output is not class logits (B, classes): no predictions, its attention maps only"
@@ -271,30 +247,6 @@ def top_classes(output: Any, categories: list[str], topk: int) -> tuple[torch.Te
     if not isinstance(output, torch.Tensor) or output.dim() != 2 or output.shape[1] != len(categories):
         return None
     return torch.topk(torch.softmax(output.float(), dim=1), min(topk, output.shape[1]), dim=1)
-
-
-def _forward(
-    model: nn.Module, x: torch.Tensor, device: str, topk: int
-) -> tuple[AttentionRecorder, list[float] | None, list[int] | None] | None:
-    """The recorded forward of one image: (recorder, top-k probabilities, top-k indices); ``None`` when the GPU
-    ran out of memory. Returning ``None`` rather than handling the error here lets the caller free memory once
-    this frame and the error's traceback are gone."""
-    try:
-        x = x.to(device, non_blocking=True)
-        with (
-            AttentionRecorder(model, activations=True) as rec,
-            torch.inference_mode(),
-            torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"),
-        ):
-            output = model(x)
-        top = top_classes(output, model.weights_meta["categories"], topk)
-        if top is None:
-            return rec, None, None
-        return rec, top.values[0].cpu().tolist(), top.indices[0].cpu().tolist()  # one sync
-    except RuntimeError as e:
-        if not _is_oom(e):
-            raise
-    return None
 
 
 def short_side(meta: dict[str, Any], size: int | None) -> int:
