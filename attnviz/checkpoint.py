@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CARD_KEY", "read_card", "read_checkpoint", "save_checkpoint", "tensors_sha256"]
+__all__ = ["CARD_KEY", "load_checkpoint_file", "read_card", "read_checkpoint", "save_checkpoint", "tensors_sha256"]
 
 CARD_KEY = "attnviz"
 
@@ -90,7 +90,30 @@ def read_card(path: str | Path) -> dict[str, Any]:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """State dict and model card of a checkpoint (safetensors, or a torch file read with ``weights_only``)."""
-    from .weights import load_checkpoint_file
-
     sd = load_checkpoint_file(path)
     return sd, read_card(path)
+
+
+def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never running pickled code.
+
+    Raises:
+        ValueError: missing file, unreadable or unsafe content, or not a state dict.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"checkpoint not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            obj: Any = load_file(str(p))
+        else:
+            obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read checkpoint {p.name}: {type(e).__name__}: {e}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ValueError(f"checkpoint {p.name} does not hold a state dict (a mapping of names to tensors)")
+    return obj

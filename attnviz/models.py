@@ -19,7 +19,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from .blocks import create_attention, get_attention, list_attentions
+from .blocks import attention_modules, create_attention, get_attention  # attention_modules: re-exported
 
 __all__ = ["ARCHS", "AttnBasicBlock", "AttnBottleneck", "attention_modules", "build_model", "count_parameters"]
 
@@ -157,20 +157,6 @@ def build_model(
 
         load_weights(model, weights)
     return model.eval()
-
-
-def attention_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """The outermost attention modules of a model, by module path: instances of registered classes, and modules
-    given taps by an adapter (timm's own attention modules, :mod:`attnviz.timm_models`)."""
-    from .blocks.tap import Tap
-
-    classes = tuple(get_attention(n).cls for n in list_attentions())
-    found: dict[str, nn.Module] = {}
-    for name, module in model.named_modules():
-        tapped = any(isinstance(c, Tap) for c in module.children())
-        if (isinstance(module, classes) or tapped) and not any(name.startswith(p + ".") for p in found):
-            found[name] = module
-    return found
 
 
 def count_parameters(model: nn.Module) -> int:

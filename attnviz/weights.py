@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
-from .checkpoint import read_card, read_checkpoint, tensors_sha256
-from .models import attention_modules
+from .blocks import attention_modules
+from .checkpoint import load_checkpoint_file, read_card, read_checkpoint, tensors_sha256
 
 __all__ = [
     "LoadReport",
@@ -163,31 +163,6 @@ def _imagenet_state_dict(arch: str) -> dict[str, Tensor]:
             f"ImageNet weights for {arch} are not in the cache ({cached}) and could not be downloaded "
             f"({getattr(e, 'reason', None) or e}): place that file there, or pick other weights"
         ) from None
-
-
-def load_checkpoint_file(path: str | Path) -> dict[str, Tensor]:
-    """Read a state dict from ``.safetensors`` or a torch file, never running pickled code.
-
-    Raises:
-        ValueError: missing file, unreadable or unsafe content, or not a state dict.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"checkpoint not found: {p}")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            obj: Any = load_file(str(p))
-        else:
-            obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read checkpoint {p.name}: {type(e).__name__}: {e}") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"checkpoint {p.name} does not hold a state dict (a mapping of names to tensors)")
-    return obj
 
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")

@@ -11,6 +11,7 @@ from .eca import ECA, eca_kernel_size
 from .epsa import EPSA
 from .external import ExternalAttention
 from .mhsa import MultiHeadSelfAttention
+from .modules import attention_modules
 from .registry import (
     PLACEMENTS,
     AttentionSpec,
@@ -41,6 +42,7 @@ __all__ = [
     "SpatialAttention",
     "SqueezeExcite",
     "Tap",
+    "attention_modules",
     "create_attention",
     "eca_kernel_size",
     "get_attention",
