@@ -1,6 +1,6 @@
 """The app in a real browser (Debian's chromium driven by Playwright): upload, two attention types, overlays,
 the gate chart on a 0..1 axis, the demo network's label, PNG and zip downloads on the first click (made only when
-asked); and not one request leaves loopback."""
+asked); the Checks, Compare and Live tabs; and not one request leaves loopback."""
 
 from __future__ import annotations
 
@@ -46,6 +46,60 @@ def _wait_status(page, text: str) -> None:
     page.wait_for_function(
         "t => (document.querySelector('#status')?.innerText || '').includes(t)", arg=text, timeout=90_000
     )
+
+
+def _image_shown(page, selector: str) -> dict:
+    """Wait for the image in ``selector`` to be decoded; return its bounding box."""
+    page.wait_for_function(
+        "s => { const e = document.querySelector(s + ' img'); return e && e.complete && e.naturalWidth > 100; }",
+        arg=selector,
+        timeout=60_000,
+    )
+    box = page.locator(f"{selector} img").first.bounding_box()
+    assert box and box["width"] > 50 and box["height"] > 30, (selector, box)
+    return box
+
+
+def _text_has(page, selector: str, text: str) -> str:
+    page.wait_for_function(
+        "([s, t]) => (document.querySelector(s)?.innerText || '').includes(t)", arg=[selector, text], timeout=60_000
+    )
+    return page.inner_text(selector)
+
+
+def _checks_compare_live(page) -> None:
+    """The Checks tab (ablation chart, the block's view, Grad-CAM with its scores, the sanity view and its line),
+    the Compare tab (A, B and their difference) and the Live tab (0 hooks after a request), on the shown result."""
+    import re
+
+    page.click("#checks-tab-button")
+    page.click("#run-checks")
+    _image_shown(page, "#ablation-chart")
+    for view in ("#check-view", "#gradcam-view", "#sanity-view"):
+        _image_shown(page, view)
+    scores = _text_has(page, "#check-scores", "Grad-CAM")
+    cam = re.search(r"Grad-CAM \(.*?\)\s*\|?\s*([+-]\d\.\d\d)\s*\|?\s*(\d\.\d\d)", scores)
+    rand = re.search(r"randomised weights\s*\|?\s*([+-]\d\.\d\d)\s*\|?\s*(\d\.\d\d)", scores)
+    assert cam and rand, scores
+    sanity = page.inner_text("#sanity-warning")
+    if float(rand.group(1)) > 0.8:  # the warning state follows the randomised map's rank correlation
+        assert "⚠️" in sanity and "hardly changes" in sanity, sanity
+    else:
+        assert "Sanity check passed" in sanity and "⚠️" not in sanity, sanity
+
+    page.click("#compare-tab-button")
+    page.click("#compare-with input")
+    page.fill("#compare-with input", "attention type: se")
+    page.keyboard.press("Enter")
+    page.click("#run-compare")
+    for view in ("#compare-a", "#compare-b", "#compare-diff"):
+        _image_shown(page, view)
+    _text_has(page, "#compare-scores", "resnet18 · se · demo")
+
+    page.click("#live-tab-button")
+    live = _text_has(page, "#live-panel", "hooks installed now")
+    assert "hooks installed now: 0" in live and "forward" in live and "render" in live, live
+    assert "model cache:" in live and "no GPU" in live, live
 
 
 def test_browser_end_to_end(app_server: tuple, tmp_path: Path) -> None:
@@ -100,6 +154,7 @@ def test_browser_end_to_end(app_server: tuple, tmp_path: Path) -> None:
             assert len(overlays) == 8
             assert Image.open(io.BytesIO(zf.read(overlays[0]))).size[0] > 100
             assert len([n for n in zf.namelist() if n.endswith(".npy")]) >= 8
+        _checks_compare_live(page)
         page.screenshot(path=str(tmp_path / "app.png"), full_page=True)
         browser.close()
     assert (tmp_path / "app.png").stat().st_size > 10_000

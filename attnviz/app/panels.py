@@ -4,6 +4,9 @@ the model cache or a finished ``attnviz stats`` folder. The handlers call them; 
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from ..render import display_size, normalize, overlay, upsample
 __all__ = [
     "PANEL_SIDE",
     "TABLE_ROWS",
+    "ablation_chart",
     "check_for_view",
     "checks_panel",
     "compare_panel",
@@ -57,6 +61,28 @@ def check_for_view(checks: Checks, key: str | None) -> BlockCheck | None:
     return (with_view or blocks or [None])[-1]
 
 
+_CHARTS: OrderedDict[int, tuple[weakref.ref, bytes]] = OrderedDict()  # id(checks) -> (checks, its chart PNG)
+_CHARTS_LOCK = threading.Lock()
+CHARTS_KEPT = 16
+
+
+def ablation_chart(checks: Checks) -> bytes:
+    """The ablation bar chart of ``checks`` (:func:`attnviz.checks.ablation_chart_png`), drawn once per checks:
+    matplotlib takes about as long as a forward, and the panel is redrawn on every display change."""
+    from ..checks import ablation_chart_png
+
+    with _CHARTS_LOCK:
+        ref, png = _CHARTS.get(id(checks), (None, b""))
+        if ref is not None and ref() is checks:
+            return png
+    png = ablation_chart_png(checks)
+    with _CHARTS_LOCK:
+        _CHARTS[id(checks)] = (weakref.ref(checks), png)
+        while len(_CHARTS) > CHARTS_KEPT:
+            _CHARTS.popitem(last=False)
+    return png
+
+
 def _single_mode(norm: str, gradcam: bool = False) -> str:
     """The page's normalisation for one map on its own, as the export draws the checks' maps
     (:func:`attnviz.checks.check_files`): "stage" and "network" are the map's own range; Grad-CAM is never a gate."""
@@ -79,8 +105,6 @@ def checks_panel(
 ) -> tuple[Any, ...]:
     """(ablation chart PNG, block view, Grad-CAM, randomised view, scores text, sanity text) for the checked block
     owning the selected view; placeholders before the checks have run."""
-    from ..checks import ablation_chart_png
-
     checks: Checks | None = getattr(result, "checks", None)
     if checks is None:
         text = (
@@ -89,7 +113,7 @@ def checks_panel(
         )
         return None, None, None, None, text, ""
     c = check_for_view(checks, key)
-    chart = ablation_chart_png(checks)
+    chart = ablation_chart(checks)
     if c is None:
         return chart, None, None, None, "This network has no attention block the checks can switch off.", ""
     image = panel_image(result.image)
@@ -161,15 +185,10 @@ def compare_panel(cmp: Comparison | None, key: str | None, cmap: str, alpha: flo
         f"A: **{cmp.label_a}** · B: **{cmp.label_b}** · matched by {cmp.unit}",
         f"**{p.key}**: one scale for both, {p.vrange[0]:.4g} .. {p.vrange[1]:.4g} (their joint range); "
         "difference A − B in −1..1 (red: A weights the place more, blue: B).",
-        "",
-        f"| {cmp.unit} | Spearman | top-20 % IoU |",
-        "|---|---|---|",
-        *rows,
+        "\n".join([f"| {cmp.unit} | Spearman | top-20 % IoU |", "|---|---|---|", *rows]),
     ]
-    for side, r in (("A", cmp.a), ("B", cmp.b)):
-        if r.warning:
-            lines.append(f"\n⚠️ {side}: {r.warning}")
-    return a, b, _diff_image(image, p.diff, max(alpha, 0.5)), "\n".join(lines), key, keys
+    lines += [f"⚠️ {side}: {r.warning}" for side, r in (("A", cmp.a), ("B", cmp.b)) if r.warning]
+    return a, b, _diff_image(image, p.diff, max(alpha, 0.5)), "\n\n".join(lines), key, keys
 
 
 # -- live panel --------------------------------------------------------------------------------------------------
