@@ -304,7 +304,14 @@ def test_live_panel_counts_hooks_and_splits_latency(app: Handlers) -> None:
     model = DEFAULT_CACHE.models()[-1]
     handle = model.layer1.register_forward_hook(lambda *a: None)  # one left behind: the panel must say so
     try:
-        assert "hooks installed now: 1**" in app.live_panel(state)
+        assert "hooks installed now: 1** (1 on the cached models' modules, 0 global)" in app.live_panel(state)
+    finally:
+        handle.remove()
+    from torch.nn.modules.module import register_module_forward_hook
+
+    handle = register_module_forward_hook(lambda *a: None)  # a global one counts too
+    try:
+        assert "hooks installed now: 1** (0 on the cached models' modules, 1 global)" in app.live_panel(state)
     finally:
         handle.remove()
     assert "hooks installed now: 0**" in app.live_panel(state)

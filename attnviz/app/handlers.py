@@ -366,7 +366,7 @@ class Handlers:
         query = state.get("query") or (0.5, 0.5)
         try:
             check_result(result, model=model, query=query)
-        except RuntimeError as e:
+        except (RuntimeError, ValueError) as e:
             raise gr.Error(f"The checks could not run on this network: {e}") from None
         state = {**state, "categories": list(model.weights_meta.get("categories", []))}
         return (state, *self.render_checks(state, cmap, alpha, norm, block))
