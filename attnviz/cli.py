@@ -118,7 +118,7 @@ def _images(paths: Sequence[str]) -> list[Path]:
 
 def _unique_stems(images: list[Path]) -> list[str]:
     """One output folder name per input; two inputs with the same name do not overwrite each other."""
-    from .export import safe_name
+    from .naming import safe_name
 
     names: list[str] = []
     for path in images:

@@ -122,7 +122,7 @@ def compare_files(cmp: Comparison, cmap: str = "turbo", alpha: float = 0.5) -> l
     ``NN_<key>.{a,b,diff}.npy``; ``compare.json`` (labels, ranges, scores)."""
     from matplotlib.figure import Figure
 
-    from .export import safe_name
+    from .naming import safe_name
     from .render import overlay, upsample
 
     files: list[tuple[str, bytes]] = []

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import platform
-import re
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -18,27 +17,13 @@ import numpy as np
 
 from .analyze import Result
 from .kinds import detail_image
-from .render import encode_png, figure_png, normalize, value_range
-from .views import View, build_views
+from .naming import safe_name
+from .render import encode_png, figure_png
+from .views import build_views, spatial_views
 
-__all__ = ["DisplaySettings", "export_files", "export_zip", "safe_name", "spatial_views", "write_folder"]
+__all__ = ["DisplaySettings", "export_files", "export_zip", "write_folder"]
 
 DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query
-
-
-def safe_name(text: str, max_len: int = 100) -> str:
-    """A file-name-safe version of ``text``: only letters, digits, '.', '_' and '-'; no leading dots; at most
-    ``max_len`` characters (file systems refuse names over 255 bytes)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", re.sub(r"\.{2,}", "_", text))
-    return re.sub(r"_+", "_", name).lstrip(".")[:max_len] or "map"
-
-
-def spatial_views(views: list[View], norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:
-    """The views that have a spatial map, their maps normalised with ``norm``, and each one's value range."""
-    shown = [v for v in views if v.spatial is not None]
-    arrays = [v.spatial for v in shown]  # type: ignore[misc]
-    groups = [v.stage for v in shown]
-    return shown, normalize(arrays, norm, groups), value_range(arrays, norm, groups)
 
 
 def _versions() -> dict[str, str]:

@@ -19,9 +19,9 @@ from typing import TypeVar
 import numpy as np
 
 from .analyze import Result
-from .render import pairwise_query, query_cell
+from .render import normalize, pairwise_query, query_cell, value_range
 
-__all__ = ["View", "build_views", "owner_activation", "spatial_view"]
+__all__ = ["View", "build_views", "owner_activation", "spatial_view", "spatial_views"]
 
 T = TypeVar("T")
 
@@ -111,3 +111,11 @@ def build_views(result: Result, query: tuple[float, float] | None = None) -> lis
         gate = m.kind == "spatial"
         views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell))
     return views
+
+
+def spatial_views(views: list[View], norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:
+    """The views that have a spatial map, their maps normalised with ``norm``, and each one's value range."""
+    shown = [v for v in views if v.spatial is not None]
+    arrays = [v.spatial for v in shown]  # type: ignore[misc]
+    groups = [v.stage for v in shown]
+    return shown, normalize(arrays, norm, groups), value_range(arrays, norm, groups)

@@ -227,7 +227,7 @@ def check_files(result: Any, settings: dict[str, Any]) -> list[tuple[str, bytes]
     and ``checks/ablation.png`` (the per-block bar chart)."""
     import io
 
-    from ..export import safe_name
+    from ..naming import safe_name
     from ..render import figure_png, normalize, value_range
 
     checks: Checks | None = getattr(result, "checks", None)

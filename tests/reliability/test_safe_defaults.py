@@ -20,8 +20,8 @@ import pytest
 from attnviz.app import server as app
 from attnviz.app.config import AppConfig
 from attnviz.cli import main
-from attnviz.export import safe_name
 from attnviz.image import MAX_BYTES
+from attnviz.naming import safe_name
 from tests.images import photo
 from tests.reliability import netns_session
 from tests.reliability.conftest import FIGURES, RENDER

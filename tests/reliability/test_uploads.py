@@ -21,9 +21,8 @@ from PIL import Image
 import attnviz
 from attnviz.analyze import ModelCache
 from attnviz.cli import main
-from attnviz.export import spatial_views
 from attnviz.image import decode_image
-from attnviz.views import build_views
+from attnviz.views import build_views, spatial_views
 from tests.images import bad_files, exif_upright_png, odd_images, photo
 from tests.reliability.conftest import FIGURES, MODEL, RENDER, analyze_api, check_ok, write
 
