@@ -20,9 +20,10 @@ from .. import ARCHS, list_attentions
 from ..analyze import DEFAULT_CACHE, AnalyzeError, ModelCache, Result, analyze, default_device, load_model
 from ..checks import check_result
 from ..compare import compare
-from ..export import export_zip, safe_name, spatial_views
+from ..export import export_zip
 from ..image import ImageError
 from ..kinds import detail_image
+from ..naming import safe_name
 from ..render import (
     channel_stats,
     channel_table,
@@ -31,7 +32,7 @@ from ..render import (
     overlay,
 )
 from ..timm_models import TIMM_ATTENTION, TIMM_MODELS, timm_availability
-from ..views import View, build_views
+from ..views import View, build_views, spatial_views
 from .config import LOOPBACK, AppConfig
 from .files import ExportStore
 from .panels import checks_panel, compare_panel, live_text, report_panel, report_table, resolve_report
