@@ -14,9 +14,10 @@ from .gates import FLAT_TOLERANCE, channel_stats, channel_table  # noqa: F401
 from .geometry import display_size, pairwise_query, query_cell, tile_maps, upsample
 from .normalize import NORM_MODES, normalize, value_range
 from .overlay import overlay
+from .panel import figure_png
 
 #: Drawn with matplotlib, imported on first use (a plain overlay never loads it).
-_FIGURES = ("branch_chart_png", "channel_chart_png", "figure_png", "matrix_png", "_branch_order")
+_FIGURES = ("branch_chart_png", "channel_chart_png", "matrix_png", "_branch_order")
 
 
 def __getattr__(name: str) -> object:

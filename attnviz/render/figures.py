@@ -3,17 +3,13 @@ C x C matrix, and an overlay with its colorbar. Imported only when a figure is d
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.cm import ScalarMappable
 from matplotlib.collections import PolyCollection
-from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -21,7 +17,6 @@ from ._checks import _array, _finite, _title, _topk
 from .colormaps import _check_cmap
 from .encode import encode_png
 from .gates import FLAT_TOLERANCE, channel_stats, channel_table
-from .overlay import overlay
 
 _BAR_COLOR = "#3b6fb6"
 
@@ -201,56 +196,4 @@ def matrix_png(mat: np.ndarray, title: str = "", cmap: str = "magma") -> bytes:
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(title or f"channel attention ({m.shape[0]} x {m.shape[1]})", fontsize=10)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    return _figure_bytes(fig)
-
-
-def figure_png(
-    image: np.ndarray,
-    map01: np.ndarray,
-    cmap: str = "turbo",
-    alpha: float = 0.5,
-    title: str = "",
-    vrange: tuple[float, float] = (0.0, 1.0),
-    label: str = "",
-) -> bytes:
-    """The overlay with a colorbar in original units, for export (papers), as PNG bytes.
-
-    Args:
-        image: (H, W, 3) uint8 RGB.
-        map01: (h, w) normalised map, as for :func:`overlay`.
-        cmap: one of ``COLORMAPS``.
-        alpha: weight of the map's colour, in [0, 1].
-        title: figure title.
-        vrange: (vmin, vmax) the map was scaled from (see :func:`value_range`); the colorbar's ticks show it.
-        label: colorbar label.
-
-    Returns:
-        PNG bytes at 150 dpi, tight layout, aspect ratio of the image kept.
-    """
-    rgb = overlay(image, map01, cmap, alpha)
-    title = _title(title)
-    label = _title(label, "label")
-    if not isinstance(vrange, (tuple, list)) or len(vrange) != 2:
-        raise TypeError(f"vrange must be a pair (vmin, vmax) of numbers, got {vrange!r}")
-    if any(isinstance(v, bool) or not isinstance(v, numbers.Real) for v in vrange):
-        raise TypeError(f"vrange must be a pair (vmin, vmax) of numbers, got {vrange!r}")
-    vmin, vmax = float(vrange[0]), float(vrange[1])
-    if not (math.isfinite(vmin) and math.isfinite(vmax)) or vmax < vmin:
-        raise ValueError(f"vrange must be finite with vmin <= vmax, got {vrange!r}")
-    height, width = rgb.shape[:2]
-    fig_w = 6.0
-    fig_h = min(max(fig_w * 0.88 * height / width + (0.4 if title else 0.1), 1.5), 12.0)
-    fig = _new_figure(fig_w, fig_h, 150)
-    ax = fig.add_subplot()
-    ax.imshow(rgb, interpolation="antialiased")
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=10)
-    if vmax > vmin:
-        sm = ScalarMappable(norm=Normalize(vmin, vmax), cmap=matplotlib.colormaps[cmap])
-        fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, label=label or None)
-    else:  # a constant map: normalised to 0, the colormap's low end; only that value is real
-        sm = ScalarMappable(norm=Normalize(vmin, vmin + 1.0), cmap=matplotlib.colormaps[cmap])
-        cbar = fig.colorbar(sm, ax=ax, fraction=0.046, pad=0.02, label=f"{label} (constant map)".strip())
-        cbar.set_ticks([vmin], labels=[f"{vmin:.4g}"])
     return _figure_bytes(fig)
