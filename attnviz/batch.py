@@ -79,7 +79,8 @@ def analyze_many(
         images: paths, encoded bytes, PIL images or uint8 arrays (see :func:`attnviz.analyze`).
         attention, arch, weights, device, size, topk, cache: as for :func:`attnviz.analyze`.
         batch_size: most images per forward (>= 1).
-        decode_workers: threads decoding ahead (>= 1).
+        decode_workers: threads decoding ahead (>= 1), or 0 to decode in the calling thread (one image: no thread,
+            so torch's intra-op threads are never started twice and compete with the forward).
         options: ``labels``, ``offline``, ``trust_pickle``, ``mean``, ``std`` for :func:`attnviz.load_model`.
 
     Yields:
@@ -90,8 +91,8 @@ def analyze_many(
         ValueError: an unknown arch, attention, weights or device (before any image is read).
         AnalyzeError: the model cannot be loaded.
     """
-    if batch_size < 1 or decode_workers < 1:
-        raise ValueError(f"batch_size and decode_workers must be >= 1, got {batch_size} and {decode_workers}")
+    if batch_size < 1 or decode_workers < 0:
+        raise ValueError(f"batch_size must be >= 1 and decode_workers >= 0, got {batch_size} and {decode_workers}")
     device = check_device(device)
     model = load_model(arch, attention, weights, device, cache, **options)
     meta = model.weights_meta
@@ -114,7 +115,8 @@ def analyze_many(
         return _Item(decoded, x, {"decode": (t1 - t0) * 1e3, "preprocess": (t2 - t1) * 1e3})
 
     window = 2 * batch_size + decode_workers  # inputs decoded ahead, at most
-    with ThreadPoolExecutor(decode_workers, thread_name_prefix="attnviz-decode") as pool:
+    pool_ = ThreadPoolExecutor(decode_workers, thread_name_prefix="attnviz-decode") if decode_workers else _Inline()
+    with pool_ as pool:
         sources = iter(images)
         ahead: deque[Future] = deque()
 
@@ -140,6 +142,21 @@ def analyze_many(
                 batch = []
             batch.append(item)
         yield from _run(model, batch, device, topk, common, cache)
+
+
+class _Inline:
+    """An executor that runs each task at once in the calling thread (``decode_workers=0``)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Any, *args: Any) -> Future:
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
 
 
 def _run(
