@@ -230,7 +230,7 @@ def analyze(
         topk=topk,
         cache=cache,
         batch_size=1,
-        decode_workers=0,
+        decode_workers=0,  # one image: decoded in this thread
         **options,
     )
     if isinstance(out, (ImageError, AnalyzeError)):  # analyze_many reports them per input; one image raises

@@ -161,3 +161,16 @@ def test_an_image_that_runs_out_of_memory_alone_is_an_error_in_its_place() -> No
             h.remove()
     assert [type(r).__name__ for r in out] == ["AnalyzeError", "ImageError", "AnalyzeError"]
     assert "out of memory" in str(out[0])
+
+
+def test_decoding_in_threads_or_inline_gives_the_same_results() -> None:
+    """decode_workers=0 (the CPU default: decoded in the calling thread) and 2 (threads, CUDA's default) are the
+    same pipeline; only where decoding runs differs."""
+    images = [ASSET, photo(), ASSET]
+    cache = ModelCache(1)
+    inline = list(analyze_many(images, attention="se", weights="random", device="cpu", cache=cache, decode_workers=0))
+    threads = list(analyze_many(images, attention="se", weights="random", device="cpu", cache=cache, decode_workers=2))
+    for a, b in zip(inline, threads, strict=True):
+        _same(a, b, exact=True, device="cpu")
+    with pytest.raises(ValueError, match="decode_workers >= 0"):
+        list(analyze_many(images, attention="se", device="cpu", decode_workers=-1))
