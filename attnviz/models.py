@@ -118,8 +118,9 @@ def build_model(
         attention: a registry name (:func:`attnviz.list_attentions`) or ``None`` for the plain network.
         num_classes: size of the classifier (default: the weights' classes, else 1000).
         weights: ``None`` (random init); ``"imagenet"``: torchvision's ImageNet weights through its Weights API
-            (cached under ``$TORCH_HOME``), attention blocks then untrained; ``"demo"``: the shipped checkpoints
-            trained on cut-and-paste scenes (resnet18, every attention type); or a checkpoint path.
+            (cached under ``$TORCH_HOME``), attention blocks then untrained (``sk``/``epsa`` replace the pretrained 3x3
+            convolutions; ``sk_pre``/``epsa_pre`` take them as their first branch); ``"demo"``: the shipped checkpoints
+            trained on cut-and-paste scenes (resnet18, every paper block: none for variants); or a checkpoint path.
         attention_kwargs: extra keyword arguments for every inserted block (e.g. ``{"reduction": 8}``).
 
     Returns:

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
-from .blocks import attention_modules
+from .blocks import attention_modules, get_attention
 from .checkpoint import load_checkpoint_file, read_card, read_checkpoint, tensors_sha256
 
 __all__ = [
@@ -55,11 +55,33 @@ class LoadReport:
         replaced: state-dict keys of modules the attention replaced (``conv2``/``bn2`` of a block whose 3x3
             convolution is an attention block), not loaded.
         head_reset: the classifier (``fc``) was left at its initialisation because its shape differs.
+        mapped: state-dict key -> model key, for tensors of replaced modules that loaded into an attention block
+            through its declared ``backbone_keys`` (``sk_pre``: ``layer1.0.conv2.weight`` ->
+            ``layer1.0.conv2.paths.0.conv.weight``); they are neither in ``missing_attention`` nor in ``replaced``.
     """
 
     missing_attention: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
     head_reset: bool = False
+    mapped: dict[str, str] = field(default_factory=dict)
+
+
+def _map_backbone_keys(
+    attention: dict[str, nn.Module], sd: dict[str, Tensor], own: dict[str, Tensor]
+) -> dict[str, str]:
+    """Rename in ``sd`` the tensors that attention blocks declare they take (``backbone_keys``: a prefix relative to
+    the block holding the attention module -> a submodule of the attention module); returns old key -> new key."""
+    mapped: dict[str, str] = {}
+    for path, module in attention.items():
+        parent = path.rpartition(".")[0]
+        for src, dst in getattr(module, "backbone_keys", {}).items():
+            src_prefix = f"{parent}.{src}." if parent else f"{src}."
+            for key in [k for k in sd if k.startswith(src_prefix)]:
+                new = f"{path}.{dst}.{key[len(src_prefix) :]}"
+                if new in own and new not in sd:
+                    sd[new] = sd.pop(key)
+                    mapped[key] = new
+    return mapped
 
 
 def _under(key: str, prefixes: list[str]) -> bool:
@@ -70,16 +92,20 @@ def load_backbone_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) ->
     """Load a plain-ResNet state dict (e.g. torchvision ImageNet) into ``model`` with ``strict=False``,
     checking that the only keys that do not match are attention keys.
 
+    An attention block that declares ``backbone_keys`` (``sk_pre``, ``epsa_pre``) takes the tensors of the modules
+    it replaced under its own names (:attr:`LoadReport.mapped`); those then count as loaded, not as attention.
+
     Raises:
         ValueError: a key is missing that is not an attention parameter, an unexpected key is not part of a
             module the attention replaced, or a shape differs (other than the classifier's); the message
             lists them.
     """
-    prefixes = list(attention_modules(model))
+    attention = attention_modules(model)
+    prefixes = list(attention)
     modules = dict(model.named_modules())
     own = model.state_dict()
     sd = dict(state_dict)
-    report = LoadReport()
+    report = LoadReport(mapped=_map_backbone_keys(attention, sd, own))
     fc_keys = [k for k in sd if k.startswith("fc.")]
     if any(k in own and own[k].shape != sd[k].shape for k in fc_keys):
         for k in fc_keys:
@@ -184,6 +210,12 @@ def weights_card(weights: str | Path | None, arch: str, attention: str | None) -
         if arch != DEMO_ARCH:
             raise ValueError(f"demo checkpoints are {DEMO_ARCH} only, not {arch}; use --arch {DEMO_ARCH}")
         if not path.is_file():
+            base = get_attention(attention).variant_of if attention is not None else None
+            if base:  # sk_pre, epsa_pre: made for ImageNet backbones
+                raise ValueError(
+                    f"no demo checkpoint for attention={attention!r}, a variant of {base!r} for pretrained backbones: "
+                    f"use weights='imagenet' with it, or attention={base!r} with the demo"
+                )
             raise ValueError(f"no demo checkpoint for attention={attention!r}: {path.name} is not in {demo_dir()}")
     else:
         path = Path(str(weights))

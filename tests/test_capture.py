@@ -135,6 +135,7 @@ def test_read_only_taps_are_kept_without_a_copy() -> None:
 def _expected_shape(name: str, kind: str, inp: torch.Size) -> tuple[int, ...]:
     """The canonical shape of a map of ``kind`` from block ``name`` fed a (B, C, H, W) input."""
     b, c, h, w = inp
+    name = get_attention(name).variant_of or name  # sk_pre, epsa_pre: the maps of sk, epsa
     k = {"sk": 2, "epsa": 4}.get(name, 1)
     return {
         "channel": (b, c),

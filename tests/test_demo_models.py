@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnviz import analyze, build_model, list_attentions
+from attnviz import analyze, build_model, get_attention, list_attentions
 from attnviz.checkpoint import read_card
 from attnviz.demo import DEMO_ARCH, demo_dir, demo_file
 
-NAMES = [None, *list_attentions()]
+NAMES = [None, *(n for n in list_attentions() if get_attention(n).variant_of is None)]  # variants: no demo
 ROOT = Path(__file__).resolve().parent.parent
 
 

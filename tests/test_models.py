@@ -81,9 +81,13 @@ def test_backbone_state_dict_misses_exactly_the_attention_keys(arch: str, name: 
     plain = attnviz.build_model(arch).state_dict()  # an ImageNet state dict has exactly these keys
     model = attnviz.build_model(arch, name)
     report = load_backbone_state_dict(model, plain)
-    assert set(report.missing_attention) == _attention_keys(model)
+    # sk_pre, epsa_pre take the replaced modules' tensors (report.mapped); every other attention key is new
+    assert set(report.missing_attention) == _attention_keys(model) - set(report.mapped.values())
+    assert bool(report.mapped) == (spec.variant_of is not None)
     assert not report.head_reset
-    if spec.placement == "conv":
+    if spec.variant_of:
+        assert report.replaced == []
+    elif spec.placement == "conv":
         # the replaced 3x3 convs (and, for SK, their BNs) are the only state-dict keys left unused
         convs = attention_modules(model)  # "layerK.i.conv2" paths
         owners = {p.removesuffix("conv2") + n for p in convs for n in ("conv2", "bn2" if spec.owns_norm else "")}
@@ -94,8 +98,8 @@ def test_backbone_state_dict_misses_exactly_the_attention_keys(arch: str, name: 
     # every backbone tensor was loaded
     own = model.state_dict()
     for k, v in plain.items():
-        if k in own and k not in report.replaced:
-            assert torch.equal(own[k], v), k
+        if report.mapped.get(k, k) in own and k not in report.replaced:
+            assert torch.equal(own[report.mapped.get(k, k)], v), k
 
 
 def test_backbone_loading_names_every_misfit() -> None:

@@ -45,6 +45,9 @@ class AttentionSpec:
         stages: the ResNet stages (1..4) it is inserted in.
         owns_norm: for ``conv`` placement, the block ends in its own BatchNorm + ReLU, so the block's
             ``bn2`` becomes an identity (SK's branches are conv-BN-ReLU).
+        variant_of: the registry name whose attention equations this one keeps with another convolution layout
+            (``"sk_pre"``: ``"sk"`` whose first branch takes the backbone's pretrained 3x3 conv); ``None`` for a
+            paper's block. Variants have no demo checkpoint.
     """
 
     name: str
@@ -54,6 +57,7 @@ class AttentionSpec:
     paper: str
     stages: tuple[int, ...] = (1, 2, 3, 4)
     owns_norm: bool = False
+    variant_of: str | None = None
 
     @property
     def title(self) -> str:
@@ -72,15 +76,19 @@ def register_attention(
     paper: str,
     stages: tuple[int, ...] = (1, 2, 3, 4),
     owns_norm: bool = False,
+    variant_of: str | None = None,
 ) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator adding an attention block to the registry. A duplicate name raises ``ValueError``."""
+    """Class decorator adding an attention block to the registry. A duplicate name, or a ``variant_of`` that is not
+    registered yet, raises ``ValueError``."""
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {list(PLACEMENTS)}, got {placement!r}")
+    if variant_of is not None and variant_of not in _REGISTRY:
+        raise ValueError(f"{name!r} is a variant of {variant_of!r}, which is not registered")
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"attention {name!r} is already registered (by {_REGISTRY[name].cls.__name__})")
-        _REGISTRY[name] = AttentionSpec(name, cls, placement, kinds, paper, tuple(stages), owns_norm)
+        _REGISTRY[name] = AttentionSpec(name, cls, placement, kinds, paper, tuple(stages), owns_norm, variant_of)
         return cls
 
     return deco
