@@ -16,20 +16,14 @@ memory            every memory unit's map (gray tiles, enlarged)
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
 
-from .render import apply_colormap, branch_chart_png, channel_chart_png, matrix_png, pairwise_query, tile_maps
+from .render import apply_colormap, branch_chart, channel_chart, matrix_image, pairwise_query, tile_maps
 from .views import View
 
 __all__ = ["DETAILS", "detail_image"]
-
-
-def _png_array(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
 
 
 def gray_tiles(tile01: np.ndarray, min_side: int = 384) -> np.ndarray:
@@ -47,11 +41,11 @@ def _pairwise(view: View, topk: int | None) -> np.ndarray | None:
 
 #: kind -> its detail drawing (view, top-k channels) -> RGB array, or None where the kind has none.
 DETAILS: dict[str, Callable[[View, int | None], np.ndarray | None]] = {
-    "channel": lambda v, k: _png_array(channel_chart_png(v.data, k, v.title)),
+    "channel": lambda v, k: channel_chart(v.data, k, v.title),
     "spatial": lambda v, k: None,
-    "branch": lambda v, k: _png_array(branch_chart_png(v.data, v.title, topk=k)),
+    "branch": lambda v, k: branch_chart(v.data, v.title, topk=k),
     "pairwise": _pairwise,
-    "channel_pairwise": lambda v, k: _png_array(matrix_png(v.data, v.title)),
+    "channel_pairwise": lambda v, k: matrix_image(v.data, v.title),
     "memory": lambda v, k: gray_tiles(tile_maps(v.data)),
 }
 

@@ -17,7 +17,15 @@ from .overlay import overlay
 from .panel import figure_png
 
 #: Drawn with matplotlib, imported on first use (a plain overlay never loads it).
-_FIGURES = ("branch_chart_png", "channel_chart_png", "matrix_png", "_branch_order")
+_FIGURES = (
+    "branch_chart",
+    "branch_chart_png",
+    "channel_chart",
+    "channel_chart_png",
+    "matrix_image",
+    "matrix_png",
+    "_branch_order",
+)
 
 
 def __getattr__(name: str) -> object:
@@ -32,7 +40,9 @@ __all__ = [
     "COLORMAPS",
     "NORM_MODES",
     "apply_colormap",
+    "branch_chart",
     "branch_chart_png",
+    "channel_chart",
     "channel_chart_png",
     "channel_stats",
     "channel_table",
@@ -41,6 +51,7 @@ __all__ = [
     "encode_jpeg",
     "encode_png",
     "figure_png",
+    "matrix_image",
     "matrix_png",
     "normalize",
     "overlay",
