@@ -151,6 +151,8 @@ def test_imagenet_weights_pick_the_best_pretrained_network(app: Handlers) -> Non
     assert app.choice("mhsa", "resnet18", "imagenet") == (None, "botnet26t_256.c1_in1k", "imagenet")
     assert app.choice("cbam", "resnet50", "imagenet") == ("cbam", "resnet50", "imagenet")  # backbone + untrained block
     assert app.choice("se", "resnet18", "demo") == ("se", "resnet18", "demo")
+    assert app.choice("epsa", "resnet50", "imagenet") == ("epsa_pre", "resnet50", "imagenet")  # pretrained 3x3 kept
+    assert app.choice("epsa", "resnet50", "demo") == ("epsa", "resnet50", "demo")
 
 
 def test_only_listed_networks_load_from_the_page(app: Handlers, tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .. import ARCHS, list_attentions
+from .. import ARCHS, get_attention, list_attentions
 from ..analyze import DEFAULT_CACHE, AnalyzeError, ModelCache, Result, analyze, default_device, load_model
 from ..checks import check_result
 from ..compare import compare
@@ -163,9 +163,13 @@ class Handlers:
 
     def choice(self, attention: str | None, arch: str, weights: str) -> tuple[str | None, str, str]:
         """(attention, network, weights) a request runs: with weights "imagenet" on attnviz's ResNets, an attention
-        type that has an ImageNet-pretrained network (:data:`IMAGENET_BEST`) gets that network."""
+        type that has an ImageNet-pretrained network (:data:`IMAGENET_BEST`) gets that network, and one with a variant
+        for pretrained backbones (``variant_of`` in the registry: epsa -> epsa_pre) gets the variant."""
         if weights == "imagenet" and arch in ARCHS and attention in IMAGENET_BEST:
             return None, IMAGENET_BEST[attention], "imagenet"
+        if weights == "imagenet" and arch in ARCHS:  # a variant made for pretrained backbones (epsa -> epsa_pre)
+            variant = next((n for n in list_attentions() if get_attention(n).variant_of == attention), None)
+            return variant or attention, arch, weights
         return attention, arch, weights
 
     def _typed_paths_allowed(self) -> bool:
