@@ -249,6 +249,28 @@ def top_classes(output: Any, categories: list[str], topk: int) -> tuple[torch.Te
     return torch.topk(torch.softmax(output.float(), dim=1), min(topk, output.shape[1]), dim=1)
 
 
+def channel_activation(model: nn.Module, result: Result, module: str, channel: int) -> np.ndarray:
+    """Channel ``channel`` of module ``module``'s output for ``result``'s image, (h, w) float32: one forward of the
+    same input under the model's lock, reading that output through a hook that is removed afterwards."""
+    from .capture import model_lock
+
+    target = model.get_submodule(module)
+    x = model_input(result.image, model.weights_meta, int(result.settings["size"]))
+    device = next(model.parameters(), torch.empty(0)).device
+    got: list[torch.Tensor] = []
+
+    def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        got.append(out[0, channel].detach().float().cpu())
+
+    with model_lock(model), torch.inference_mode():
+        handle = target.register_forward_hook(hook)
+        try:
+            model(x.to(device))
+        finally:
+            handle.remove()
+    return got[0].numpy()
+
+
 def short_side(meta: dict[str, Any], size: int | None) -> int:
     """The short side images are resized to: ``size``, else the weights' own (``resize_size``), else 224."""
     return size or int(meta.get("resize_size", [224])[0])

@@ -21,7 +21,7 @@ import numpy as np
 from .analyze import Result
 from .render import normalize, pairwise_query, query_cell, value_range
 
-__all__ = ["View", "build_views", "owner_activation", "spatial_view", "spatial_views"]
+__all__ = ["View", "build_views", "owner_activation", "owner_module", "spatial_view", "spatial_views"]
 
 T = TypeVar("T")
 
@@ -60,10 +60,16 @@ class View:
         return f"{stage} · {self.block} · {self.kind}" + (f": {self.spatial_label}" if self.spatial_label else "")
 
 
+def owner_module(paths: list[str], name: str) -> str | None:
+    """The innermost attention module path among ``paths`` that owns the map ``name`` (``None`` if none does)."""
+    owners = [k for k in paths if name.startswith(k + ".")]
+    return max(owners, key=len) if owners else None
+
+
 def owner_activation(activations: dict[str, T], name: str) -> T | None:
     """The activation of the innermost attention module that owns the tap ``name`` (``None`` if none does)."""
-    owners = [k for k in activations if name.startswith(k + ".")]
-    return activations[max(owners, key=len)] if owners else None
+    owner = owner_module(list(activations), name)
+    return None if owner is None else activations[owner]
 
 
 def spatial_view(

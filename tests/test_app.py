@@ -384,3 +384,34 @@ def test_dataset_tab_reads_only_inside_the_folder_and_only_on_loopback(
     _, figures, _, _ = app.open_report(str(copy))
     titles = [title for _, title in figures]
     assert "outside" not in titles and "a link out" not in titles and len(titles) == len(summary["figures"]) - 2
+
+
+def test_selecting_a_bar_shows_that_channels_activation(app: Handlers) -> None:
+    """A bar of the gate chart picked (Gradio sends its label, e.g. "c0007"): the large view shows that channel of
+    the block's output, the same values a hook on the module reads, and the note gives its index and gate."""
+    import gradio as gr
+    import numpy as np
+    import torch
+
+    from attnviz.analyze import channel_activation
+
+    state, *out = app.run_analysis(ASSET, "se", "resnet18", "demo", "gray", 1.0, "map", "32", "layer3.1.attn.tap")
+    result = state["result"]
+    gate = next(m for m in result.maps if m.name == "layer3.1.attn.tap").data[0]
+    evt = gr.SelectData(None, {"index": ["c0007"], "value": ["c0007"], "selected": True})
+    big, note = app.pick_channel(state, "gray", 1.0, "layer3.1.attn.tap", evt)
+    assert note.startswith("channel 7 of layer3.1.attn:") and f"gate {float(gate[7]):.4f}" in note
+    assert big.shape == out[BIG].shape and not np.array_equal(big, out[BIG])  # another map in the large view
+    model = app._model_of(result)
+    seen = {}
+    handle = model.get_submodule("layer3.1.attn").register_forward_hook(lambda m, a, o: seen.update(o=o[0, 7].clone()))
+    try:
+        with torch.inference_mode():
+            from attnviz.analyze import model_input
+
+            model(model_input(result.image, model.weights_meta, result.settings["size"]))
+    finally:
+        handle.remove()
+    np.testing.assert_allclose(channel_activation(model, result, "layer3.1.attn", 7), seen["o"].numpy(), rtol=1e-6)
+    with pytest.raises(gr.Error, match="not a channel"):
+        app.pick_channel(state, "gray", 1.0, "layer3.1.attn.tap", gr.SelectData(None, {"index": ["x"], "value": None}))

@@ -134,6 +134,18 @@ def test_browser_end_to_end(app_server: tuple, tmp_path: Path) -> None:
         ticks = page.eval_on_selector_all("#channel-chart text", "els => els.map(e => e.textContent)")
         assert "1.0" in ticks and "0.0" in ticks, ticks
         assert store.count() == 0  # nothing exported until a download button is clicked
+        # selecting a bar (Gradio's bar plots select by dragging across bars) shows that channel in the large view
+        page.locator("#channel-chart").scroll_into_view_if_needed()
+        chart = page.locator("#channel-chart canvas, #channel-chart svg").first.bounding_box()
+        y = chart["y"] + chart["height"] * 0.6
+        page.mouse.move(chart["x"] + chart["width"] * 0.15, y)
+        page.mouse.down()
+        page.mouse.move(chart["x"] + chart["width"] * 0.35, y, steps=8)
+        page.mouse.up()
+        page.wait_for_function(
+            "(document.querySelector('#channel-note')?.innerText || '').startsWith('channel ')", timeout=30_000
+        )
+        assert "gate " in page.inner_text("#channel-note")
 
         png = Image.open(io.BytesIO(_download(page, "#download-png", "layer4.1_spatial.png")))  # the first click
         assert png.size[0] > 200 and png.size[1] > 150 and store.count() == 1

@@ -17,7 +17,16 @@ import pandas as pd
 from PIL import Image
 
 from .. import ARCHS, get_attention, list_attentions
-from ..analyze import DEFAULT_CACHE, AnalyzeError, ModelCache, Result, analyze, default_device, load_model
+from ..analyze import (
+    DEFAULT_CACHE,
+    AnalyzeError,
+    ModelCache,
+    Result,
+    analyze,
+    channel_activation,
+    default_device,
+    load_model,
+)
 from ..checks import check_result
 from ..compare import compare
 from ..export import export_zip
@@ -32,7 +41,7 @@ from ..render import (
     overlay,
 )
 from ..timm_models import TIMM_ATTENTION, TIMM_MODELS, timm_availability
-from ..views import View, build_views, spatial_views
+from ..views import View, build_views, owner_module, spatial_views
 from .config import LOOPBACK, AppConfig
 from .files import ExportStore
 from .panels import checks_panel, compare_panel, live_text, report_panel, report_table, resolve_report
@@ -344,6 +353,36 @@ class Handlers:
             )
         except (ValueError, AnalyzeError) as e:
             raise gr.Error(str(e)) from None
+
+    def pick_channel(
+        self, state: dict | None, cmap: str, alpha: float, block: str | None, evt: gr.SelectData
+    ) -> tuple[Any, str]:
+        """Selecting a bar of the gate chart shows that channel of the block's output over the image in the large
+        view (one forward of the kept input, reading that module's output), with its index and gate value."""
+        if not state or "result" not in state:
+            raise gr.Error("Run an analysis first.")
+        picked = evt.index[0] if isinstance(evt.index, (list, tuple)) and evt.index else evt.index
+        try:
+            c = int(str(picked).lstrip("c"))
+        except ValueError:
+            raise gr.Error(f"not a channel of the chart: {picked!r}") from None
+        result: Result = state["result"]
+        views = build_views(result, state.get("query"))
+        view = next((v for v in views if v.key == block), None) or (views[-1] if views else None)
+        gate = next((v for v in views if view is not None and v.block == view.block and v.kind == "channel"), None)
+        owner = owner_module(list(result.activations), gate.key) if gate is not None else None
+        if gate is None or owner is None or not 0 <= c < gate.data.shape[0]:
+            raise gr.Error("This block has no channel gate to pick a channel from.")
+        model = self._model_of(result)
+        fmap = channel_activation(model, result, owner, c)  # (h, w) float32
+        large = _resized(result.image, display_size(result.image.size, VIEW_SIDE))
+        lo, hi = float(fmap.min()), float(fmap.max())
+        big = overlay(np.asarray(large), (fmap - lo) / max(hi - lo, 1e-12), cmap, alpha)
+        note = (
+            f"channel {c} of {owner}: gate {float(gate.data[c]):.4f}; its output activation over the image "
+            f"(min-max {lo:.4g} to {hi:.4g}) is in the large view"
+        )
+        return big, note
 
     def render_checks(self, state: dict | None, cmap: str, alpha: float, norm: str, block: str | None) -> tuple:
         """The Checks panel from the kept Result's checks (no model runs): the ablation chart, the selected block's

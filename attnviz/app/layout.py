@@ -130,6 +130,10 @@ def build_demo(config: AppConfig | None = None, handlers: Handlers | None = None
                         x_label_angle=-90,
                         elem_id="channel-chart",
                     )
+                    channel_note = gr.Markdown(
+                        "Select a bar (drag across it) to see that channel's activation in the large view.",
+                        elem_id="channel-note",
+                    )
                     with gr.Row():
                         png = gr.Button("Download PNG", elem_id="download-png")
                         zipf = gr.Button("Download all (zip)", elem_id="download-zip")
@@ -229,6 +233,7 @@ def build_demo(config: AppConfig | None = None, handlers: Handlers | None = None
         for setting in display:
             panels(setting.input(h.render_outputs, [state, *display], outputs, **private))
         panels(big.select(h.pick_query, [state, *display], [state, *outputs], **private))
+        chart.select(h.pick_channel, [state, cmap, alpha, block], [big, channel_note], **private)
         checks_run.click(h.run_checks, check_inputs, [state, *check_outputs], concurrency_id="model", **private).then(
             h.live_panel, state, live, **private
         )
