@@ -23,6 +23,7 @@ from torch import nn
 from .capture import AttentionMap
 from .image import ImageError, fixed_size, preprocess
 from .models import ARCHS
+from .sources import Weights, parse_weights
 
 __all__ = ["AnalyzeError", "ModelCache", "Result", "analyze", "default_device"]
 
@@ -152,18 +153,16 @@ def release_after_oom(cache: ModelCache | None, keep: nn.Module | None = None) -
 
 def model_request(arch: str, attention: str | None, weights: str | None) -> tuple[str, str | None, str]:
     """(spec, attention, weights) as the cache keys them: one of timm's listed networks named without ``timm:``
-    gets it; attention applies to attnviz's own ResNets only (other networks bring their own); weights ``None`` is
-    ``"random"``, and a library network's ``"imagenet"``/``"pretrained"`` are one."""
+    gets it; attention applies to attnviz's own ResNets only (other networks bring their own); weights are a
+    :class:`~attnviz.sources.Weights` value or a checkpoint path (``None``/``"none"``: random; ``"pretrained"``:
+    ImageNet)."""
     from .timm_models import TIMM_MODELS
 
     if arch in TIMM_MODELS:
         arch = f"timm:{arch}"
-    weights = weights or "random"
     if arch not in ARCHS:
         attention = None
-        if weights == "imagenet":
-            weights = "pretrained"
-    return arch, attention, weights
+    return arch, attention, str(parse_weights(weights))
 
 
 def _build(arch: str, attention: str | None, weights: str, **options: Any) -> nn.Module:
@@ -176,13 +175,14 @@ def _build(arch: str, attention: str | None, weights: str, **options: Any) -> nn
     (``torch.manual_seed`` would reseed them all)."""
     from .loading import load_model as load_spec
 
-    if weights == "random":
+    source = parse_weights(weights)
+    if source is Weights.RANDOM:
         with torch.random.fork_rng(devices=[]):
             torch.default_generator.manual_seed(0)
             return load_spec(arch, None, attention=attention, pretrained=False, **options)
-    if weights == "pretrained":
+    if source is Weights.IMAGENET and arch not in ARCHS:  # a library network's own pretrained weights
         return load_spec(arch, None, attention=attention, **options)
-    return load_spec(arch, weights, attention=attention, **options)
+    return load_spec(arch, str(source), attention=attention, **options)
 
 
 def analyze(

@@ -96,11 +96,12 @@ def _default_weights(spec: str) -> str:
     """``render``'s weights when none are given: the shipped demo checkpoints for attnviz's resnet18, a library
     network's pretrained ones (downloaded once), else random (a user's own code builds its model as it does)."""
     from .analyze import model_request
+    from .sources import Weights
 
     if spec == "resnet18":
-        return "demo"
+        return Weights.DEMO.value
     spec = model_request(spec, None, None)[0]
-    return "pretrained" if spec.startswith(("timm:", "torchvision:")) else "random"
+    return (Weights.IMAGENET if spec.startswith(("timm:", "torchvision:")) else Weights.RANDOM).value
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp"}

@@ -56,6 +56,7 @@ def _folders(data: Path, size: int, val_split: float, seed: int):
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import build_model
+    from .sources import Weights, parse_weights
     from .train import TrainConfig, fit
     from .weights import load_backbone_state_dict, load_checkpoint_file, load_weights
 
@@ -70,9 +71,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 2
     attention = None if args.attention == "none" else args.attention
     model = build_model(args.arch, attention, num_classes=len(classes))
-    if args.weights == "imagenet":
+    source = parse_weights(args.weights)  # imagenet | demo | none (random) | a backbone checkpoint
+    if source is Weights.IMAGENET:
         load_weights(model, "imagenet")
-    elif args.weights == "demo":
+    elif source is Weights.DEMO:
         from .demo import demo_file
 
         load_backbone_state_dict(model, load_checkpoint_file(demo_file(None)))
@@ -80,8 +82,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if attention is not None and delta.is_file():
             sd = {k: v for k, v in load_checkpoint_file(delta).items() if not k.startswith("fc.")}
             model.load_state_dict(sd, strict=False)
-    elif args.weights != "none":
-        load_backbone_state_dict(model, load_checkpoint_file(args.weights))
+    elif source is not Weights.RANDOM:
+        load_backbone_state_dict(model, load_checkpoint_file(source))
     card = {
         "arch": args.arch,
         "attention": attention,

@@ -40,6 +40,7 @@ from ..render import (
     figure_png,
     overlay,
 )
+from ..sources import Weights, parse_weights
 from ..timm_models import TIMM_ATTENTION, TIMM_MODELS, timm_availability
 from ..views import View, build_views, owner_module, spatial_views
 from .config import LOOPBACK, AppConfig
@@ -49,7 +50,7 @@ from .panels import checks_panel, compare_panel, live_text, report_panel, report
 __all__ = ["IMAGENET_BEST", "NONE", "WEIGHTS", "Handlers", "demo_note", "measured_line"]
 
 NONE = "none (plain ResNet)"
-WEIGHTS = ["demo", "imagenet", "random"]
+WEIGHTS = [w.value for w in (Weights.DEMO, Weights.IMAGENET, Weights.RANDOM)]
 GALLERY_SIDE = 800  # longest side of a gallery overlay (thumbnails; exports keep the image's own size)
 VIEW_SIDE = 1600  # longest side of the large view
 AXES = ["0–1", "fit to data"]  # the channel chart's y axis: gates live in 0..1
@@ -174,9 +175,10 @@ class Handlers:
         """(attention, network, weights) a request runs: with weights "imagenet" on attnviz's ResNets, an attention
         type that has an ImageNet-pretrained network (:data:`IMAGENET_BEST`) gets that network, and one with a variant
         for pretrained backbones (``variant_of`` in the registry: epsa -> epsa_pre) gets the variant."""
-        if weights == "imagenet" and arch in ARCHS and attention in IMAGENET_BEST:
-            return None, IMAGENET_BEST[attention], "imagenet"
-        if weights == "imagenet" and arch in ARCHS:  # a variant made for pretrained backbones (epsa -> epsa_pre)
+        imagenet = parse_weights(weights) is Weights.IMAGENET
+        if imagenet and arch in ARCHS and attention in IMAGENET_BEST:
+            return None, IMAGENET_BEST[attention], Weights.IMAGENET.value
+        if imagenet and arch in ARCHS:  # a variant made for pretrained backbones (epsa -> epsa_pre)
             variant = next((n for n in list_attentions() if get_attention(n).variant_of == attention), None)
             return variant or attention, arch, weights
         return attention, arch, weights
@@ -431,8 +433,8 @@ class Handlers:
             return self.choice(value, s["arch"], s["weights"])
         arch = value
         weights = s["weights"]
-        if arch != s["arch"] and weights not in ("random", "imagenet"):  # demo and checkpoints are one network's
-            weights = "random" if arch in ARCHS else "imagenet"
+        if arch != s["arch"] and parse_weights(weights) not in (Weights.RANDOM, Weights.IMAGENET):  # one network's
+            weights = (Weights.RANDOM if arch in ARCHS else Weights.IMAGENET).value
         return s["attention"] if arch in ARCHS else None, arch, weights
 
     def run_compare(
