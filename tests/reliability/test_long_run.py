@@ -56,9 +56,15 @@ def test_500_analyze_calls_keep_memory_flat(device: str, monkeypatch: pytest.Mon
 
 
 def _du(folder: Path) -> tuple[int, int]:
-    """(files, bytes) under ``folder``."""
-    files = [f for f in folder.rglob("*") if f.is_file()]
-    return len(files), sum(f.stat().st_size for f in files)
+    """(files, bytes) under ``folder``; files another thread's pruning removes meanwhile are not counted."""
+    sizes = []
+    for f in folder.rglob("*"):
+        try:
+            if f.is_file():
+                sizes.append(f.stat().st_size)
+        except FileNotFoundError:
+            continue
+    return len(sizes), sum(sizes)
 
 
 def test_export_files_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
