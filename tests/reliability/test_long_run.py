@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -58,12 +59,12 @@ def test_500_analyze_calls_keep_memory_flat(device: str, monkeypatch: pytest.Mon
 def _du(folder: Path) -> tuple[int, int]:
     """(files, bytes) under ``folder``; files another thread's pruning removes meanwhile are not counted."""
     sizes = []
-    for f in folder.rglob("*"):
-        try:
-            if f.is_file():
-                sizes.append(f.stat().st_size)
-        except FileNotFoundError:
-            continue
+    for root, _, names in os.walk(folder):  # os.walk skips folders that vanish while it walks
+        for name in names:
+            try:
+                sizes.append(os.stat(os.path.join(root, name)).st_size)
+            except FileNotFoundError:
+                continue
     return len(sizes), sum(sizes)
 
 
