@@ -27,9 +27,6 @@ from .sources import Weights, parse_weights
 
 __all__ = ["AnalyzeError", "ModelCache", "Result", "analyze", "default_device"]
 
-#: Weights the pipeline knows by name; a path to a checkpoint file is accepted too.
-WEIGHTS = ("random", "imagenet")
-
 
 class AnalyzeError(RuntimeError):
     """A failure of the pipeline that is not the input's fault (a model that cannot load, out of memory)."""
