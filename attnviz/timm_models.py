@@ -11,7 +11,6 @@ downloads it, when the hub can be reached. timm is imported only when a model is
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -145,27 +144,15 @@ def timm_availability(name: str) -> tuple[bool, str]:
 
 
 def _meta(model: nn.Module) -> dict[str, Any]:
-    """Labels and preprocessing for ``model``: torchvision's ImageNet-1k categories (timm's class order is the
-    same), mean/std/interpolation from timm's pretrained config; ``resize_size`` = input size / crop_pct, as
-    timm's eval transform resizes before its centre crop (torchvision's ``resize_size`` means the same)."""
-    from torchvision.models import ResNet50_Weights
+    """Labels and preprocessing for ``model``: :func:`attnviz.loading.timm_meta` (timm's pretrained config), which
+    must give ImageNet-1k's categories for these networks."""
+    from .loading import timm_meta
 
-    cfg = model.pretrained_cfg
-    h, w = cfg["input_size"][1:]
-    crop = float(cfg.get("crop_pct") or 0.875)
-    categories = list(ResNet50_Weights.DEFAULT.meta["categories"])
-    if len(categories) != int(cfg.get("num_classes", 1000)):
-        raise ValueError(f"{cfg.get('architecture')}: {cfg.get('num_classes')} classes, not ImageNet-1k")
-    return {
-        "categories": categories,
-        "mean": [float(v) for v in cfg["mean"]],
-        "std": [float(v) for v in cfg["std"]],
-        "resize_size": [math.floor(min(h, w) / crop)],
-        "input_size": [int(h), int(w)],
-        "crop_pct": crop,
-        "interpolation": str(cfg.get("interpolation", "bicubic")),
-        "fixed_input_size": bool(cfg.get("fixed_input_size", False)),
-    }
+    meta = timm_meta(model)
+    n = int(model.pretrained_cfg.get("num_classes", 1000))
+    if not meta["categories"] or len(meta["categories"]) != n or n != 1000:
+        raise ValueError(f"{model.pretrained_cfg.get('architecture')}: {n} classes, not ImageNet-1k")
+    return meta
 
 
 def build_timm_model(name: str, *, pretrained: bool = True) -> nn.Module:
