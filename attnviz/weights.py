@@ -328,11 +328,14 @@ class PickledModelError(ValueError):
 
 
 def _pickled_globals(path: Path) -> list[str]:
-    """The classes and functions a torch file's pickle would import (``[]`` when they cannot be listed)."""
+    """The classes and functions a torch file's pickle would import (``[]`` when they cannot be listed), the user's
+    own first (torch's and the standard library's last), each group sorted: torch returns them in no fixed order."""
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+        found = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
     except Exception:
         return []
+    library = ("torch.", "collections.", "builtins.", "typing.", "functools.", "numpy.")
+    return sorted(found, key=lambda name: (name.startswith(library), name))
 
 
 def _is_state_dict(obj: Any) -> bool:
