@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,12 @@ class SceneConfig:
         max_rotation: largest rotation of the object, degrees.
         distractors: range (inclusive) of distractor cut-outs per scene.
         val_fraction, test_fraction: share of each class's instances held out for validation and test.
+        photo_paste: probability that the object comes as a photo-like rectangle: pasted on a background of its
+            own first, then the rectangle onto the scene (real photos look like that; training augmentation).
+        blur: probability of a Gaussian blur of the whole scene (training augmentation).
+
+    With ``photo_paste`` and ``blur`` at 0 (the default) a scene consumes the same random numbers as before they
+    existed, so recipes in older model cards rebuild exactly.
     """
 
     size: int = 128
@@ -49,9 +55,22 @@ class SceneConfig:
     distractors: tuple[int, int] = (0, 3)
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+    photo_paste: float = 0.0
+    blur: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def held_out(self) -> SceneConfig:
+        """The same recipe without the training-only augmentations (``photo_paste``, ``blur``): the test scenes
+        every model is measured on."""
+        return replace(self, photo_paste=0.0, blur=0.0)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SceneConfig:
+        """The config a model card stores (lists back to tuples; fields a newer version added take defaults)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names})
 
 
 @dataclass
@@ -163,26 +182,57 @@ class SceneDataset(Dataset):
             d = self.distractors[int(rng.integers(len(self.distractors)))]
             piece, _ = self._place(d, rng, scale=(0.15, 0.45))
             canvas.alpha_composite(piece)
-        piece, _ = self._place(self.instances[label][k], rng, scale=self.config.scale)
+        cfg = self.config
+        obj = self.instances[label][k]
+        if cfg.photo_paste > 0 and rng.random() < cfg.photo_paste:
+            piece, mask = self._photo(obj, rng)
+        else:
+            piece, _ = self._place(obj, rng, scale=cfg.scale)
+            mask = np.asarray(piece)[..., 3] >= 128  # (S, S): where the object is visible
         canvas.alpha_composite(piece)
-        mask = np.asarray(piece)[..., 3] >= 128  # (S, S): where the object is visible
         if not mask.any():  # a fully clipped object cannot happen by placement; keep the invariant explicit
             raise RuntimeError(f"scene {index}: object fell outside the image")
-        image = np.asarray(canvas.convert("RGB"))
+        rgb = canvas.convert("RGB")
+        if cfg.blur > 0 and rng.random() < cfg.blur:
+            rgb = rgb.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.3, 1.2)) * cfg.size / 128))
+        image = np.asarray(rgb)
         return Scene(image, mask, label, self.instance_names[label][k])
 
-    def _place(
-        self, obj: Image.Image, rng: np.random.Generator, scale: tuple[float, float]
-    ) -> tuple[Image.Image, float]:
-        """``obj`` transformed and placed on a transparent canvas of the scene's size (mostly inside it)."""
+    def _photo(self, obj: Image.Image, rng: np.random.Generator) -> tuple[Image.Image, np.ndarray]:
+        """A photo-like rectangle (aspect 3:4 to 4:3, fully inside the scene): a background of its own with the
+        object large in it. Returns the opaque rectangle on a transparent scene-sized layer and the object mask."""
         size = self.config.size
+        side = float(rng.uniform(0.5, 0.95)) * size
+        aspect = float(rng.uniform(0.75, 4 / 3))
+        w, h = (round(side), round(side / aspect)) if aspect >= 1 else (round(side * aspect), round(side))
+        photo = Image.fromarray(self._background(rng)).resize((w, h), Image.Resampling.BILINEAR).convert("RGBA")
+        piece, _ = self._place(obj, rng, scale=(0.6, 0.95), box=(w, h))
+        photo.alpha_composite(piece)
+        x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+        layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        layer.paste(photo, (x, y))
+        mask = np.zeros((size, size), bool)
+        mask[y : y + h, x : x + w] = np.asarray(piece)[..., 3] >= 128
+        return layer, mask
+
+    def _place(
+        self,
+        obj: Image.Image,
+        rng: np.random.Generator,
+        scale: tuple[float, float],
+        box: tuple[int, int] | None = None,
+    ) -> tuple[Image.Image, float]:
+        """``obj`` transformed and placed on a transparent canvas of the scene's size, or of ``box`` (W, H), mostly
+        inside it; ``scale`` is the object's longer side as a fraction of the canvas's shorter side."""
+        size = self.config.size
+        bw, bh = box or (size, size)
         if rng.random() < 0.5:
             obj = obj.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         angle = float(rng.uniform(-self.config.max_rotation, self.config.max_rotation))
         obj = obj.rotate(angle, resample=Image.Resampling.BILINEAR, expand=True)
         bbox = obj.getchannel("A").getbbox() or (0, 0, *obj.size)
         obj = obj.crop(bbox)
-        side = float(rng.uniform(*scale)) * size
+        side = float(rng.uniform(*scale)) * min(bw, bh)
         f = side / max(obj.size)
         w, h = max(4, round(obj.width * f)), max(4, round(obj.height * f))
         obj = obj.resize((w, h), Image.Resampling.BILINEAR)
@@ -192,9 +242,9 @@ class SceneDataset(Dataset):
         rgb = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.6, 1.4)))
         obj = Image.merge("RGBA", (*rgb.split(), alpha))
         # position: at least 70% of each side inside the image
-        x = int(rng.integers(-int(0.15 * w), max(1, size - int(0.85 * w)) + 1))
-        y = int(rng.integers(-int(0.15 * h), max(1, size - int(0.85 * h)) + 1))
-        layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+        x = int(rng.integers(-int(0.15 * w), max(1, bw - int(0.85 * w)) + 1))
+        y = int(rng.integers(-int(0.15 * h), max(1, bh - int(0.85 * h)) + 1))
+        layer = Image.new("RGBA", (bw, bh), (0, 0, 0, 0))
         layer.paste(obj, (x, y), obj)
         return layer, f
 
