@@ -13,9 +13,15 @@ Scores are given per block, per stage (the mean of the stage's block maps) and f
 mean of the stage maps), against two baselines: a centred Gaussian (the centre prior) and the plain network's
 own activation map (channel mean of each stage's output, averaged the same way). The scoring itself is
 :mod:`attnviz.stats.localisation`, which ``attnviz stats`` runs over any dataset with masks or boxes.
+
+:func:`evaluate_photos` scores the same on real photos pasted onto textures (:class:`attnviz.data.PhotoDataset`,
+mask = the pasted photo), with top-1 accuracy per photo.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -35,8 +41,10 @@ __all__ = [
     "LocalisationScores",
     "centre_prior",
     "evaluate_model",
+    "evaluate_photos",
     "findings",
     "markdown_table",
+    "photo_summary",
     "score_maps",
     "summary_row",
 ]
@@ -54,12 +62,14 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     baselines: bool = False,
     num_workers: int = 0,
+    predictions: bool = False,
 ) -> dict:
     """Top-1 accuracy and localisation scores of ``model`` on ``dataset`` (items: image in [0, 1], label, mask).
 
     Args:
         tolerance: pointing-game tolerance as a fraction of the image's shorter side.
         baselines: also score the centre prior and this model's own stage activations (use on the plain model).
+        predictions: also return ``"predictions"``, the predicted label of every item in dataset order.
 
     Returns:
         ``{"accuracy", "images", "mask_share", "localisation": {name: {"pointing", "energy"}},
@@ -73,6 +83,7 @@ def evaluate_model(
     scores, base = LocalisationScores(), LocalisationScores()
     correct = seen = 0
     mask_share = 0.0
+    predicted: list[int] = []
     stage_acts: dict[str, Tensor] = {}
     hooks = []
     if baselines:
@@ -86,7 +97,9 @@ def evaluate_model(
             tol = round(tolerance * min(size))
             with AttentionRecorder(model, activations=True) as rec:
                 logits = model(((x.to(device) - m_) / s_).contiguous(memory_format=torch.channels_last))
-            correct += int((logits.argmax(1).cpu() == y).sum())
+            top1 = logits.argmax(1).cpu()
+            correct += int((top1 == y).sum())
+            predicted += top1.tolist()
             seen += int(y.numel())
             mask_share += float(mask.float().mean(dim=(1, 2)).sum())
             localise(block_maps(rec), mask, tol, scores, base if baselines else None)
@@ -97,13 +110,85 @@ def evaluate_model(
     finally:
         for h in hooks:
             h.remove()
-    return {
+    result = {
         "accuracy": round(correct / max(1, seen), 4),
         "images": seen,
         "mask_share": round(mask_share / max(1, seen), 4),
         "tolerance_px": round(tolerance * min(size)) if seen else None,
         "localisation": scores.table(),
         "baselines": base.table(),
+    }
+    if predictions:
+        result["predictions"] = predicted
+    return result
+
+
+def evaluate_photos(
+    model: nn.Module,
+    classes: list[str],
+    mean: list[float],
+    std: list[float],
+    size: int,
+    placements: int = 8,
+    seed: int = 0,
+    *,
+    batch_size: int = 32,
+    tolerance: float = 0.05,
+    device: str | torch.device = "cpu",
+    baselines: bool = False,
+    folder: str | Path | None = None,
+) -> dict:
+    """:func:`evaluate_model` on the shipped real photos (:class:`attnviz.data.PhotoDataset`), plus per photo.
+
+    Args:
+        classes: the model's classes in label order (photos of other classes are skipped).
+        size: the model's input side; placements, seed, folder: the :class:`~attnviz.data.PhotoDataset`.
+
+    Returns:
+        :func:`evaluate_model`'s result with ``"per_photo"`` (photo file -> top-1 accuracy over its placements)
+        and ``"photos"`` (the dataset's fingerprint).
+
+    Raises:
+        ValueError: no photo is of one of ``classes``.
+    """
+    from .data.photos import PhotoDataset
+
+    ds = PhotoDataset(classes, size=size, placements=placements, seed=seed, folder=folder)
+    result = evaluate_model(
+        model,
+        ds,
+        mean=mean,
+        std=std,
+        batch_size=batch_size,
+        tolerance=tolerance,
+        device=device,
+        baselines=baselines,
+        predictions=True,
+    )
+    hits: dict[str, list[int]] = {f: [] for f in ds.photos}
+    labels = [y for y in ds.labels for _ in range(ds.placements)]  # item i shows photo i // placements
+    for name, label, pred in zip(ds.photo_names, labels, result.pop("predictions"), strict=True):
+        hits[name].append(int(pred == label))
+    result["per_photo"] = {f: round(sum(h) / len(h), 4) for f, h in hits.items()}
+    result["photos"] = ds.fingerprint()
+    return result
+
+
+_STAGE = re.compile(r"stage\d+")
+
+
+def photo_summary(result: dict) -> dict:
+    """The headline numbers of :func:`evaluate_photos`: top-1 accuracy, the best single block on the pointing game
+    (``None`` when the model has no spatial map), the stage-averaged map's pointing, and accuracy per photo."""
+    loc = result["localisation"]
+    blocks = {k: v for k, v in loc.items() if k != "average" and not _STAGE.fullmatch(k)}
+    best = max(blocks.items(), key=lambda kv: kv[1]["pointing"]) if blocks else None
+    return {
+        "accuracy": result["accuracy"],
+        "best_block": None if best is None else best[0],
+        "best_block_pointing": None if best is None else best[1]["pointing"],
+        "average_pointing": loc.get("average", {}).get("pointing"),
+        "per_photo": dict(result["per_photo"]),
     }
 
 
@@ -156,29 +241,63 @@ def findings(row: dict) -> str:
     return text
 
 
-def markdown_table(rows: list[dict], baselines: dict, mask_share: float) -> str:
-    """A README table of :func:`summary_row` rows, with the baselines underneath."""
+def markdown_table(
+    rows: list[dict],
+    baselines: dict,
+    mask_share: float,
+    photo_baselines: dict | None = None,
+    photo_mask_share: float | None = None,
+) -> str:
+    """A README table of :func:`summary_row` rows, with the baselines underneath.
+
+    Rows with a ``"real_photos"`` entry (:func:`photo_summary`'s headline) add three columns: real-photo top-1,
+    best single block and stage-averaged map on the pointing game. ``photo_baselines`` (the plain model's
+    :func:`evaluate_photos` baselines) adds a real-photo column to the baseline table."""
 
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.1f}"
 
-    lines = [
+    photos = any(r.get("real_photos") for r in rows)
+    head = (
         "| attention | test acc % | Δ vs plain | pointing % by stage (1/2/3/4) | best stage | stage-avg pointing % "
-        "| stage-avg energy % |",
-        "|---|---|---|---|---|---|---|",
-    ]
+        "| stage-avg energy % |"
+    )
+    rule = "|---|---|---|---|---|---|---|"
+    if photos:
+        head += " real-photo top-1 % | real-photo best-block pointing % | real-photo stage-avg pointing % |"
+        rule += "---|---|---|"
+    lines = [head, rule]
     for r in rows:
         by_stage = "/".join(pct(r["stage_pointing"].get(f"stage{k}")) for k in range(1, 5))
         delta = "–" if r["delta"] is None else f"{100 * r['delta']:+.1f}"
-        lines.append(
+        line = (
             f"| {r['attention']} | {pct(r['accuracy'])} | {delta} | {by_stage if r['stage_pointing'] else '–'} "
             f"| {r['best_stage'] or '–'} | {pct(r['average_pointing'])} | {pct(r['average_energy'])} |"
         )
+        if photos:
+            p = r.get("real_photos") or {}
+            line += (
+                f" {pct(p.get('accuracy'))} | {pct(p.get('best_block_pointing'))} | {pct(p.get('average_pointing'))} |"
+            )
+        lines.append(line)
     lines.append("")
-    lines.append(f"Baselines on the same test scenes (object mask covers {pct(mask_share)} % of the image on average):")
+    cover = f"object mask covers {pct(mask_share)} % of the image on average"
+    if photo_baselines is not None:
+        cover += f"; the real-photo scenes' photo covers {pct(photo_mask_share)} %"
+    lines.append(f"Baselines on the same test scenes ({cover}):")
     lines.append("")
-    lines.append("| baseline | pointing % | energy % |")
-    lines.append("|---|---|---|")
-    for name, v in baselines.items():
-        lines.append(f"| {name} | {pct(v['pointing'])} | {pct(v['energy'])} |")
+    if photo_baselines is None:
+        lines.append("| baseline | pointing % | energy % |")
+        lines.append("|---|---|---|")
+        for name, v in baselines.items():
+            lines.append(f"| {name} | {pct(v['pointing'])} | {pct(v['energy'])} |")
+    else:
+        lines.append("| baseline | pointing % | energy % | real-photo pointing % | real-photo energy % |")
+        lines.append("|---|---|---|---|---|")
+        for name in dict.fromkeys([*baselines, *photo_baselines]):
+            v, p = baselines.get(name, {}), photo_baselines.get(name, {})
+            lines.append(
+                f"| {name} | {pct(v.get('pointing'))} | {pct(v.get('energy'))} "
+                f"| {pct(p.get('pointing'))} | {pct(p.get('energy'))} |"
+            )
     return "\n".join(lines)
