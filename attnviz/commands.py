@@ -4,8 +4,10 @@ attnviz train --data DIR --arch resnet50 --attention cbam --weights imagenet|dem
               [--freeze-backbone] --epochs N --out CKPT.safetensors [--resume]
     DIR is ImageFolder-style (DIR/<class>/*.jpg), or holds train/ and val/ folders of that layout; without
     val/, a seeded share of DIR is held out. Runs under torchrun for DDP (one process per GPU or node).
-attnviz eval --data SCENES [--models DIR] [--scenes 1000] [--write-cards] [--markdown FILE]
-    accuracy and localisation of every demo checkpoint on the held-out test scenes (attnviz.evaluate).
+attnviz eval --data SCENES [--models DIR] [--scenes 1000] [--no-photos] [--placements 8] [--write-cards]
+             [--markdown FILE]
+    accuracy and localisation of every demo checkpoint on the held-out test scenes and on real photos pasted
+    onto textures (attnviz.evaluate, attnviz.data.PhotoDataset).
 """
 
 from __future__ import annotations
@@ -141,12 +143,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from .checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
     from .data import SceneConfig, SceneDataset
     from .demo import DEMO_ARCH, demo_dir, demo_file
-    from .evaluate import evaluate_model, findings, markdown_table, summary_row
+    from .evaluate import evaluate_model, evaluate_photos, findings, markdown_table, photo_summary, summary_row
     from .weights import load_checkpoint_file
 
+    if args.placements < 1:
+        print(f"--placements must be at least 1, got {args.placements}", file=sys.stderr)
+        return 2
     folder = Path(args.models) if args.models else demo_dir()
     names = [None] + [a for a in (args.attention or list_attentions())]
     rows, results, plain, baselines, share = [], {}, None, {}, 0.0
+    photo_baselines, photo_share = None, None
     base = demo_file(None, folder)
     base_ref = None
     if args.write_cards and base.is_file():  # rewriting cards keeps tensors: one hash serves every delta
@@ -172,17 +178,46 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         if attention is None:
             plain, baselines, share = result, result["baselines"], result["mask_share"]
         row = summary_row(attention, result, plain)
-        rows.append(row)
-        results[attention or "none"] = result
         stages = " ".join(f"{k}={v:.2f}" for k, v in row["stage_pointing"].items())
         print(f"{row['attention']:14} acc {row['accuracy']:.3f}  pointing {stages}  avg={row['average_pointing']}")
+        photos = None
+        if args.photos:
+            try:
+                torch.manual_seed(0)
+                photos = evaluate_photos(
+                    model,
+                    card["classes"],
+                    card["mean"],
+                    card["std"],
+                    card["input_size"],
+                    placements=args.placements,
+                    seed=args.photo_seed,
+                    batch_size=args.batch_size,
+                    baselines=attention is None,
+                )
+            except ValueError as e:  # none of the shipped photos is of this checkpoint's classes
+                print(f"{row['attention']:14} real photos skipped: {e}", file=sys.stderr)
+        if photos is None:
+            rows.append(row)
+            results[attention or "none"] = result
+        else:
+            head = photo_summary(photos)
+            photos = {**head, **photos}  # headline first, then every score, per photo and the photos' fingerprint
+            if attention is None:
+                photo_baselines, photo_share = photos["baselines"], photos["mask_share"]
+            best = "–" if head["best_block"] is None else f"{head['best_block']}={head['best_block_pointing']:.2f}"
+            print(f"{'':14} real photos: acc {head['accuracy']:.3f}  best block {best}  avg={head['average_pointing']}")
+            rows.append({**row, "real_photos": {k: v for k, v in head.items() if k != "per_photo"}})
+            results[attention or "none"] = {**result, "real_photos": photos}
         if args.write_cards:
             sd, card = read_checkpoint(path)
             card["test"] = {**result, "summary": row, "findings": findings(row)}
+            if photos is not None:
+                card["real_photos"] = photos
             if attention is not None:  # name the base by content, so rewriting its card keeps the link
                 card["base"] = base_ref
             save_checkpoint(path, sd, card)
-    table = markdown_table(rows, baselines, share)
+    table = markdown_table(rows, baselines, share, photo_baselines, photo_share)
     print(table)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
@@ -198,6 +233,14 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attention", nargs="*", choices=list_attentions(), help="default: every type")
     p.add_argument("--scenes", type=int, default=1000, help="test scenes (unseen object instances)")
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument(
+        "--photos",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also score real photos pasted onto textures (attnviz/data/photos/; default: on)",
+    )
+    p.add_argument("--placements", type=int, default=8, help="real-photo scenes per photo")
+    p.add_argument("--photo-seed", type=int, default=0, help="seed of the real-photo scenes")
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--write-cards", action="store_true", help="store the results in each model card")
     p.add_argument("--markdown", default=None, help="also write the table to this file")
