@@ -165,7 +165,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         card = read_card(path)  # the header only: build_model reads the tensors
         model = build_model(DEMO_ARCH, attention, weights=str(path))
         recipe = card["data"]["train"]["config"]
-        config = SceneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
+        config = SceneConfig.from_dict(recipe).held_out()  # test scenes: no training-only augmentation
         test = SceneDataset(args.data, "test", args.scenes, seed=args.seed, config=config)
         if test.classes != card["classes"]:
             print(f"--data has classes {test.classes}, the checkpoint {card['classes']}", file=sys.stderr)

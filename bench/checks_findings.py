@@ -27,7 +27,7 @@ def measure(attention: str, data: str, scenes: int, seed: int) -> dict:
     card = read_card(path)
     model = build_model(DEMO_ARCH, attention, weights=str(path)).eval()
     recipe = card["data"]["train"]["config"]
-    config = SceneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
+    config = SceneConfig.from_dict(recipe).held_out()  # test scenes: no training-only augmentation
     test = SceneDataset(data, "test", scenes, seed=seed, config=config)
     mean = torch.tensor(card["mean"]).view(1, 3, 1, 1)
     std = torch.tensor(card["std"]).view(1, 3, 1, 1)

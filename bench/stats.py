@@ -88,7 +88,7 @@ def _write_scenes(scenes: str, n: int, out: Path) -> None:
     from attnviz.demo import demo_file
 
     recipe = read_card(demo_file("se"))["data"]["train"]["config"]
-    config = SceneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
+    config = SceneConfig.from_dict(recipe).held_out()  # test scenes: no training-only augmentation
     ds = SceneDataset(scenes, "test", n, seed=1234, config=config)  # attnviz eval's test scenes
     for i in range(len(ds)):
         s = ds.scene(i)
