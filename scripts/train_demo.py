@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         if pooled:
             data = pooled["taught"] if cfg.distill > 0 else pooled["plain"]
         if attention is None and args.compare and cfg.distill > 0:
-            _compare(model, pooled, val, cfg, target, card, args, floor)
+            if _compare(model, pooled, val, cfg, target, card, args, floor) == "cross-entropy":
+                args.distill = 0.0  # the attention types follow the backbone's better recipe
             continue
         fit(model, data, val, cfg, out=target, card=card, base=base, resume=args.resume, best=floor, device=args.device)
     return 0
@@ -180,8 +181,9 @@ def _pool(args: argparse.Namespace, config: SceneConfig) -> dict:
     return out
 
 
-def _compare(model, pooled: dict, val, cfg: TrainConfig, target: Path, card: dict, args, floor: float) -> None:
-    """Train the backbone with and without the teacher on the same budget; keep the better on validation."""
+def _compare(model, pooled: dict, val, cfg: TrainConfig, target: Path, card: dict, args, floor: float) -> str | None:
+    """Train the backbone with and without the teacher on the same budget; keep the better on validation and
+    return its name (``None`` when neither beat ``floor``)."""
     start = copy.deepcopy(model.state_dict())
     runs = {}
     for name, weight in (("distilled", cfg.distill), ("cross-entropy", 0.0)):
@@ -195,13 +197,14 @@ def _compare(model, pooled: dict, val, cfg: TrainConfig, target: Path, card: dic
     winner = max(runs, key=lambda k: runs[k]["val_acc"])
     if runs[winner]["val_acc"] < 0:
         print(f"neither run beat the starting point's validation accuracy {floor:.3f}; {target.name} is kept")
-        return
+        return None
     print("compared: " + ", ".join(f"{k} {v['val_acc']:.3f}" for k, v in runs.items()) + f"; keeping {winner}")
     sd, kept = read_checkpoint(runs[winner]["file"])
     kept["compared"] = {k: {"val_acc": v["val_acc"], "distill": cfg.distill if k == "distilled" else 0.0}
                         for k, v in runs.items()}  # fmt: skip
     kept["kept"] = winner
     save_checkpoint(target, sd, kept, half=True)
+    return winner
 
 
 if __name__ == "__main__":

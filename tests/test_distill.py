@@ -167,7 +167,14 @@ def test_build_pool_renders_large_keeps_small_and_caches(scene_root: Path, tmp_p
     again, _, _ = build_pool(
         scene_root, 6, config=config, student_size=32, teacher=False, cache=tmp_path, workers=0, log=logs.append
     )
-    assert torch.equal(again.images, pool.images) and "from" in logs[-1]  # read from the cache
+    assert torch.equal(again.images, pool.images) and "from the cache" in logs[-1]  # read from the cache
+    logs.clear()
+    longer, _, _ = build_pool(
+        scene_root, 9, config=config, student_size=32, teacher=False, cache=tmp_path, workers=0, log=logs.append
+    )
+    assert "6 train scenes from the cache" in logs[0] and "9/9" in logs[-1]  # extended by the 3 missing scenes
+    fresh, _, _ = build_pool(scene_root, 9, config=config, student_size=32, teacher=False, workers=0, log=print)
+    assert torch.equal(longer.images, fresh.images) and torch.equal(longer.labels, fresh.labels)
 
 
 def test_photo_paste_and_blur_are_off_by_default_and_keep_masks_inside() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .scenes import SceneConfig, SceneDataset
 
@@ -61,8 +61,24 @@ class ScenePool(Dataset):
 
 
 def _key(dataset: SceneDataset, student_size: int, teacher: str | None) -> str:
-    blob = json.dumps({"scenes": dataset.fingerprint(), "student": student_size, "teacher": teacher}, sort_keys=True)
+    """The cache key of a pool's recipe; the length is left out (scene ``i`` does not depend on it), so a larger
+    pool extends a cached smaller one."""
+    scenes = {k: v for k, v in dataset.fingerprint().items() if k != "length"}
+    blob = json.dumps({"scenes": scenes, "student": student_size, "teacher": teacher}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _cached(cache: Path, split: str, key: str, n: int) -> tuple[int, dict | None]:
+    """The largest cached pool of this recipe with at most ``n`` scenes: ``(its size, its tensors)``."""
+    best, state = 0, None
+    for f in cache.glob(f"pool-{split}-{key}-*.pt"):
+        m = int(f.stem.rsplit("-", 1)[1])
+        if best < m <= n:
+            best, state = m, f
+    if state is None:
+        return 0, None
+    loaded = torch.load(state, map_location="cpu", weights_only=True)
+    return best, {k: v[:best] for k, v in loaded.items()}
 
 
 def build_pool(
@@ -79,7 +95,8 @@ def build_pool(
     log=print,
 ) -> tuple[ScenePool, Tensor | None, dict]:
     """Render ``n`` scenes of ``split`` at ``config.size`` (the teacher's resolution), keep them at
-    ``student_size``, and run the teacher on them (see :mod:`attnviz.distill`).
+    ``student_size``, and run the teacher on them (see :mod:`attnviz.distill`). With ``cache``, the pool is read
+    from there, or extended from a smaller cached pool of the same recipe, and written there.
 
     Returns:
         ``(pool, p1000, fingerprint)``: the pool with one-hot targets (the caller turns ``p1000`` (N, 1000), the
@@ -88,21 +105,35 @@ def build_pool(
     from ..distill import TEACHER_SHA256
 
     scenes = SceneDataset(root, split, n, seed=seed, config=config)
-    tag = TEACHER_SHA256[:8] if teacher else None
-    path = None
-    if cache is not None:
-        path = Path(cache) / f"pool-{split}-{n}-{_key(scenes, student_size, tag)}.pt"
-        if path.is_file():
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            log(f"scene pool: {n} {split} scenes from {path}")
-            return ScenePool(state["images"], state["labels"], seed=seed), state.get("p1000"), scenes.fingerprint()
+    key = _key(scenes, student_size, TEACHER_SHA256[:8] if teacher else None)
+    have, state = (0, None) if cache is None else _cached(Path(cache), split, key, n)
+    if have:
+        log(f"scene pool: {have} {split} scenes from the cache")
+    if have < n:
+        state = _render(scenes, range(have, n), state, student_size, teacher, workers, log)
+        if cache is not None:
+            path = Path(cache) / f"pool-{split}-{key}-{n}.pt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, path.with_suffix(".tmp"))
+            path.with_suffix(".tmp").replace(path)
+    assert state is not None
+    return ScenePool(state["images"], state["labels"], seed=seed), state.get("p1000"), scenes.fingerprint()
+
+
+def _render(
+    scenes: SceneDataset, indices: range, state: dict | None, student_size: int, teacher: bool, workers: int, log
+) -> dict:
+    """``state`` extended by the scenes at ``indices`` (and the teacher's probabilities for them)."""
     net = None
     if teacher:
         from ..distill import load_teacher, teacher_probs
 
         net = load_teacher()
-    loader = DataLoader(scenes, batch_size=64, num_workers=workers)  # scenes drawn in parallel workers
+    loader = DataLoader(Subset(scenes, indices), batch_size=64, num_workers=workers)  # drawn in parallel workers
     images, labels, probs = [], [], []
+    if state is not None:
+        images, labels = [state["images"]], [state["labels"]]
+        probs = [state["p1000"]] if "p1000" in state else []
     for i, (x, y, _) in enumerate(loader):  # x: (B, 3, T, T) in [0, 1] at the teacher's size
         if net is not None:
             probs.append(teacher_probs(net, x).half())  # (B, 1000)
@@ -110,12 +141,8 @@ def build_pool(
         images.append((small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1))  # (B, S, S, 3)
         labels.append(y)
         if i % 10 == 0:
-            log(f"scene pool: {min(n, (i + 1) * 64)}/{n} scenes")
-    state = {"images": torch.cat(images), "labels": torch.cat(labels)}
+            log(f"scene pool: {indices.start + min(len(indices), (i + 1) * 64)}/{indices.stop} scenes")
+    out = {"images": torch.cat(images), "labels": torch.cat(labels)}
     if probs:
-        state["p1000"] = torch.cat(probs)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path.with_suffix(".tmp"))
-        path.with_suffix(".tmp").replace(path)
-    return ScenePool(state["images"], state["labels"], seed=seed), state.get("p1000"), scenes.fingerprint()
+        out["p1000"] = torch.cat(probs)
+    return out
