@@ -11,7 +11,9 @@ import torch
 
 from attnviz import analyze, build_model, get_attention, list_attentions
 from attnviz.checkpoint import read_card
+from attnviz.data import SceneConfig
 from attnviz.demo import DEMO_ARCH, demo_dir, demo_file
+from attnviz.evaluate import evaluate_photos
 
 NAMES = [None, *(n for n in list_attentions() if get_attention(n).variant_of is None)]  # variants: no demo
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,7 +36,11 @@ def test_demo_checkpoint_loads_with_its_card(attention: str | None) -> None:
     assert card["training"]["history"] and card["training"]["device"]
     test = card["test"]
     assert 0 < test["accuracy"] <= 1 and test["images"] >= 500
-    assert test["test_split"]["config"] == card["data"]["train"]["config"]
+    recipe = SceneConfig.from_dict(card["data"]["train"]["config"])
+    assert test["test_split"]["config"] == recipe.held_out().to_dict()  # measured without training augmentation
+    photos = card["real_photos"]
+    assert 0 <= photos["accuracy"] <= 1 and photos["images"] >= 80
+    assert {"chelsea.jpg", "motorcycle.jpg", "flower.jpg"} <= set(photos["per_photo"])
     if attention is not None:
         assert card["base"]["file"] == demo_file(None).name
         spatial = [k for k in test["localisation"] if k.startswith("stage")]
@@ -57,3 +63,17 @@ def test_demo_refuses_what_was_not_shipped() -> None:
         build_model("resnet50", "cbam", weights="demo")
     with pytest.raises(ValueError, match="these weights have 8 classes, not num_classes=1000"):
         build_model("resnet18", "cbam", weights="demo", num_classes=1000)
+
+
+def test_real_photo_scores_in_the_card_are_reproducible() -> None:
+    """Re-measuring the plain checkpoint on the real photos gives the numbers its card and the README carry."""
+    card = read_card(demo_file(None))
+    stored = card["real_photos"]
+    model = build_model(DEMO_ARCH, None, weights="demo")
+    torch.manual_seed(0)
+    fresh = evaluate_photos(
+        model, card["classes"], card["mean"], card["std"], card["input_size"],
+        placements=stored["photos"]["placements"], seed=stored["photos"]["seed"],
+    )  # fmt: skip
+    assert fresh["accuracy"] == pytest.approx(stored["accuracy"], abs=1e-3)
+    assert fresh["per_photo"] == pytest.approx(stored["per_photo"], abs=1e-3)
