@@ -340,5 +340,14 @@ def model_info(model: nn.Module, arch: str, attention: str | None, weights: str 
         "trained": model.weights_source != "random",
         "untrained_attention": bool(model.untrained_attention) and attention is not None,
         # the checkpoint's measured held-out scores (attnviz eval), when its model card has them
-        "measured": (getattr(model, "weights_card", None) or {}).get("test", {}).get("summary"),
+        "measured": _measured(getattr(model, "weights_card", None) or {}),
     }
+
+
+def _measured(card: dict[str, Any]) -> dict[str, Any] | None:
+    """The headline of a card's held-out scene scores, with its real-photo top-1 when it has one."""
+    summary = card.get("test", {}).get("summary")
+    photos = card.get("real_photos")
+    if summary is None or not photos:
+        return summary
+    return {**summary, "real_photos_accuracy": photos.get("accuracy")}

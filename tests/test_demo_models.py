@@ -77,3 +77,15 @@ def test_real_photo_scores_in_the_card_are_reproducible() -> None:
     )  # fmt: skip
     assert fresh["accuracy"] == pytest.approx(stored["accuracy"], abs=1e-3)
     assert fresh["per_photo"] == pytest.approx(stored["per_photo"], abs=1e-3)
+
+
+def test_status_line_carries_the_real_photo_score() -> None:
+    from attnviz.app.handlers import measured_line
+
+    result = analyze(ROOT / "attnviz" / "examples" / "rocket.jpg", attention="se", weights="demo", size=96)
+    measured = result.model["measured"]
+    card = read_card(demo_file("se"))
+    assert measured["real_photos_accuracy"] == card["real_photos"]["accuracy"]
+    assert measured["accuracy"] == card["test"]["summary"]["accuracy"]
+    line = measured_line(measured)
+    assert f"real photos pasted on textures: top-1 {100 * card['real_photos']['accuracy']:.0f} %" in line

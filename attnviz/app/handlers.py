@@ -78,6 +78,8 @@ def measured_line(summary: dict) -> str:
             text += f"; stage average {100 * summary['average_pointing']:.0f} %"
         if summary.get("centre_prior") is not None:
             text += f" (centre prior {100 * summary['centre_prior']:.0f} %)"
+    if summary.get("real_photos_accuracy") is not None:
+        text += f" · real photos pasted on textures: top-1 {100 * summary['real_photos_accuracy']:.0f} %"
     return text
 
 
