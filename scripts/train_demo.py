@@ -192,10 +192,11 @@ def _compare(model, pooled: dict, val, cfg: TrainConfig, target: Path, card: dic
         data = pooled["taught"] if weight > 0 else pooled["plain"]
         out = target.with_name(f"{target.stem}.{name}.safetensors")
         print(f"== backbone, {name}", flush=True)
-        result = fit(model, data, val, run_cfg, out=out, card=dict(card), best=floor, device=args.device)
-        runs[name] = {"file": out, "val_acc": (result.get("val_acc") or -1.0) if out.is_file() else -1.0}
+        out.unlink(missing_ok=True)
+        fit(model, data, val, run_cfg, out=out, card=dict(card), device=args.device)  # saves its own best epoch
+        runs[name] = {"file": out, "val_acc": float(read_card(out)["val_acc"])}
     winner = max(runs, key=lambda k: runs[k]["val_acc"])
-    if runs[winner]["val_acc"] < 0:
+    if runs[winner]["val_acc"] <= floor:
         print(f"neither run beat the starting point's validation accuracy {floor:.3f}; {target.name} is kept")
         return None
     print("compared: " + ", ".join(f"{k} {v['val_acc']:.3f}" for k, v in runs.items()) + f"; keeping {winner}")
