@@ -10,10 +10,18 @@ teacher's prior-corrected 8-class probabilities (attnviz.distill; ``pip install 
 once and cached under ``--cache``. ``--compare`` trains the backbone twice with the same budget, with and without
 the teacher, and keeps the one better on the validation scenes (held-out objects); both numbers go in the card.
 
-Step 1 trains the plain backbone from scratch. Step 2 inserts each registered attention type and fine-tunes
-what it needs on the frozen backbone (attention parameters, including convolutions a block replaces, every
-BatchNorm, the classifier); the checkpoint is a delta on the backbone file. Scenes are fresh every epoch;
-validation uses held-out object instances.
+Step 1 trains the plain backbone (from scratch, or ``--continue-from`` a trained one with a new schedule). Step 2
+inserts each registered attention type (variants such as ``sk_pre`` ship no demo) and fine-tunes what it needs on
+the frozen backbone (attention parameters, including convolutions a block replaces, every BatchNorm, the
+classifier); the checkpoint is a delta on the backbone file. Blocks that replace the 3x3 convolution (placement
+``conv``: SK, EPSA, MHSA) start those convolutions from scratch and get ``--conv-epochs`` at ``--conv-lr``.
+Validation uses fresh scenes of held-out object instances.
+
+The shipped checkpoints (their cards say so) came from, on this project's 2-core CPU:
+
+    python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --compare \
+        --photo-paste 0.3 --blur 0.2 --continue-from attnviz/checkpoints/resnet18-scenes.safetensors \
+        --lr 1e-3 --backbone-epochs 6 --attention-epochs 1 --val-scenes 1600
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from attnviz import build_model, list_attentions
+from attnviz import build_model, get_attention, list_attentions
 from attnviz.checkpoint import read_card, read_checkpoint, save_checkpoint
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
@@ -50,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--continue-from", default=None, help="a backbone checkpoint to continue training (new schedule)")
     p.add_argument("--lr", type=float, default=2e-3, help="backbone learning rate")
     p.add_argument("--attention-lr", type=float, default=1e-3)
+    p.add_argument(
+        "--conv-epochs", type=int, default=4, help="epochs for blocks that replace the 3x3 conv (trained from scratch)"
+    )
+    p.add_argument("--conv-lr", type=float, default=2e-3, help="their learning rate")
     p.add_argument("--continue-attention", action="store_true", help="attention types continue from their files")
     p.add_argument("--pool", type=int, default=0, help="train on a fixed pool of N scenes (0: fresh scenes)")
     p.add_argument("--distill", type=float, default=0.0, help="weight of the teacher's soft targets (needs --pool)")
@@ -86,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if pooled:
         base_card["data"]["pool"] = pooled["card"]
-    names = args.attention if args.attention is not None else ["none", *list_attentions()]
+    shipped = [n for n in list_attentions() if get_attention(n).variant_of is None]  # variants ship no demo
+    names = args.attention if args.attention is not None else ["none", *shipped]
     backbone = demo_file(None, out)
     for name in names:
         attention = None if name == "none" else name
@@ -119,10 +132,10 @@ def main(argv: list[str] | None = None) -> int:
                 model.load_state_dict(load_checkpoint_file(target), strict=False)
                 card["continued_from"] = {"val_acc": previous.get("val_acc"), "training": previous.get("training")}
             cfg = TrainConfig(
-                epochs=args.attention_epochs,
+                epochs=args.conv_epochs if get_attention(attention).placement == "conv" else args.attention_epochs,
                 seed=args.seed,
                 freeze_backbone=True,
-                lr=args.attention_lr,
+                lr=args.conv_lr if get_attention(attention).placement == "conv" else args.attention_lr,
                 warmup_epochs=0.25,
                 half_checkpoint=True,
                 batch_size=args.batch_size,
