@@ -21,7 +21,7 @@ The shipped checkpoints (their cards say so) came from, on this project's 2-core
 
     python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --compare \
         --photo-paste 0.3 --blur 0.2 --continue-from attnviz/checkpoints/resnet18-scenes.safetensors \
-        --lr 1e-3 --backbone-epochs 6 --attention-epochs 1 --val-scenes 1600
+        --lr 1e-3 --backbone-epochs 6 --attention-epochs 1 --conv-epochs 3 --val-scenes 1600
 """
 
 from __future__ import annotations
