@@ -95,7 +95,6 @@ def test_classes_filter_the_photos_and_no_match_is_a_clear_error(tmp_path: Path)
 
 
 def test_evaluate_photos_on_the_shipped_plain_checkpoint() -> None:
-    torch.set_num_threads(1)
     from attnviz.checkpoint import read_card
 
     path = demo_file(None)
@@ -146,7 +145,6 @@ def photo_class_scenes(tmp_path: Path) -> Path:
 
 
 def test_eval_cli_reports_and_stores_real_photo_scores(photo_class_scenes: Path, tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     from attnviz.checkpoint import read_card, save_checkpoint, tensors_sha256
     from attnviz.cli import main as cli
     from attnviz.data import SceneConfig, SceneDataset
