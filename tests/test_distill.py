@@ -111,7 +111,7 @@ def test_teacher_is_verified_and_sees_a_cat(tmp_path: Path) -> None:
     assert path.name == f"efficientnet-lite0-{TEACHER_SHA256[:8]}.pth"
     teacher = load_teacher()
     with Image.open(example("chelsea_cat.jpg")) as im:
-        x = torch.from_numpy(np.asarray(im.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)[None].float() / 255
     p = teacher_probs(teacher, x)  # resized to 224 inside
     assert p.shape == (1, 1000)
     torch.testing.assert_close(p.sum(1), torch.ones(1))
