@@ -78,18 +78,17 @@ def app_url(app_server: tuple[str, Any]) -> str:
     return app_server[0]
 
 
-@pytest.fixture(scope="session")
-def scene_root(tmp_path_factory: pytest.TempPathFactory):
-    """A small objects/ + distractors/ folder of drawn RGBA cut-outs (3 shape classes, 12 instances each)."""
+def draw_cutouts(root, classes: dict[str, tuple[str, str]], n: int = 12, seed: int = 0) -> None:
+    """``root/objects/<class>/<name><i>.png``: ``n`` drawn RGBA cut-outs per class, ``classes`` mapping each class to
+    (file-name stem, shape: ellipse, rectangle or polygon). The split is a hash of the file name; the stems disc,
+    square and triangle with 12 instances put instances of each class in train, val and test."""
     import numpy as np
     from PIL import Image, ImageDraw
 
-    root = tmp_path_factory.mktemp("scenes")
-    rng = np.random.default_rng(0)
-    shapes = {"disc": "ellipse", "square": "rectangle", "triangle": "polygon"}
-    for cls, shape in shapes.items():
+    rng = np.random.default_rng(seed)
+    for cls, (name, shape) in classes.items():
         (root / "objects" / cls).mkdir(parents=True)
-        for i in range(12):  # every class then has instances in train, val and test
+        for i in range(n):
             im = Image.new("RGBA", (48, 40), (0, 0, 0, 0))
             colour = (*(int(v) for v in rng.integers(0, 256, size=3)), 255)
             draw = ImageDraw.Draw(im)
@@ -97,7 +96,24 @@ def scene_root(tmp_path_factory: pytest.TempPathFactory):
                 draw.polygon([(2, 38), (24, 2), (46, 38)], fill=colour)
             else:
                 getattr(draw, shape)((2, 2, 45, 37), fill=colour)
-            im.save(root / "objects" / cls / f"{cls}{i}.png")
+            im.save(root / "objects" / cls / f"{name}{i}.png")
+
+
+@pytest.fixture(scope="session")
+def cutouts():
+    """:func:`draw_cutouts`, for tests that need cut-outs of other class names."""
+    return draw_cutouts
+
+
+@pytest.fixture(scope="session")
+def scene_root(tmp_path_factory: pytest.TempPathFactory):
+    """A small objects/ + distractors/ folder of drawn RGBA cut-outs (3 shape classes, 12 instances each)."""
+    from PIL import Image, ImageDraw
+
+    root = tmp_path_factory.mktemp("scenes")
+    draw_cutouts(
+        root, {"disc": ("disc", "ellipse"), "square": ("square", "rectangle"), "triangle": ("triangle", "polygon")}
+    )
     (root / "distractors").mkdir()
     for i in range(3):
         im = Image.new("RGBA", (20, 20), (0, 0, 0, 0))

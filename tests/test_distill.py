@@ -160,7 +160,7 @@ def test_build_pool_renders_large_keeps_small_and_caches(scene_root: Path, tmp_p
     assert pool.images.shape == (6, 32, 32, 3) and pool.images.dtype == torch.uint8
     scenes = SceneDataset(scene_root, "train", 6, config=config)
     assert pool.labels.tolist() == [scenes.scene(i).label for i in range(6)]
-    big = torch.from_numpy(scenes.scene(2).image).permute(2, 0, 1)[None].float() / 255
+    big = torch.from_numpy(scenes.scene(2).image.copy()).permute(2, 0, 1)[None].float() / 255
     small = F.interpolate(big, size=(32, 32), mode="bilinear", antialias=True)
     expect = (small.clamp(0, 1) * 255).round().to(torch.uint8)[0].permute(1, 2, 0)
     assert torch.equal(pool.images[2], expect)

@@ -122,25 +122,11 @@ def test_photo_summary_takes_the_best_block_not_a_stage() -> None:
 
 
 @pytest.fixture()
-def photo_class_scenes(tmp_path: Path) -> Path:
+def photo_class_scenes(tmp_path: Path, cutouts) -> Path:
     """A tiny objects/ folder (drawn cut-outs, as tests/conftest.py's scene_root) named after photo classes."""
-    from PIL import ImageDraw
-
     root = tmp_path / "scenes"
-    rng = np.random.default_rng(0)
     # file names as scene_root's: the split is a hash of the name, and these put instances in every split
-    kinds = {"fruit": ("disc", "ellipse"), "mammal": ("square", "rectangle"), "vehicle": ("triangle", "polygon")}
-    for cls, (name, shape) in kinds.items():
-        (root / "objects" / cls).mkdir(parents=True)
-        for i in range(12):
-            im = Image.new("RGBA", (48, 40), (0, 0, 0, 0))
-            colour = (*(int(v) for v in rng.integers(0, 256, size=3)), 255)
-            draw = ImageDraw.Draw(im)
-            if shape == "polygon":
-                draw.polygon([(2, 38), (24, 2), (46, 38)], fill=colour)
-            else:
-                getattr(draw, shape)((2, 2, 45, 37), fill=colour)
-            im.save(root / "objects" / cls / f"{name}{i}.png")
+    cutouts(root, {"fruit": ("disc", "ellipse"), "mammal": ("square", "rectangle"), "vehicle": ("triangle", "polygon")})
     return root
 
 
