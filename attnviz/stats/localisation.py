@@ -84,6 +84,10 @@ def _dilate(mask: Tensor, pixels: int) -> Tensor:
     return F.max_pool2d(mask[:, None].float(), k, stride=1, padding=pixels)[:, 0] > 0
 
 
+#: positions within this share of a map's range below its maximum tie with it (float32 noise is about 1e-7)
+TIE = 1e-5
+
+
 def score_maps(maps: Tensor, masks: Tensor, tolerance: int = 0) -> tuple[Tensor, Tensor]:
     """Pointing-game hits and energy in mask for a batch.
 
@@ -93,14 +97,21 @@ def score_maps(maps: Tensor, masks: Tensor, tolerance: int = 0) -> tuple[Tensor,
         tolerance: the pointing game accepts a maximum within this many pixels of the mask.
 
     Returns:
-        hits (B,) float 0/1 and energy (B,) share of each map's mass inside its mask.
+        hits (B,) in [0, 1] and energy (B,) share of each map's mass inside its mask.
+
+    Ties are scored explicitly: every position within ``TIE * spread`` of the maximum is a peak, and the hit is the
+    share of peaks inside the (dilated) mask, the expected hit of a random choice among them. An ``argmax`` would
+    pick the first of tied positions, and which one comes first depends on float reduction order (thread count,
+    batching); a single clear peak scores 0 or 1 as usual. A flat map scores 0.
     """
     b = maps.shape[0]
     flat = maps.reshape(b, -1)
-    spread = flat.amax(1) - flat.amin(1)
-    peak = flat.argmax(1)  # (B,)
-    inside = _dilate(masks, tolerance).reshape(b, -1).gather(1, peak[:, None])[:, 0]
-    hits = (inside & (spread > 1e-6)).float()
+    top = flat.amax(1, keepdim=True)  # (B, 1)
+    spread = top[:, 0] - flat.amin(1)
+    peaks = flat >= top - TIE * spread[:, None]  # (B, HW) the maximum and its ties
+    inside = _dilate(masks, tolerance).reshape(b, -1)
+    share = (peaks & inside).sum(1).float() / peaks.sum(1).float()
+    hits = share * (spread > 1e-6).float()
     m = masks.reshape(b, -1).float()
     energy = (flat * m).sum(1) / flat.sum(1).clamp(min=1e-12)
     return hits, energy
