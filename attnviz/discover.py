@@ -8,8 +8,18 @@ unless it is:
 
 - an activation: its output is multiplied by its own input (x·sigmoid(x): SiLU/Swish, x·hardsigmoid(x): h-swish);
   SiLU/GELU/Hardswish modules call none of the gate functions and are never seen;
-- the classifier's output softmax (its output is the model's output);
+- an output activation: its result reaches the model's output without weighting a feature map (the classifier's
+  softmax, a detection head's ``torch.cat((box, cls.sigmoid()), 1)``);
+- part of another weight: its result feeds another gate or softmax and weights no feature map itself (EPSANet's
+  shared SE sigmoid, whose four results only feed the softmax across scales that weights the features);
 - inside a module that another source already covers (attnviz's taps, an adapter).
+
+The last three are decided from the dataflow the pass sees, not from names: every tensor computed from a weight
+(views, expands, concatenations, arithmetic) carries that weight along; a product with a tensor that carries no
+weight (``x * gate``, ``attn @ v``, ``F.linear(attn, memory)``, an einsum) *applies* it to features, and the
+product carries nothing further. A weight whose result is never applied, but reaches the model's output or another
+weight's input, is not a site. A weight whose trail is lost (``.item()``, ``.detach()`` and numpy, code the pass
+cannot see) stays a site.
 
 The result (:class:`Discovery`: sites, skipped activations, unclassified weights) is cached per model; later
 forwards record only those sites, through cheap hooks (:mod:`attnviz.capture`). The pass itself changes no tensor:
@@ -38,6 +48,28 @@ from .sites import GATE_FUNCS, Canon, Site, canonical, gate_module_op, softmax_d
 __all__ = ["Discovery", "DiscoveryPass", "Structure", "cached_discovery", "first_tensor", "module_paths", "structure"]
 
 _MULS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"})
+#: calls that weight one operand by another (a product with a tensor that carries no weight applies the weight)
+_APPLY = _MULS | frozenset(
+    {
+        "matmul",
+        "__matmul__",
+        "__rmatmul__",
+        "bmm",
+        "mm",
+        "baddbmm",
+        "addbmm",
+        "addmm",
+        "einsum",
+        "linear",
+        "bilinear",
+        "conv1d",
+        "conv2d",
+        "conv3d",
+        "addcmul",
+        "addcmul_",
+        "tensordot",
+    }
+)
 SEQ = itertools.count()  # one order for every capture of every source: maps come out in forward order
 
 
@@ -215,6 +247,8 @@ class _Event:
     out: Tensor
     data: Tensor
     activation: bool = False
+    applied: bool = False  # its result (or one computed from it) multiplied a tensor that carries no weight
+    feeds: _Event | None = None  # another weight whose input was computed from this one
 
 
 class _Mode(TorchFunctionMode):
@@ -231,8 +265,11 @@ class _Mode(TorchFunctionMode):
             op = None
         if op is not None and isinstance(out, Tensor):
             self.owner._on_function(func, op, args, kwargs, out)
-        elif getattr(func, "__name__", "") in _MULS and len(args) >= 2:
+            return out
+        name = getattr(func, "__name__", "")
+        if name in _MULS and len(args) >= 2:
             self.owner._on_mul(args[0], args[1])
+        self.owner._on_flow(name, args, kwargs, out)
         return out
 
 
@@ -261,6 +298,8 @@ class DiscoveryPass:
         self._calls: dict[int, int] = {}
         self._events: list[_Event] = []
         self._by_out: dict[int, _Event] = {}
+        # id(tensor) -> (tensor, the weights it was computed from); the tensor is held so its id stays its own
+        self._carries: dict[int, tuple[Tensor, frozenset[_Event]]] = {}
         self._handles: list[RemovableHandle] = []
         self._mode: _Mode | None = None
         self._batch = 1
@@ -341,6 +380,36 @@ class DiscoveryPass:
         event = _Event(next(SEQ), list(stack), ordinals, gate, op, dim, func, inp, out, out.detach().clone())
         self._events.append(event)
         self._by_out[id(out)] = event
+        for source in self._carried(inp):  # this weight is computed from earlier ones: they are part of it
+            source.feeds = source.feeds or event
+        self._carries[id(out)] = (out, frozenset((event,)))
+
+    def _carried(self, t: Any) -> frozenset[_Event]:
+        """The weights ``t`` was computed from (empty for anything else)."""
+        if not isinstance(t, Tensor):
+            return frozenset()
+        entry = self._carries.get(id(t))
+        return entry[1] if entry is not None and entry[0] is t else frozenset()
+
+    def _on_flow(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+        """Carry weights through a call: a product with a plain tensor applies them, anything else passes them on
+        to its outputs."""
+        if not self._carries or threading.get_ident() != self._thread:
+            return
+        carried: frozenset[_Event] = frozenset()
+        plain = False
+        for t in tensors_in((args, kwargs)):
+            c = self._carried(t)
+            carried |= c
+            plain = plain or (not c and t.numel() > 1)  # a 1-element tensor is a scale, not a feature map
+        if not carried:
+            return
+        if name in _APPLY and plain:
+            for ev in carried:
+                ev.applied = True
+            return
+        for t in tensors_in(out):
+            self._carries[id(t)] = (t, carried | self._carried(t))
 
     def _on_mul(self, a: Any, b: Any) -> None:
         if threading.get_ident() != self._thread:
@@ -357,6 +426,8 @@ class DiscoveryPass:
         self.stop()
         acts: dict[int, Tensor] = {}
         final = {id(t) for t in tensors_in(output)}
+        reaches = frozenset().union(*(self._carried(t) for t in tensors_in(output)))  # weights the output carries
+        self._carries.clear()
         found = Discovery(fingerprint=self.fingerprint)
         captured: list[tuple[int, Site, Canon]] = []
         names: dict[str, int] = {}
@@ -374,6 +445,15 @@ class DiscoveryPass:
                 continue
             if ev.activation:
                 found.skipped.append((site.name, shape, "an activation: its output multiplies its own input"))
+                continue
+            if ev in reaches and not ev.applied:
+                why = "an output activation: it reaches the model's output without weighting a feature map"
+                found.skipped.append((site.name, shape, why))
+                continue
+            if ev.feeds is not None and not ev.applied:
+                into = self._site(ev.feeds)
+                why = f"part of {into.name if into else 'another weight'}: it feeds it and weights no feature map"
+                found.skipped.append((site.name, shape, why))
                 continue
             canon, ref = self._classify(ev, site)
             if isinstance(canon, str):

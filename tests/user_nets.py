@@ -396,9 +396,8 @@ USER_NETS = {
     "eca_inplace_sigmoid_": (lambda: ECAInplace(C), [("layer1.0.attn.sigmoid_()", "channel", (C,), "function")]),
     "eca_method_b1c": (lambda: ECAMethod(C), [("layer1.0.attn.sigmoid()", "channel", (C,), "function")]),
     "psa_plain_lists": (
-        lambda: PSAPlainList(C),
-        [(f"layer1.0.attn.se_blocks[{i}].sigmoid", "channel", (C // 4,), "module") for i in range(4)]
-        + [("layer1.0.attn.softmax", "branch", (4, C // 4), "module")],
+        lambda: PSAPlainList(C),  # the SE sigmoids only feed the softmax: part of it, not sites (issue 18)
+        [("layer1.0.attn.softmax", "branch", (4, C // 4), "module")],
     ),
     "sk_softmax_dim0": (lambda: SKDim0(C), [("layer1.0.attn.softmax", "branch", (2, C), "module")]),
     "sge_grouped": (lambda: SpatialGroupEnhance(4), [("layer1.0.attn.sigmoid()", "spatial", (H, W), "function")]),
