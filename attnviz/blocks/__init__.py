@@ -4,10 +4,10 @@ Importing this package registers every block. Registration order is the order th
 """
 
 from . import se, cbam, eca, sk, dual, epsa, external, mhsa, coord, simam  # noqa: F401  (registration)
-from .cbam import CBAM, ChannelAttention, SpatialAttention
+from .cbam import CBAM, CBAMSpatialFirst, ChannelAttention, SpatialAttention
 from .coord import CoordinateAttention
 from .dual import DualAttention
-from .eca import ECA, eca_kernel_size
+from .eca import ECA, ECAAvgMax, eca_kernel_size
 from .epsa import EPSA
 from .external import ExternalAttention
 from .mhsa import MultiHeadSelfAttention
@@ -32,9 +32,11 @@ __all__ = [
     "KINDS",
     "PLACEMENTS",
     "AttentionSpec",
+    "CBAMSpatialFirst",
     "ChannelAttention",
     "CoordinateAttention",
     "DualAttention",
+    "ECAAvgMax",
     "ExternalAttention",
     "MultiHeadSelfAttention",
     "SelectiveKernel",
