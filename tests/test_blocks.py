@@ -14,22 +14,8 @@ SHAPES = [(64, 8, 8), (32, 7, 11), (128, 5, 3), (16, 1, 1), (8, 13, 9)]
 
 
 def test_registry_lists_every_block() -> None:
-    expected = [
-        "se",
-        "channel",
-        "spatial",
-        "cbam",
-        "cbam_sc",
-        "eca",
-        "eca_max",
-        "sk",
-        "sk_pre",
-        "da",
-        "epsa",
-        "epsa_pre",
-    ]
-    expected += ["ea", "mhsa"]
-    assert [*expected, "coord", "simam"] == NAMES
+    expected = ["se", "channel", "spatial", "cbam", "cbam_sc", "eca", "eca_max", "sk", "sk_pre", "da", "epsa"]
+    assert [*expected, "epsa_pre", "ea", "mhsa", "coord", "simam"] == NAMES
     for name in NAMES:
         spec = get_attention(name)
         assert spec.name == name and spec.kinds and spec.placement in attnviz.blocks.PLACEMENTS
