@@ -210,7 +210,7 @@ class AttentionRecorder:
         self.discovery: Discovery | None = cached
         self._discover = discover and cached is None
         if cached is not None:
-            self.sites += [s for s in cached.sites if self._wanted(s)]
+            self.sites += self._found(cached)
         if names is not None:
             known = set(taps) | {s.name for s in self.sites}
             modules = {p for p, _ in self.paths.values()}
@@ -342,9 +342,15 @@ class AttentionRecorder:
         self._pass = None
         self._discover = False
         self.discovery = found
-        new = [s for s in found.sites if self._wanted(s)]
+        new = self._found(found)
         self.sites += new
-        self._canon += [(seq, site, canon) for seq, site, canon in captured if self._wanted(site)]
+        for seq, site, canon, weight, ref, dim in captured:
+            if not self._wanted(site):
+                continue
+            if self._declared_kind(site.name) is not None:  # the user's kind, judged as later forwards judge it
+                self._raw.append((seq, site, weight, ref, dim))
+            elif canon is not None:
+                self._canon.append((seq, site, canon))
         if self.record_activations:
             for i, act in acts.items():
                 self._acts[self.paths[i][0]] = act
@@ -449,8 +455,15 @@ class AttentionRecorder:
             kind = self._override(site)
             try:
                 w = site.transform(site.owner, weight, ref) if site.transform is not None else weight
+                declared = site.how == "declared" or self._declared_kind(site.name) is not None
                 c = canonical(
-                    w, batch=self._batch, ref=ref, kind=kind, op=site.op, dim=site.dim if dim is None else dim
+                    w,
+                    batch=self._batch,
+                    ref=ref,
+                    kind=kind,
+                    op=site.op,
+                    dim=site.dim if dim is None else dim,
+                    declared=declared,
                 )
             except (ValueError, RuntimeError) as e:
                 c = f"{tuple(weight.shape)}: {e}"
@@ -487,11 +500,18 @@ class AttentionRecorder:
         self._canon.clear()
         return out
 
+    def _found(self, found: Discovery) -> list[Site]:
+        """The discovered sites this recorder records: the wanted ones, and those of unread weights whose kind
+        the user declared."""
+        unread = [s for s in found.unread if self._declared_kind(s.name) is not None]
+        return [s for s in found.sites + unread if self._wanted(s)]
+
+    def _declared_kind(self, name: str) -> str | None:
+        """The kind the user declared for a site of this name (``sites=`` globs), else ``None``."""
+        return next((kind for glob, kind in self._overrides.items() if fnmatchcase(name, glob)), None)
+
     def _override(self, site: Site) -> str | None:
-        for glob, kind in self._overrides.items():
-            if fnmatchcase(site.name, glob):
-                return kind
-        return site.kind
+        return self._declared_kind(site.name) or site.kind
 
     def _flush(self) -> None:
         """Move the pending maps and the activations to the CPU together: one transfer, one sync on a GPU."""
@@ -527,6 +547,7 @@ class AttentionRecorder:
         if self._raw or self._canon:
             self._flush()
         found = self.discovery.unclassified if self.discovery is not None else []
+        found = [u for u in found if self._declared_kind(u[0]) is None]  # declared: judged again, below if refused
         return [u for u in found if self._wanted_name(u[0])] + list(self._unclassified)
 
     @property

@@ -71,6 +71,8 @@ _APPLY = _MULS | frozenset(
     }
 )
 SEQ = itertools.count()  # one order for every capture of every source: maps come out in forward order
+#: one capture of the discovery pass: (seq, site, canonical weight or None when unread, weight, reference shape, dim)
+Captured = tuple[int, Site, "Canon | None", Tensor, "tuple[int, ...] | None", "int | None"]
 
 
 def first_tensor(args: tuple) -> Tensor | None:
@@ -124,12 +126,14 @@ class Discovery:
         sites: the attention sites, in forward order.
         skipped: (name, shape, reason) of gates that are not attention (activations, the classifier's softmax).
         unclassified: (name, shape, reason) of weights whose layout fits no kind.
+        unread: the sites of those weights: recorded only where the user declares their kind (``sites=``).
         fingerprint: the model's module structure when discovered (a changed model is discovered again).
     """
 
     sites: list[Site] = field(default_factory=list)
     skipped: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
     unclassified: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+    unread: list[Site] = field(default_factory=list)
     fingerprint: tuple[int, ...] = ()
 
 
@@ -200,7 +204,7 @@ def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
         d = _CACHE.get(model)
     if d is None or d.fingerprint != fp:
         return None
-    return dataclasses.replace(d, sites=_rebind(d.sites, _ROOT, model))
+    return dataclasses.replace(d, sites=_rebind(d.sites, _ROOT, model), unread=_rebind(d.unread, _ROOT, model))
 
 
 #: Stands for the model itself in what the caches keep: a cached value that held the model (their key) would keep
@@ -420,16 +424,17 @@ class DiscoveryPass:
                 event.activation = True
 
     # -- results ---------------------------------------------------------------------------------------------------
-    def finish(self, output: Any) -> tuple[Discovery, list[tuple[int, Site, Canon]], dict[int, Tensor]]:
-        """The discovery (to cache), this pass's own captures, (seq, site, canonical weight) in forward order, and
-        the channel mean (B, H, W) of each attention module's output, by module id."""
+    def finish(self, output: Any) -> tuple[Discovery, list[Captured], dict[int, Tensor]]:
+        """The discovery (to cache), this pass's own captures in forward order (:data:`Captured`: the unread
+        sites' too, with ``None`` for the canonical weight), and the channel mean (B, H, W) of each attention
+        module's output, by module id."""
         self.stop()
         acts: dict[int, Tensor] = {}
         final = {id(t) for t in tensors_in(output)}
         reaches = frozenset().union(*(self._carried(t) for t in tensors_in(output)))  # weights the output carries
         self._carries.clear()
         found = Discovery(fingerprint=self.fingerprint)
-        captured: list[tuple[int, Site, Canon]] = []
+        captured: list[Captured] = []
         names: dict[str, int] = {}
         for ev in self._events:
             if any(id(f.module) in self.covered for f in ev.frames) or (
@@ -456,8 +461,17 @@ class DiscoveryPass:
                 found.skipped.append((site.name, shape, why))
                 continue
             canon, ref = self._classify(ev, site)
+            seen = names.get(site.name, 0) + 1
+            names[site.name] = seen
+            if seen > 1:
+                site.name = f"{site.name}#{seen}"
             if isinstance(canon, str):
                 found.unclassified.append((site.name, shape, canon))
+                found.unread.append(site)  # a declaration of its kind records it (its owner's input as reference)
+                own = site.owner if site.owner is not None else None
+                frame = next((f for f in reversed(ev.frames) if f.module is own), None)
+                inp = None if frame is None or frame.inp is None else tuple(frame.inp.shape)
+                captured.append((ev.seq, site, None, ev.data, inp, ev.dim))
                 continue
             site.ref = ref.module if ref is not None else None
             out = ref.out if ref is not None else None
@@ -465,14 +479,15 @@ class DiscoveryPass:
             if site.attention is not None and isinstance(out, Tensor):
                 acts[id(site.attention)] = out.detach().mean(dim=1, dtype=torch.float32)
             site.kind = None
-            seen = names.get(site.name, 0) + 1
-            names[site.name] = seen
-            if seen > 1:
-                site.name = f"{site.name}#{seen}"
             found.sites.append(site)
-            captured.append((ev.seq, site, canon))
+            ref_shape = tuple(ref.inp.shape) if ref is not None and ref.inp is not None else None
+            captured.append((ev.seq, site, canon, ev.data, ref_shape, ev.dim))
         with _CACHE_LOCK:
-            _CACHE[self.model] = dataclasses.replace(found, sites=_rebind(found.sites, self.model, _ROOT))
+            _CACHE[self.model] = dataclasses.replace(
+                found,
+                sites=_rebind(found.sites, self.model, _ROOT),
+                unread=_rebind(found.unread, self.model, _ROOT),
+            )
         self._events.clear()
         self._by_out.clear()
         return found, captured, acts

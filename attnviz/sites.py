@@ -166,6 +166,7 @@ def canonical(
     kind: str | None = None,
     op: str = "sigmoid",
     dim: int | None = None,
+    declared: bool = False,
 ) -> Canon | str:
     """The weight ``t`` as a :class:`Canon`, or the reason it cannot be classified.
 
@@ -176,9 +177,15 @@ def canonical(
         kind: force this kind (adapters, declarations); ``None``: judge it from the layout (module table).
         op: ``"sigmoid"``/``"hardsigmoid"`` (gates), ``"softmax"``, or ``"output"`` (a module output).
         dim: the dim a softmax normalised over (non-negative).
+        declared: ``kind`` is the user's declaration: the map must also mean what the kind says
+            (:func:`declared_meaning`), or it is refused with the reason.
     """
     if kind is not None:
-        return _forced(t, kind, batch, ref)
+        c = _forced(t, kind, batch, ref)
+        if declared and isinstance(c, Canon):
+            why = declared_meaning(c, ref)
+            return c if why is None else f"{_shape(tuple(t.shape))} declared {kind!r}: {why}"
+        return c
     s = tuple(t.shape)
     nd = len(s)
     if nd < 2:
@@ -284,6 +291,50 @@ def _softmax(
     return f"{_shape(s)}: a softmax over dim {d} that fits no kind"
 
 
+def _sums_to_one(x: Tensor, dim: int) -> bool:
+    return bool(torch.allclose(x.float().sum(dim), torch.ones(()), atol=1e-3))
+
+
+def _prefix_hint(m: int) -> str:
+    """'N = 197 = 1 prefix token + a 14 x 14 grid' when ``m`` is a square grid plus a few prefix tokens."""
+    for k in range(1, 9):
+        r = math.isqrt(m - k)
+        if r > 1 and r * r == m - k:
+            return (
+                f"; N = {m} = {k} prefix token(s) (class, distillation, registers) + a {r} x {r} grid: token "
+                "attention with prefix tokens is not read as pairwise"
+            )
+    return ""
+
+
+def declared_meaning(c: Canon, ref: tuple[int, ...] | None) -> str | None:
+    """Why a weight laid out as a declared kind would not mean what the kind says, or ``None`` when it does.
+
+    The kinds' contracts (DESIGN.md): ``pairwise`` and ``channel_pairwise`` rows sum to 1; ``branch`` weights sum to
+    1 over the K branches; ``memory`` weights sum to 1 over the S units at each position (External Attention's
+    double normalisation) or over the positions for each unit (a softmax over N); ``spatial`` and ``memory`` maps
+    lie on the grid of the feature map (B, C, H, W) the site received, and ``channel`` gates have its C.
+    """
+    grid = (int(ref[2]), int(ref[3])) if ref is not None and len(ref) == 4 else None
+    tokens = ref is not None and len(ref) == 3
+    d = c.data
+    if c.kind in ("spatial", "memory") and c.size is not None:
+        if grid is not None and tuple(c.size) != grid:
+            return f"its {c.size[0]} x {c.size[1]} grid is not the feature map's {grid[0]} x {grid[1]}"
+        if tokens:
+            return f"the site receives tokens {_shape(ref)}, not a feature map (B, C, H, W) for a map to lie on"
+    channels = ref[1] if grid is not None else ref[2] if tokens else None  # type: ignore[index]
+    if c.kind == "channel" and channels is not None and d.shape[1] != channels:
+        return f"{d.shape[1]} weights, but the site's input has C = {channels}"
+    if c.kind in ("pairwise", "channel_pairwise") and not _sums_to_one(d, -1):
+        return "its rows do not sum to 1 (not attention over positions or channels)"
+    if c.kind == "branch" and not _sums_to_one(d, 1):
+        return "its weights do not sum to 1 over the branches"
+    if c.kind == "memory" and not (_sums_to_one(d, 1) or _sums_to_one(d.flatten(2), 2)):
+        return "its weights sum to 1 neither over the units at each position nor over the positions of each unit"
+    return None
+
+
 def _forced(t: Tensor, kind: str, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
     """``t`` as ``kind`` (an adapter or a declaration fixed it), or why it cannot be."""
     if kind not in KINDS:
@@ -316,7 +367,8 @@ def _forced(t: Tensor, kind: str, batch: int, ref: tuple[int, ...] | None) -> Ca
             m = s[-1]
             grid = _grid(m, ref, strict=True)
             if grid is None or s[-2] != m:
-                return f"{_shape(s)}: not an N x N map with N = H*W of the feature map"
+                hint = _prefix_hint(m) if s[-2] == m else ""
+                return f"{_shape(s)}: not an N x N map with N = H*W of the feature map{hint}"
             return Canon("pairwise", t.reshape(batch, -1, m, m), grid, None, f"{_shape(s)} as pairwise")
         if kind == "channel_pairwise":
             m = s[-1]
