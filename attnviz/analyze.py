@@ -46,6 +46,9 @@ class Result:
         settings: the arguments of the call.
         timings: milliseconds per stage (decode, preprocess, forward, capture).
         notes: what decoding did to the image (e.g. "rotated by its EXIF orientation (6)").
+        skipped: (site, shape, why) of gates and softmaxes the recorder found to be no attention (activations,
+            output activations, parts of another weight).
+        unclassified: (site, shape, why) of weights whose layout fits no kind: attention attnviz could not read.
     """
 
     image: Image.Image
@@ -57,6 +60,13 @@ class Result:
     settings: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+    unclassified: list[tuple[str, tuple[int, ...], str]] = field(default_factory=list)
+
+    @property
+    def capture_warning(self) -> str:
+        """What the maps leave out, said loudly (:func:`capture_warning`); '' when every weight found was read."""
+        return capture_warning(len(self.maps), self.unclassified, self.skipped)
 
     @property
     def warning(self) -> str:
@@ -68,6 +78,34 @@ class Result:
         return ""
 
 
+Finding = tuple[str, tuple[int, ...], str]
+
+
+def capture_warning(n_maps: int, unclassified: list[Finding], skipped: list[Finding]) -> str:
+    """A line that tells "this network has no attention" from "attnviz could not read it" ('' when the maps are
+    all there is): no map and nothing found, no map but weights of unknown layout, or maps with some unread."""
+
+    def first(found: list[Finding]) -> str:
+        name, shape, why = found[0]
+        more = f" and {len(found) - 1} more" if len(found) > 1 else ""
+        where = name if why.startswith("(") else f"{name} {tuple(shape)}"  # most reasons start with the shape
+        return f"{where}: {why}{more}"
+
+    read = "declare them with sites= (AttentionRecorder) or see `attnviz inspect`"
+    if n_maps == 0 and unclassified:
+        return (
+            f"no attention map: attnviz could not read the {len(unclassified)} attention weight(s) it found "
+            f"({first(unclassified)}); {read}"
+        )
+    if n_maps == 0:
+        if skipped:
+            return f"no attention found in this network: {len(skipped)} gate(s) are not attention ({first(skipped)})"
+        return "no attention found in this network: its forward computes no gate or softmax"
+    if unclassified:
+        return f"{len(unclassified)} attention weight(s) could not be read ({first(unclassified)}); {read}"
+    return ""
+
+
 OOM_MESSAGE = "the GPU ran out of memory; try a smaller image, a smaller model or --device cpu"
 
 
@@ -76,6 +114,13 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or (
         isinstance(e, RuntimeError) and ("out of memory" in str(e) or "ALLOC_FAILED" in str(e))
     )
+
+
+def warm_size(meta: dict[str, Any]) -> tuple[int, int]:
+    """(H, W) of the warm-up forward: the size the network was found to run at (a user's network with a fixed
+    pooling head needs its own), else a small 64 x 64 (attnviz's ResNets run at any size)."""
+    size = meta.get("input_size")
+    return fixed_size(meta) or ((int(size[-2]), int(size[-1])) if size else (64, 64))
 
 
 def default_device() -> str:
@@ -109,7 +154,7 @@ class ModelCache:
             if device == "cuda":  # cuDNN's fastest (bfloat16, tensor core) convolutions take NHWC
                 model = model.to(memory_format=torch.channels_last)
             with torch.inference_mode():
-                h, w = fixed_size(model.weights_meta) or (64, 64)
+                h, w = warm_size(model.weights_meta)
                 model(torch.zeros(1, 3, h, w, device=device))  # warm-up: allocator, kernels
             self._models[key] = model
             while len(self._models) > self.maxsize:

@@ -180,7 +180,7 @@ def _run(
         for it in batch:
             yield from _run(model, [it], device, topk, common, cache)
         return
-    maps, acts, top_p, top_i, t1, t2 = ran
+    maps, acts, top_p, top_i, t1, t2, found = ran
     n = len(batch)
     categories = common["categories"]
     for i, it in enumerate(batch):
@@ -196,6 +196,8 @@ def _run(
             settings=dict(common["settings"]),
             timings=timings,
             notes=it.decoded.notes + ([] if top_i else [NOT_LOGITS]),
+            skipped=list(found[0]),
+            unclassified=list(found[1]),
         )
 
 
@@ -207,10 +209,10 @@ def _one(m: AttentionMap, i: int) -> AttentionMap:
 
 def _forward(
     model: nn.Module, batch: list[_Item], device: str, topk: int
-) -> tuple[list[AttentionMap], dict[str, torch.Tensor], list, list, float, float] | None:
+) -> tuple[list[AttentionMap], dict[str, torch.Tensor], list, list, float, float, tuple[list, list]] | None:
     """The batch's recorded forward: (maps, activations, top-k probabilities, top-k indices, time the forward
-    ended, time the maps were on the CPU); ``None`` when the GPU ran out of memory (the caller retries once this
-    frame, and with it everything the batch held on the GPU, is gone)."""
+    ended, time the maps were on the CPU, the recorder's (skipped, unclassified)); ``None`` when the GPU ran out
+    of memory (the caller retries once this frame, and with it everything the batch held on the GPU, is gone)."""
     cuda = device == "cuda"
     try:
         host = torch.empty((len(batch), *batch[0].x.shape[1:]), pin_memory=cuda)  # (B, 3, H, W)
@@ -229,7 +231,7 @@ def _forward(
         maps = rec.maps  # maps and activations: one transfer, the batch's one wait
         acts = rec.activations
         top_p, top_i = (top.values.cpu().tolist(), top.indices.cpu().tolist()) if top is not None else ([], [])
-        return maps, acts, top_p, top_i, t1, time.perf_counter()
+        return maps, acts, top_p, top_i, t1, time.perf_counter(), (rec.skipped, rec.unclassified)
     except RuntimeError as e:
         if not _is_oom(e):
             raise

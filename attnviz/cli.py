@@ -181,7 +181,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
             torch.cuda.set_device(local_rank)
     batch_size = args.batch_size or (16 if device == "cuda" else 1)
     workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if len(images) > 1 else 0)
-    n, failed = len(images), 0
+    n, failed, said = len(images), 0, False
     # (index, input, folder, pending write or None when skipped, top-1 prediction or the error), in input order
     pending: deque[tuple[int, Path, Path, Future | None, Any]] = deque()
 
@@ -193,7 +193,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
                 print(f"[{i}/{n}] {path}: skipped: {info}", file=sys.stderr)
             else:
                 files = write.result()
-                print(f"[{i}/{n}] {path} -> {folder}/ ({len(files)} files; top-1 {info[0]} {info[1]:.3f})")
+                top = f"top-1 {info[0]} {info[1]:.3f}" if info else "no predictions"
+                print(f"[{i}/{n}] {path} -> {folder}/ ({len(files)} files; {top})")
 
     cache = ModelCache(maxsize=1)
     results = analyze_many(
@@ -214,10 +215,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
                     failed += 1
                     pending.append((i, path, out / stem, None, result))
                 else:
-                    if args.checks:  # ablation, Grad-CAM agreement, randomisation: result.json's "checks"
+                    said = _say_once(result, args.checks, said)
+                    if args.checks and result.predictions:  # ablation, Grad-CAM, randomisation: result.json's
                         _checks(result, args, cache)
                     write = submit(write_folder, result, settings, out / stem)
-                    pending.append((i, path, out / stem, write, result.predictions[0]))
+                    pending.append((i, path, out / stem, write, (result.predictions or [None])[0]))
                 report(limit=2 * max(1, workers))  # a bounded number of results waits in memory
         except (ValueError, AnalyzeError) as e:  # the arch, attention or weights: every image would fail the same way
             print(f"attnviz render: {e}", file=sys.stderr)
@@ -225,6 +227,21 @@ def _cmd_render(args: argparse.Namespace) -> int:
         report(limit=0)
     print(f"{n - failed} of {n} images rendered into {out}/")
     return 1 if failed else 0
+
+
+def _say_once(result: Any, checks: bool, said: bool) -> bool:
+    """Print, once per run (one model), what its maps leave out: no predictions (the output is not logits, so no
+    checks either), no attention found, weights that could not be read. Returns whether it has been said."""
+    from .analyze import NOT_LOGITS
+
+    if said:
+        return True
+    lines = [] if result.predictions else [NOT_LOGITS + ("; --checks skipped: they need a class" if checks else "")]
+    if result.capture_warning:
+        lines.append(result.capture_warning)
+    for line in lines:
+        print(f"attnviz render: warning: {line}", file=sys.stderr)
+    return True
 
 
 def _checks(result: Any, args: argparse.Namespace, cache: Any) -> None:
@@ -279,7 +296,7 @@ def _add_model_arguments(p: argparse.ArgumentParser, weights_default: str | None
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .analyze import _build, model_request
+    from .analyze import _build, capture_warning, model_request
 
     try:
         spec, attention, weights = model_request(args.model, args.attention, args.weights)
@@ -307,6 +324,9 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if rec.unclassified:
         print(f"\nunclassified ({len(rec.unclassified)}): weights whose layout fits no kind (declare them with sites=)")
         _table(["site", "shape", "why"], [(n, str(s), why) for n, s, why in rec.unclassified])
+    warning = capture_warning(len(maps), rec.unclassified, rec.skipped)
+    if warning:
+        print(f"\nwarning: {warning}")
     return 0
 
 

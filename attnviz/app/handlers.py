@@ -538,6 +538,8 @@ class Handlers:
         lines = []
         if result.warning:
             lines.append(f"⚠️ **{result.warning}**")
+        if result.capture_warning:
+            lines.append(f"⚠️ **{result.capture_warning}**")
         m = result.model
         lines.append(
             f"{m['arch']} + {m['attention'] or 'no attention'} · weights: {m['weights_source']} · "
