@@ -266,6 +266,8 @@ def _model_options(args: argparse.Namespace) -> dict[str, Any]:
     for key in ("mean", "std"):
         if getattr(args, key):
             options[key] = tuple(getattr(args, key))
+    if getattr(args, "size", None) and args.model not in ARCHS:  # a network not attnviz's: --size declares its input
+        options["input_size"] = args.size
     return options
 
 
@@ -306,7 +308,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return 2
     meta = model.weights_meta
     fixed = meta.get("input_size") if meta.get("fixed_input_size") else None
-    h, w = (int(fixed[0]), int(fixed[1])) if fixed else (args.size, args.size)
+    size = meta.get("input_size") or [224, 224]  # a user's network: the size found to run (input_size.py)
+    h, w = (int(fixed[0]), int(fixed[1])) if fixed else (args.size, args.size) if args.size else tuple(size[-2:])
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     with AttentionRecorder(model) as rec, torch.inference_mode():
         model(x)
@@ -350,7 +353,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     render.add_argument("--out", required=True, help="output folder; one subfolder per image")
     _add_model_arguments(render, None)
-    render.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
+    render.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="short side the model sees (default: the weights'); for a network not attnviz's, the input size it "
+        "runs at (default: read from the network, see attnviz/input_size.py)",
+    )
     render.add_argument("--device", choices=["cpu", "cuda"], default=None)
     render.add_argument("--cmap", choices=list(COLORMAPS), default="turbo")
     render.add_argument("--alpha", type=float, default=0.5)
@@ -373,7 +382,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     render.set_defaults(func=_cmd_render)
     inspect = sub.add_parser("inspect", help="every attention site found in a network, its kind and shape")
     _add_model_arguments(inspect, "random")
-    inspect.add_argument("--size", type=int, default=224, help="input side in pixels (default 224)")
+    inspect.add_argument(
+        "--size", type=int, default=None, help="input side in pixels (default: the size the network runs at, or 224)"
+    )
     inspect.set_defaults(func=_cmd_inspect)
     add_train_parser(sub)
     add_eval_parser(sub)

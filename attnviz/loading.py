@@ -28,10 +28,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from .hub import create_timm, torchvision_state_dict
+from .input_size import probe_input
 from .weights import (
     fit_state_dict,
     match_keys,
@@ -57,6 +57,7 @@ def load_model(
     attention: str | None = None,
     labels: str | Path | None = None,
     size: int | None = None,
+    input_size: int | tuple[int, int] | None = None,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     offline: bool | None = None,
@@ -76,6 +77,10 @@ def load_model(
             ``{name: index}``). Default: the weights' metadata, else ``class i``.
         size, mean, std: preprocessing (short side, normalisation); they override the weights' metadata, which
             otherwise gives them (timm's ``pretrained_cfg``, torchvision's transforms), else 224 and ImageNet's.
+        input_size: the size (an int or (H, W)) a network that is not attnviz's runs at; without it the size is
+            read from the network (:func:`attnviz.input_size.probe_input`: blank forwards at the source's size,
+            else 224 and other usual sizes), and a network that runs at one size only gets every image
+            stretched to it.
         offline: ``True`` forbids downloads (as ``HF_HUB_OFFLINE=1``/``ATTNVIZ_OFFLINE=1`` do).
         trust_pickle: allow checkpoints that hold pickled Python objects (a whole model): they run code.
         pretrained: timm/torchvision: load their pretrained weights (``False``: random initialisation).
@@ -99,6 +104,10 @@ def load_model(
         raise ValueError(f"std must be positive, got {std_}")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 8):
         raise ValueError(f"size must be an integer >= 8, got {size!r}")
+    if input_size is not None and not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in _sides(input_size)
+    ):
+        raise ValueError(f"input_size must be an integer >= 8 or (H, W), got {input_size!r}")
     from .models import ARCHS
 
     if spec in ARCHS:
@@ -125,8 +134,22 @@ def load_model(
         meta["categories"] = read_labels(labels)
         model.labels_source = f"file {Path(labels).name}"  # type: ignore[assignment]
     n = getattr(model, "num_outputs", None)
-    if n is None and (labels is not None or meta.get("categories") is None):
-        n = _num_outputs(model, meta)
+    if spec not in ARCHS and (input_size is not None or "fixed_input_size" not in meta or n is None):
+        probe = probe_input(
+            model,
+            declared=input_size,
+            known=meta.get("input_size"),
+            fixed=meta.get("fixed_input_size") if input_size is None else None,
+            name=spec,
+        )
+        meta["input_size"] = list(probe.size)
+        meta["fixed_input_size"] = probe.fixed
+        if probe.fixed:
+            model.input_note = f"runs at {probe.size[0]} x {probe.size[1]} only: {probe.why}"  # type: ignore[assignment]
+            if size is None:
+                meta["resize_size"] = [min(probe.size)]
+        out = probe.output
+        n = int(out.shape[1]) if isinstance(out, Tensor) and out.ndim == 2 else None
     if meta.get("categories") is None:
         meta["categories"] = [f"class {i}" for i in range(n or 0)]
         model.labels_source = "class i" if n else "none: the output is not class logits"  # type: ignore[assignment]
@@ -199,18 +222,8 @@ def _imagenet_categories() -> list[str]:
     return list(ResNet50_Weights.DEFAULT.meta["categories"])
 
 
-def _num_outputs(model: nn.Module, meta: dict[str, Any]) -> int | None:
-    """The number of classes the model outputs, from one forward of a blank image; ``None`` when its output is
-    not a (batch, classes) tensor or the forward fails."""
-    size = meta.get("input_size") or [int(meta.get("resize_size", [224])[0])] * 2
-    param = next(iter(model.parameters()), None)
-    x = torch.zeros(1, 3, int(size[-2]), int(size[-1]), device=param.device if param is not None else "cpu")
-    try:
-        with torch.inference_mode():
-            out = model(x)
-    except Exception:
-        return None
-    return int(out.shape[1]) if isinstance(out, Tensor) and out.ndim == 2 else None
+def _sides(size: int | Sequence[int]) -> tuple[Any, ...]:
+    return (size,) if isinstance(size, int) else tuple(size)
 
 
 def _default_meta() -> dict[str, Any]:

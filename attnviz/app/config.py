@@ -94,4 +94,8 @@ class AppConfig:
         options: dict[str, object] = {"offline": True} if self.offline else {}
         if arch == self.served and self.labels:
             options["labels"] = self.labels
+        from ..models import ARCHS
+
+        if arch == self.served and self.size and arch not in ARCHS:
+            options["input_size"] = self.size  # --size declares the input size of a network not attnviz's
         return options
