@@ -111,7 +111,7 @@ def load_model(
     from .models import ARCHS
 
     if spec in ARCHS:
-        model = _own(spec, weights, attention, offline)
+        model = _own(spec, weights, attention, offline, trust_pickle)
     elif spec.startswith("timm:"):
         model = _timm(spec, weights, pretrained, offline, progress, trust_pickle)
     elif spec.startswith("torchvision:"):
@@ -271,7 +271,9 @@ def _head_classes(model: nn.Module, sd: dict[str, Tensor]) -> int | None:
 
 
 # -- attnviz's own ResNets -------------------------------------------------------------------------------------------
-def _own(arch: str, weights: str | Path | None, attention: str | None, offline: bool | None = None) -> nn.Module:
+def _own(
+    arch: str, weights: str | Path | None, attention: str | None, offline: bool | None = None, trust: bool = False
+) -> nn.Module:
     from .models import build_model
 
     w = None if weights in (None, "random") else str(weights)
@@ -285,7 +287,7 @@ def _own(arch: str, weights: str | Path | None, attention: str | None, offline: 
                 f"ImageNet weights for {arch} are not in the cache ({cached}) and downloads are off ({off}): "
                 "run once without --offline, or place that file there"
             )
-    model = build_model(arch, attention, weights=w)
+    model = build_model(arch, attention, weights=w, trust_pickle=trust)
     card = getattr(model, "weights_card", None)
     meta = dict(model.weights_meta)
     labels = "model card" if card else "ImageNet-1k (torchvision)" if len(meta["categories"]) == 1000 else "class i"

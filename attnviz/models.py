@@ -110,6 +110,7 @@ def build_model(
     num_classes: int | None = None,
     weights: str | None = None,
     attention_kwargs: dict[str, Any] | None = None,
+    trust_pickle: bool = False,
 ) -> nn.Module:
     """A torchvision ResNet with ``attention`` blocks inserted at the paper's placement.
 
@@ -122,6 +123,8 @@ def build_model(
             convolutions; ``sk_pre``/``epsa_pre`` take them as their first branch); ``"demo"``: the shipped checkpoints
             trained on cut-and-paste scenes (resnet18, every paper block: none for variants); or a checkpoint path.
         attention_kwargs: extra keyword arguments for every inserted block (e.g. ``{"reduction": 8}``).
+        trust_pickle: load a checkpoint file that holds pickled Python objects (it runs their code); without it
+            such a file is refused (:class:`attnviz.checkpoint.PickledModelError`).
 
     Returns:
         The model in eval mode, with ``model.arch``, ``model.attention``, ``model.weights_source`` and
@@ -156,7 +159,7 @@ def build_model(
     if weights is not None:
         from .weights import load_weights
 
-        load_weights(model, weights)
+        load_weights(model, weights, trust_pickle=trust_pickle)
     return model.eval()
 
 

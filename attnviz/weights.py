@@ -17,7 +17,9 @@ only with ``trust_pickle``), :func:`unwrap_state_dict` finds the state dict (pla
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
+from torchvision.models.resnet import Bottleneck
 
 from .blocks import attention_modules, get_attention
-from .checkpoint import load_checkpoint_file, read_card, read_checkpoint, tensors_sha256
+from .checkpoint import (
+    SAVE_STATE_DICT,
+    PickledModelError,
+    load_checkpoint_file,
+    read_card,
+    read_checkpoint,
+    read_checkpoint_object,
+    tensors_sha256,
+)
 
 __all__ = [
     "LoadReport",
@@ -88,6 +99,154 @@ def _under(key: str, prefixes: list[str]) -> bool:
     return any(key.startswith(p + ".") for p in prefixes)
 
 
+# -- what did not fit, and what the file looks like ------------------------------------------------------------------
+_BLOCK_KEY = re.compile(r"^layer([1-4])\.(\d+)\.bn1\.weight$")  # a block (a stage's attention module has no bn1)
+
+
+def _listed(keys: list[str], n: int = 6) -> str:
+    """The first ``n`` of ``keys``, then how many there are in all."""
+    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
+
+
+def _resnet_arch(keys: set[str]) -> tuple[str | None, str]:
+    """(attnviz's arch name or ``None``, a description) of a ResNet layout read from key names: blocks per stage
+    (``layerK.i.bn1``) and bottleneck (``conv3``) or basic blocks. ``(None, "")`` when the keys are no ResNet's."""
+    from .models import ARCHS
+
+    blocks: dict[int, set[int]] = {k: set() for k in range(1, 5)}
+    for key in keys:
+        m = _BLOCK_KEY.match(key)
+        if m:
+            blocks[int(m[1])].add(int(m[2]))
+    if not all(blocks.values()) or "conv1.weight" not in keys:
+        return None, ""
+    layers = [len(blocks[k]) for k in range(1, 5)]
+    bottleneck = "layer1.0.conv3.weight" in keys
+    for name, (block, arch_layers) in ARCHS.items():
+        if arch_layers == layers and issubclass(block, Bottleneck) == bottleneck:
+            return name, name
+    kind = "bottleneck" if bottleneck else "basic"
+    return None, f"a ResNet with {kind} blocks {layers} per stage, which none of attnviz's {', '.join(ARCHS)} has"
+
+
+@functools.lru_cache(maxsize=64)
+def _arch_shapes(arch: str, attention: str | None, num_classes: int) -> dict[str, tuple[int, ...]] | None:
+    """Key -> shape of attnviz's ``arch`` with ``attention`` (built on the meta device: no memory, no init cost);
+    ``None`` when it cannot be built so."""
+    from .models import build_model
+
+    try:
+        with torch.device("meta"):
+            model = build_model(arch, attention, num_classes=num_classes)
+    except Exception:
+        return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _distance(sd: dict[str, tuple[int, ...]], own: dict[str, tuple[int, ...]]) -> int:
+    """Keys missing, unexpected or of another shape between a file's shapes and a model's."""
+    tracked = "num_batches_tracked"
+    missing = sum(1 for k in own if k not in sd and not k.endswith(tracked))
+    return missing + sum(1 for k in sd if k not in own) + sum(1 for k, s in sd.items() if k in own and own[k] != s)
+
+
+def _attention_words(attention: str | None) -> str:
+    return "no attention" if attention is None else f"attention={attention!r}"
+
+
+def describe_state_dict(sd: dict[str, Tensor]) -> dict[str, Any] | None:
+    """Which of attnviz's networks a state dict looks like, from its key names and shapes: the ResNet depth from
+    the blocks per stage and the block type, the attention type by comparing with every registered type's
+    network (:func:`attnviz.list_attentions`), the classes from ``fc.weight``. ``None`` for a file that is no
+    ResNet's. Returns ``{"arch", "attention" (a list: ties), "classes", "exact", "text"}``."""
+    from .blocks import list_attentions
+
+    sd, _ = match_keys(dict(sd), {"conv1.weight"})  # DataParallel / torch.compile prefixes
+    arch, text = _resnet_arch(set(sd))
+    if arch is None:
+        return {"arch": None, "attention": [], "classes": None, "exact": False, "text": text} if text else None
+    fc = sd.get("fc.weight")
+    classes = int(fc.shape[0]) if fc is not None and fc.dim() == 2 else 1000
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    scores: dict[str | None, int] = {}
+    for attention in [None, *list_attentions()]:
+        own = _arch_shapes(arch, attention, classes)
+        if own is not None:
+            scores[attention] = _distance(shapes, own)
+    best = min(scores.values())
+    names = [a for a, d in scores.items() if d == best]
+    said = _attention_words(names[0])
+    if len(names) > 1:
+        said += f" (or {', '.join(map(_attention_words, names[1:]))}: the same keys and shapes)"
+    if best == 0:
+        text = f"{arch} with {said}, {classes} classes"
+    else:
+        plain = _arch_shapes(arch, None, classes) or {}
+        extra = [k for k in sd if k not in plain]
+        text = (
+            f"{arch} ({classes} classes) with keys that none of attnviz's attention types has exactly"
+            + (f" ({_listed(extra, 3)})" if extra else "")
+            + f"; closest: {said}, {best} keys apart"
+        )
+    return {"arch": arch, "attention": names, "classes": classes, "exact": best == 0, "text": text}
+
+
+def _guess_line(sd: dict[str, Tensor], model: nn.Module, own_arch: bool) -> str | None:
+    """The line of a misfit message that says what the file looks like, and how to load it as that (for a file
+    that is no ResNet's: a line only when ``own_arch``, the model being one of attnviz's)."""
+    try:
+        guess = describe_state_dict(sd)
+    except Exception:  # a guess must never hide the misfit itself
+        return None
+    if guess is None:
+        return None if not own_arch else "the file does not look like any of attnviz's ResNets (resnet18 ... resnet101)"
+    if guess["arch"] is None or not guess["exact"]:
+        return f"the file looks like {guess['text']}"
+    arch, attention, classes = guess["arch"], guess["attention"][0], guess["classes"]
+    same = (arch, attention) == (getattr(model, "arch", None), getattr(model, "attention", None))
+    if same:  # only the classifier differs
+        return (
+            f"the file looks like {guess['text']}: the model has another number of classes; build it with "
+            f"num_classes={classes} (Python: attnviz.build_model({arch!r}, {attention!r}, num_classes={classes}, "
+            "weights=PATH)), or save the weights with a model card (attnviz.checkpoint.save_checkpoint) that names "
+            "its classes"
+        )
+    flag = f" --attention {attention}" if attention else ""
+    return (
+        f"the file looks like {guess['text']}: load it as that network (command line: --arch {arch}{flag}; "
+        f"Python: attnviz.build_model({arch!r}, {attention!r}, weights=PATH))"
+    )
+
+
+def misfit_message(
+    head: str, groups: list[tuple[str, list[str]]], sd: dict[str, Tensor], model: nn.Module, own_arch: bool = True
+) -> str:
+    """A message for weights that do not fit ``model``: ``head``, then each non-empty group of keys (title, count,
+    the first few), then which network the file looks like (:func:`describe_state_dict`)."""
+    lines = [head]
+    lines += [f"  {title}: {_listed(keys)}" for title, keys in groups if keys]
+    guess = _guess_line(sd, model, own_arch)
+    if guess:
+        lines.append(f"  {guess}")
+    return "\n".join(lines)
+
+
+def _misfits(sd: dict[str, Tensor], own: dict[str, Tensor]) -> list[tuple[str, list[str]]]:
+    """Missing, unexpected and misshapen keys of ``sd`` against a model's ``own`` state dict, titled."""
+    return [
+        ("missing keys", [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]),
+        ("unexpected keys", [k for k in sd if k not in own]),
+        (
+            "shape mismatches",
+            [
+                f"{k} (file {tuple(v.shape)}, model {tuple(own[k].shape)})"
+                for k, v in sd.items()
+                if k in own and tuple(v.shape) != tuple(own[k].shape)
+            ],
+        ),
+    ]
+
+
 def load_backbone_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> LoadReport:
     """Load a plain-ResNet state dict (e.g. torchvision ImageNet) into ``model`` with ``strict=False``,
     checking that the only keys that do not match are attention keys.
@@ -127,16 +286,13 @@ def load_backbone_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) ->
     bad_unexpected = [k for k in unexpected if not replaced(k)]
     if mismatched or bad_missing or bad_unexpected:
         what = getattr(model, "arch", type(model).__name__), getattr(model, "attention", None)
-        lines = [f"this state dict does not fit {what[0]} with attention={what[1]!r}:"]
-        for title, keys in (
+        groups = [
             ("shape mismatches", mismatched),
             ("missing keys that are not attention parameters", bad_missing),
             ("unexpected keys", bad_unexpected),
-        ):
-            if keys:
-                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
-                lines.append(f"  {title}: {shown}")
-        raise ValueError("\n".join(lines))
+        ]
+        head = f"this state dict does not fit {what[0]} with attention={what[1]!r}:"
+        raise ValueError(misfit_message(head, groups, state_dict, model))
     model.load_state_dict(sd, strict=False)
     report.missing_attention = [k for k in missing if _under(k, prefixes)]
     report.replaced = [k for k in unexpected if replaced(k)]
@@ -234,9 +390,15 @@ def weights_card(weights: str | Path | None, arch: str, attention: str | None) -
     return card
 
 
-def _load_file(model: nn.Module, path: Path) -> dict[str, Any]:
-    """Load a full or delta checkpoint into ``model``; returns its card."""
-    sd, card = read_checkpoint(path)
+def _load_file(model: nn.Module, path: Path, trust_pickle: bool = False) -> dict[str, Any]:
+    """Load a full or delta checkpoint into ``model``; returns its card.
+
+    Raises:
+        ValueError: the file does not read (:func:`attnviz.checkpoint.read_checkpoint_object`), or does not fit:
+            the message counts and names the missing, unexpected and misshapen keys, and says which network the
+            file looks like.
+    """
+    sd, card = read_checkpoint(path, trust_pickle=trust_pickle)
     what = f"{getattr(model, 'arch', None)} with attention={getattr(model, 'attention', None)!r}"
     base = card.get("base")
     if base:
@@ -247,34 +409,26 @@ def _load_file(model: nn.Module, path: Path) -> dict[str, Any]:
         if base.get("sha256") and tensors_sha256(base_sd) != base["sha256"]:
             raise ValueError(f"checkpoint {path.name} builds on {base_path.name}, but that file's weights have changed")
         load_backbone_state_dict(model, base_sd)
-        own = model.state_dict()
-        unexpected = [k for k in sd if k not in own]
-        mismatched = [k for k in sd if k in own and own[k].shape != sd[k].shape]
-        if unexpected or mismatched:
-            raise ValueError(
-                f"checkpoint {path.name} does not fit {what}: unexpected {unexpected[:8]}, wrong shape {mismatched[:8]}"
-            )
+        groups = _misfits(sd, model.state_dict())[1:]  # a delta holds some keys: none is missing
+        if any(keys for _, keys in groups):
+            head = f"checkpoint {path.name} (a delta on {base_path.name}) does not fit {what}:"
+            raise ValueError(misfit_message(head, groups, sd, model, own_arch=False))
         model.load_state_dict(sd, strict=False)
         return card
-    try:
-        result = model.load_state_dict(sd, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"checkpoint {path.name} does not fit {what}: {str(e).splitlines()[-1].strip()}") from None
-    if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"checkpoint {path.name} does not fit {what}: "
-            f"missing {result.missing_keys[:8]}, unexpected {result.unexpected_keys[:8]}"
-        )
+    groups = _misfits(sd, model.state_dict())
+    if any(keys for _, keys in groups):
+        raise ValueError(misfit_message(f"checkpoint {path.name} does not fit {what}:", groups, sd, model))
+    model.load_state_dict(sd, strict=False)
     return card
 
 
-def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
+def load_weights(model: nn.Module, weights: str | Path, *, trust_pickle: bool = False) -> LoadReport | None:
     """Load ``weights`` into a model made by :func:`attnviz.build_model` and record the source on it.
 
     Sources: ``"imagenet"`` (torchvision, attention untrained), ``"demo"`` (the shipped checkpoints, see
     :mod:`attnviz.demo`), or a checkpoint file (full, or a delta naming its base). Sets ``model.weights_source``,
     ``model.untrained_attention`` and ``model.weights_meta`` (categories, mean, std, resize size) from the
-    source's metadata or model card.
+    source's metadata or model card. ``trust_pickle``: a file that holds pickled objects may run its code.
 
     Raises:
         ValueError: an unknown source, or weights that do not fit (the message says which keys).
@@ -299,7 +453,7 @@ def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
         p = Path(str(weights))
         weights_card(p, str(arch), getattr(model, "attention", None))  # unknown source, missing file, wrong model
         source = f"file {p.name}"
-    card = _load_file(model, p)
+    card = _load_file(model, p, trust_pickle)
     model.weights_source = source  # type: ignore[assignment]
     model.untrained_attention = False  # type: ignore[assignment]
     if card:
@@ -319,23 +473,6 @@ def load_weights(model: nn.Module, weights: str | Path) -> LoadReport | None:
 STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "weights", "params")
 #: Key prefixes added by wrappers: DataParallel/DistributedDataParallel, torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-SAVE_STATE_DICT = 'torch.save(model.state_dict(), "model.pt")'
-
-
-class PickledModelError(ValueError):
-    """A checkpoint holds pickled Python objects (a whole model) that only ``trust_pickle=True`` loads."""
-
-
-def _pickled_globals(path: Path) -> list[str]:
-    """The classes and functions a torch file's pickle would import (``[]`` when they cannot be listed), the user's
-    own first (torch's and the standard library's last), each group sorted: torch returns them in no fixed order."""
-    try:
-        found = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception:
-        return []
-    library = ("torch.", "collections.", "builtins.", "typing.", "functools.", "numpy.")
-    return sorted(found, key=lambda name: (name.startswith(library), name))
 
 
 def _is_state_dict(obj: Any) -> bool:
@@ -369,41 +506,6 @@ def unwrap_state_dict(obj: Any, name: str = "checkpoint") -> dict[str, Tensor]:
     raise ValueError(f"{name} holds a {type(obj).__name__}, not a state dict; save one with {SAVE_STATE_DICT}")
 
 
-def read_checkpoint_object(path: str | Path, *, trust_pickle: bool = False) -> Any:
-    """What a checkpoint file holds: ``.safetensors`` (tensors), or a torch file read with ``weights_only=True``;
-    a pickle that would import classes (a whole model saved with ``torch.save(model)``) only with ``trust_pickle``.
-
-    Raises:
-        PickledModelError: pickled classes and not ``trust_pickle`` (the message shows how to save a state dict).
-        ValueError: missing or unreadable file.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"checkpoint not found: {p}")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            return load_file(str(p))
-        return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        if p.suffix == ".safetensors" or type(e).__name__ != "UnpicklingError":  # weights_only's refusal
-            raise ValueError(f"cannot read checkpoint {p.name}: {type(e).__name__}: {e}") from None
-    if not trust_pickle:
-        found = _pickled_globals(p)
-        what = f" ({', '.join(found[:6])}{', ...' if len(found) > 6 else ''})" if found else ""
-        raise PickledModelError(
-            f"checkpoint {p.name} holds pickled Python objects{what}, such as a whole model saved with "
-            f"torch.save(model); loading it would import and run code, so it is refused. Save the weights instead: "
-            f"{SAVE_STATE_DICT} (or torch.save({{'state_dict': model.state_dict()}}, ...)) and pass that file. "
-            "If you trust this file, load it anyway with --trust-pickle (trust_pickle=True)"
-        )
-    try:
-        return torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(f"cannot unpickle checkpoint {p.name}: {type(e).__name__}: {e}") from None
-
-
 def _strip(sd: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in sd.items()}
 
@@ -429,10 +531,6 @@ def match_keys(sd: dict[str, Tensor], own: set[str]) -> tuple[dict[str, Tensor],
     return sd, removed
 
 
-def _listed(keys: list[str], n: int = 10) -> str:
-    return ", ".join(keys[:n]) + (f", ... ({len(keys)} in all)" if len(keys) > n else "")
-
-
 def fit_state_dict(model: nn.Module, sd: dict[str, Tensor], name: str = "checkpoint") -> list[str]:
     """Load ``sd`` into ``model`` exactly (after :func:`match_keys`); returns the prefixes removed.
 
@@ -441,25 +539,12 @@ def fit_state_dict(model: nn.Module, sd: dict[str, Tensor], name: str = "checkpo
     """
     own = model.state_dict()
     sd, removed = match_keys(sd, set(own))
-    mismatched = [
-        f"{k} (file {tuple(v.shape)}, model {tuple(own[k].shape)})"
-        for k, v in sd.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in sd if k not in own]
-    if mismatched or missing or unexpected:
+    groups = _misfits(sd, own)
+    if any(keys for _, keys in groups):
         what = getattr(model, "arch", None) or type(model).__name__
-        lines = [f"{name} does not fit {what}:"]
-        for title, keys in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        ):
-            if keys:
-                lines.append(f"  {title}: {_listed(keys)}")
+        msg = misfit_message(f"{name} does not fit {what}:", groups, sd, model, own_arch=False)
         if removed:
-            lines.append(f"  (prefixes removed from the file's keys: {', '.join(removed)})")
-        raise ValueError("\n".join(lines))
+            msg += f"\n  (prefixes removed from the file's keys: {', '.join(removed)})"
+        raise ValueError(msg)
     model.load_state_dict(sd, strict=False)
     return removed
