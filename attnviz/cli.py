@@ -216,7 +216,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
                     pending.append((i, path, out / stem, None, result))
                 else:
                     said = _say_once(result, args.checks, said)
-                    if args.checks and result.predictions:  # ablation, Grad-CAM, randomisation: result.json's
+                    if args.checks:  # ablation, Grad-CAM agreement, randomisation: result.json's "checks"
                         _checks(result, args, cache)
                     write = submit(write_folder, result, settings, out / stem)
                     pending.append((i, path, out / stem, write, (result.predictions or [None])[0]))
@@ -236,7 +236,8 @@ def _say_once(result: Any, checks: bool, said: bool) -> bool:
 
     if said:
         return True
-    lines = [] if result.predictions else [NOT_LOGITS + ("; --checks skipped: they need a class" if checks else "")]
+    skip = "; --checks: ablation and Grad-CAM skipped (they follow a class), the randomisation check runs"
+    lines = [] if result.predictions else [NOT_LOGITS + (skip if checks else "")]
     if result.capture_warning:
         lines.append(result.capture_warning)
     for line in lines:

@@ -63,11 +63,28 @@ def test_a_detector_renders_its_maps_without_predictions(tmp_path, capsys) -> No
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     assert "no predictions" in captured.out
-    assert captured.err.count("not class logits") == 1 and "--checks skipped" in captured.err
+    assert captured.err.count("not class logits") == 1 and "ablation and Grad-CAM skipped" in captured.err
     assert result["predictions"] == [] and result["unclassified"] == []
+    # the checks that need no class ran: the randomisation check per block, no ablation
+    assert set(result["checks"]) == {"backbone.2", "backbone.4"} and result["checks_all_off"] is None
+    assert all("randomised" in c and "ablation" not in c for c in result["checks"].values())
+    assert "not class logits" in result["checks_info"]["note"]
     assert [m["name"] for m in result["maps"]] == ["backbone.2.sigmoid()", "backbone.4.sigmoid()"]  # SE: sites
     (skip,) = result["skipped"]
     assert skip["site"] == "detect.sigmoid()" and "output activation" in skip["why"]
+
+
+def test_the_app_checks_a_detector_without_a_class(tmp_path) -> None:
+    from attnviz.app.config import AppConfig
+    from attnviz.app.handlers import Handlers
+
+    spec = _spec("detector")
+    app = Handlers(AppConfig(device="cpu", offline=True, export_root=tmp_path / "exports", served=spec, model=spec))
+    state, predictions, *_ = app.run_analysis(str(ASSET), "none", spec, "random")
+    assert not predictions
+    state, chart, view, cam, randomised, text, sanity = app.run_checks(state, "turbo", 0.5, "map", None)
+    assert chart is None and cam is None and view is not None and randomised is not None
+    assert "ablation and Grad-CAM skipped" in text and "Sanity check" in sanity
 
 
 def test_a_shared_se_feeding_a_softmax_is_part_of_it() -> None:

@@ -113,7 +113,7 @@ def checks_panel(
         )
         return None, None, None, None, text, ""
     c = check_for_view(checks, key)
-    chart = ablation_chart(checks)
+    chart = ablation_chart(checks) if checks.all_off is not None else None
     if c is None:
         return chart, None, None, None, "This network has no attention block the checks can switch off.", ""
     image = panel_image(result.image)
@@ -121,17 +121,19 @@ def checks_panel(
     def draw(m: np.ndarray | None, gradcam: bool = False) -> np.ndarray | None:
         return None if m is None else overlay(image, normalize([m], _single_mode(norm, gradcam))[0], cmap, alpha)
 
-    e = c.ablation
-    top = _label(categories, checks.target)
-    moved = f"top-1 changes to **{_label(categories, e.top1)}**" if e.top1_changed else "top-1 unchanged"
-    every = checks.all_off
-    every_moved = f"top-1 changes to {_label(categories, every.top1)}" if every.top1_changed else "top-1 unchanged"
+    e, every = c.ablation, checks.all_off
     stage = f" (stage {c.stage})" if c.stage is not None else ""
-    lines = [
-        f"**{c.path}**{stage} · class followed: **{top}** (p = {checks.prob:.3f})",
-        f"Switching it off ({c.off}): p = {e.prob:.3f} (Δ {e.top1_prob_delta:+.3f}), {moved}. "
-        f"Every block off: Δ {every.top1_prob_delta:+.3f}, {every_moved}.",
-    ]
+    top = _label(categories, checks.target) if checks.target is not None else ""
+    if e is None or every is None or checks.prob is None:
+        lines = [f"**{c.path}**{stage} · {checks.note}"]
+    else:
+        moved = f"top-1 changes to **{_label(categories, e.top1)}**" if e.top1_changed else "top-1 unchanged"
+        every_moved = f"top-1 changes to {_label(categories, every.top1)}" if every.top1_changed else "top-1 unchanged"
+        lines = [
+            f"**{c.path}**{stage} · class followed: **{top}** (p = {checks.prob:.3f})",
+            f"Switching it off ({c.off}): p = {e.prob:.3f} (Δ {e.top1_prob_delta:+.3f}), {moved}. "
+            f"Every block off: Δ {every.top1_prob_delta:+.3f}, {every_moved}.",
+        ]
     if c.view is None:
         lines.append("This block has no spatial view: no Grad-CAM or sanity scores.")
     else:

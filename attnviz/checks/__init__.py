@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
-from .ablate import OFF, Ablation, AblationResult, Effect, ablate, neutral
+from .ablate import OFF, Ablation, AblationResult, Effect, NotAClassifierError, ablate, neutral
 from .attribution import agreement, gradcam, rank, resize, spearman, top_iou
 from .blocks import Block, block_view, find_blocks
 from .sanity import WARN_ABOVE, call_order, randomise_from, randomised_views, warn
@@ -35,6 +35,7 @@ __all__ = [
     "BlockCheck",
     "Checks",
     "Effect",
+    "NotAClassifierError",
     "ablate",
     "ablation_chart_png",
     "agreement",
@@ -65,7 +66,7 @@ class BlockCheck:
         stage: the network's stage, or ``None``.
         maps: names of the block's maps; kinds: their kinds.
         off: what switching it off means (:data:`OFF`).
-        ablation: the :class:`Effect` of switching it alone off.
+        ablation: the :class:`Effect` of switching it alone off (``None``: the model is no classifier).
         view: its spatial view (h, w) as the app draws it, or ``None`` (a block without one: no Grad-CAM scores).
         view_label: what ``view`` shows.
         gradcam: Grad-CAM at the module's output for the checks' class, (h, w) at the module's resolution, or None.
@@ -80,7 +81,7 @@ class BlockCheck:
     maps: list[str]
     kinds: list[str]
     off: str
-    ablation: Effect
+    ablation: Effect | None
     view: np.ndarray | None = None
     view_label: str = ""
     gradcam: np.ndarray | None = None
@@ -91,7 +92,7 @@ class BlockCheck:
 
     def json(self) -> dict[str, Any]:
         """This block's entry of result.json's ``"checks"``."""
-        out: dict[str, Any] = {"ablation": self.ablation.json()}
+        out: dict[str, Any] = {} if self.ablation is None else {"ablation": self.ablation.json()}
         if self.gradcam_scores is not None:
             out["gradcam"] = dict(self.gradcam_scores)
         if self.randomised_scores is not None:
@@ -105,27 +106,31 @@ class Checks:
     """What :func:`run_checks` returns.
 
     Attributes:
-        target: the class the ablation follows and Grad-CAM explains (the prediction unless another was asked for).
-        prob: its probability with every block on.
+        target: the class the ablation follows and Grad-CAM explains (the prediction unless another was asked for);
+            ``None`` when the model's output is not class logits (a detector's): no ablation, no Grad-CAM.
+        prob: its probability with every block on (``None`` likewise).
         blocks: block path -> :class:`BlockCheck`, in forward order.
-        all_off: the :class:`Effect` of every block off at once.
+        all_off: the :class:`Effect` of every block off at once (``None`` likewise).
         seed: the randomisation's seed.
         timings: milliseconds per check (find, ablation, gradcam, randomisation).
+        note: what was skipped and why ('' when every check ran).
     """
 
-    target: int
-    prob: float
+    target: int | None
+    prob: float | None
     blocks: dict[str, BlockCheck]
-    all_off: Effect
+    all_off: Effect | None
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
+    note: str = ""
 
     def json(self) -> dict[str, Any]:
         """``{"checks": {block path: {...}}, "checks_all_off": {...}}``, the keys result.json gets."""
+        info = {"target": self.target, "prob": self.prob, "seed": self.seed, "timings_ms": self.timings}
         return {
             "checks": {k: v.json() for k, v in self.blocks.items()},
-            "checks_all_off": self.all_off.json(),
-            "checks_info": {"target": self.target, "prob": self.prob, "seed": self.seed, "timings_ms": self.timings},
+            "checks_all_off": None if self.all_off is None else self.all_off.json(),
+            "checks_info": {**info, "note": self.note} if self.note else info,
         }
 
 
@@ -169,10 +174,15 @@ def run_checks(
 
     blocks, maps, acts = find_blocks(model, x)
     lap("find")
-    abl = ablate(model, x, blocks, target=target, batch_size=batch_size)
+    abl: AblationResult | None = None
+    note = ""
+    try:
+        abl = ablate(model, x, blocks, target=target, batch_size=batch_size)
+    except NotAClassifierError as e:
+        note = f"{e}: ablation and Grad-CAM skipped (they follow a class); the randomisation check ran"
     lap("ablation")
     cams: dict[str, np.ndarray] = {}
-    if gradcam_on:
+    if gradcam_on and abl is not None:
         cams, _ = gradcam(model, x, blocks, abl.target)
         lap("gradcam")
     rand: dict[str, np.ndarray | None] = {}
@@ -183,7 +193,7 @@ def run_checks(
     for b in blocks:
         view, label, _ = block_view(b, maps, acts, query)
         off = _kind_off(b.kinds, b.residual)
-        check = BlockCheck(b.path, b.stage, list(b.maps), list(b.kinds), off, abl.blocks[b.path])
+        check = BlockCheck(b.path, b.stage, list(b.maps), list(b.kinds), off, abl and abl.blocks[b.path])
         if view is not None:
             check.view, check.view_label = view, label
             cam = cams.get(b.path)
@@ -196,6 +206,8 @@ def run_checks(
                 check.randomised_scores = agreement(view, r)
                 check.warning = warn(check.randomised_scores["spearman"])
         out[b.path] = check
+    if abl is None:
+        return Checks(None, None, out, None, seed, timings, note)
     return Checks(abl.target, abl.prob, out, abl.all_off, seed, timings)
 
 
@@ -252,7 +264,8 @@ def check_files(result: Any, settings: dict[str, Any]) -> list[tuple[str, bytes]
             scores = c.gradcam_scores if what == "gradcam" else c.randomised_scores
             title = f"{path} · {what}" + (f" (Spearman {scores['spearman']:.2f})" if scores else "")
             files.append((f"{stem}.{what}.png", figure_png(image, m01, cmap, alpha, title, vr, label)))
-    files.append(("checks/ablation.png", ablation_chart_png(checks)))
+    if checks.all_off is not None:
+        files.append(("checks/ablation.png", ablation_chart_png(checks)))
     return files
 
 
@@ -262,9 +275,12 @@ def ablation_chart_png(checks: Checks, title: str = "") -> bytes:
 
     from matplotlib.figure import Figure
 
+    if checks.all_off is None:
+        raise ValueError(f"no ablation to draw: {checks.note}")
+    effects = [c.ablation for c in checks.blocks.values() if c.ablation is not None] + [checks.all_off]
     names = [*checks.blocks, "all off"]
-    deltas = [c.ablation.top1_prob_delta for c in checks.blocks.values()] + [checks.all_off.top1_prob_delta]
-    changed = [c.ablation.top1_changed for c in checks.blocks.values()] + [checks.all_off.top1_changed]
+    deltas = [e.top1_prob_delta for e in effects]
+    changed = [e.top1_changed for e in effects]
     fig = Figure(figsize=(max(4.0, 0.45 * len(names) + 1.5), 3.2), dpi=120)
     ax = fig.add_subplot()
     colors = ["#d62728" if c else "#1f77b4" for c in changed]

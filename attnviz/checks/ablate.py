@@ -45,7 +45,12 @@ from ..discover import first_tensor
 from ..sites import GATE_FUNCS, Site, softmax_dim
 from .blocks import Block, find_blocks
 
-__all__ = ["OFF", "Ablation", "AblationResult", "Effect", "ablate", "neutral"]
+__all__ = ["OFF", "Ablation", "AblationResult", "Effect", "NotAClassifierError", "ablate", "neutral"]
+
+
+class NotAClassifierError(ValueError):
+    """The model's output is not class logits (B, classes): a check that follows a class cannot run."""
+
 
 #: kind -> what switching it off means (README, result.json).
 OFF: dict[str, str] = {
@@ -330,7 +335,7 @@ def ablate(
         with Ablation(model, blocks, off), torch.inference_mode():
             out = model(x[:1].expand(stop - start, *x.shape[1:]))
         if not isinstance(out, Tensor) or out.dim() != 2:
-            raise ValueError("ablation needs a classifier: the model's output is not class logits (B, classes)")
+            raise NotAClassifierError("the model's output is not class logits (B, classes)")
         probs.append(torch.softmax(out.float(), dim=1).cpu())
     p = torch.cat(probs)
     top1 = int(p[0].argmax())
