@@ -164,3 +164,20 @@ def test_pointing_ties_are_scored_explicitly() -> None:
     assert score_maps(m, mask)[0].tolist() == [0.5, 0.5]
     m[1, 3, 3] = 0.9  # a clear single peak scores 0 or 1
     assert score_maps(m, mask)[0].tolist() == [0.5, 0.0]
+
+
+def test_stats_say_what_they_lack(tmp_path, capsys) -> None:
+    """attnviz stats on a detector (no accuracy) and on a network whose attention it cannot read says so once, in
+    its output, summary.json and report.md."""
+    import shutil
+
+    for cls in ("a", "b"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        shutil.copy(ASSET, tmp_path / "data" / cls / "x.jpg")
+    expected = {"detector": "not class logits", "tiny_vit": "could not read"}
+    for name, words in expected.items():
+        out = tmp_path / name
+        assert main(["stats", str(tmp_path / "data"), "--model", _spec(name), "--out", str(out), "--workers", "0"]) == 0
+        assert capsys.readouterr().out.count(words) == 1
+        (note,) = json.loads((out / "summary.json").read_text())["run"]["notes"]
+        assert words in note and words in (out / "report.md").read_text()

@@ -165,6 +165,7 @@ def _markdown(summary: dict, res: dict) -> str:
     ]
     if summary["accuracy"] is not None:
         lines.append(f"* Top-1 accuracy: {_num(summary['accuracy'], True)}.")
+    lines += [f"* ⚠️ {note}." for note in run.get("notes", [])]
     if res["stages"]:
         parts = [
             f"stage {r['stage']} {_num(r['profile_correlation'])} "

@@ -50,6 +50,22 @@ def _model(spec: str, attention: str | None, weights: str | None, device: torch.
     return model
 
 
+def model_notes(net: nn.Module, short: int) -> list[str]:
+    """What the statistics of ``net`` will lack, from one blank recorded forward: predictions (its output is not
+    class logits) and attention (none found, or weights it could not read: :func:`attnviz.analyze.capture_warning`)."""
+    from ..analyze import NOT_LOGITS, capture_warning
+    from ..image import fixed_size
+
+    h, w = fixed_size(net.weights_meta) or (short, short)
+    param = next(iter(net.parameters()), None)
+    x = torch.zeros(1, 3, h, w, device=param.device if param is not None else "cpu")
+    with AttentionRecorder(net) as rec, torch.inference_mode():
+        output = net(x)
+    notes = [] if isinstance(output, torch.Tensor) and output.dim() == 2 else [f"{NOT_LOGITS}: no accuracy"]
+    warning = capture_warning(len(rec.maps), rec.unclassified, rec.skipped)
+    return notes + ([warning] if warning else [])
+
+
 def _label_map(classes: list[str], categories: list[str]) -> torch.Tensor | None:
     """model class index -> dataset class index (-1 for none), when every dataset class is one of the model's."""
     if not classes or any(c not in categories for c in classes):
@@ -161,6 +177,9 @@ def run_stats(
         net = _model(model, attention, weights, dev, **options)
         meta = net.weights_meta
         short = short_side(meta, size)
+        notes = model_notes(net, short) if rank == 0 else []
+        for note in notes:  # said once, before the run: no accuracy, no attention, weights that cannot be read
+            log(f"attnviz stats: warning: {note}")
         out = Path(out)
         shards = out / "shards"
         manifest = {
@@ -243,6 +262,7 @@ def run_stats(
             "chunks": len(all_chunks),
             "model_weights": net.weights_source,
             "input_short_side": short,
+            "notes": notes,
         }
         return write_report(out, total, listing, manifest, run)
     finally:
