@@ -256,7 +256,9 @@ def live_text(models: list[nn.Module], result: Any = None, device: str = "cpu", 
 
 def resolve_report(folder: str) -> tuple[Path, dict[str, Any]]:
     """The stats folder ``folder`` (resolved) and :func:`attnviz.stats.read_report`'s view of it, limited to files
-    inside the folder (a summary.json pointing elsewhere, or a link leading out, shows nothing of it).
+    inside the folder (a summary.json pointing elsewhere, or a link leading out, shows nothing of it). Listed names
+    that lead out are dropped by path arithmetic before anything is looked at on disk (``read_report``), so the
+    answer neither depends on nor names a file outside the folder.
 
     Raises:
         ValueError: not a folder, not a finished stats folder.
@@ -303,6 +305,8 @@ def report_panel(root: Path, report: dict[str, Any]) -> tuple[str, list[tuple[by
     run = report.get("run") or {}
     if run:
         lines += ["", "run: " + _headline_value(run)]
+    if report.get("outside"):
+        lines += ["", f"{report['outside']} file(s) listed in summary.json lie outside this folder: not shown"]
     figures = [(Path(f["path"]).read_bytes(), f["title"]) for f in report["figures"]]
     return "\n".join(lines), figures, list(report["tables"])
 

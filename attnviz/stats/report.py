@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import numpy as np
@@ -217,7 +217,10 @@ def read_report(folder: str | Path) -> dict[str, Any]:
 
     Returns:
         ``{"folder", "title", "headline": {...}, "figures": [{"title", "path"}], "tables": {name: {"csv",
-        "parquet", "rows"}}, "report": path}``, paths absolute.
+        "parquet", "rows"}}, "report": path, "outside": n}``, paths absolute. Files listed in summary.json are
+        kept only when their names lead below ``folder`` (relative, no ``..``, no link out): the others (``outside``
+        counts them) are dropped before anything looks at the disk, so the answer never depends on, or names, a
+        file outside the folder.
 
     Raises:
         ValueError: ``folder`` is not a finished stats folder (no ``summary.json``, or files it lists missing).
@@ -230,11 +233,18 @@ def read_report(folder: str | Path) -> dict[str, Any]:
         summary = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
-    figures = [{"title": f["title"], "path": str(folder / f["file"])} for f in summary.get("figures", [])]
+    listed_figures = summary.get("figures", [])
+    listed_tables = summary.get("tables", {})
+    figures = [{"title": f["title"], "path": str(folder / f["file"])} for f in listed_figures if _below(f["file"])]
     tables = {
         k: {**v, "csv": str(folder / v["csv"]), "parquet": str(folder / v["parquet"])}
-        for k, v in summary.get("tables", {}).items()
+        for k, v in listed_tables.items()
+        if _below(v["csv"]) and _below(v["parquet"])
     }
+    root = folder.resolve()  # links inside the folder that lead out of it are dropped too (checked on inside paths)
+    figures = [f for f in figures if Path(f["path"]).resolve().is_relative_to(root)]
+    tables = {k: t for k, t in tables.items() if Path(t["csv"]).resolve().is_relative_to(root)}
+    outside = len(listed_figures) + len(listed_tables) - len(figures) - len(tables)
     missing = [p for p in [f["path"] for f in figures] + [t["csv"] for t in tables.values()] if not Path(p).is_file()]
     if missing:
         raise ValueError(f"{folder}: files listed in summary.json are missing: {', '.join(missing)}")
@@ -260,4 +270,14 @@ def read_report(folder: str | Path) -> dict[str, Any]:
         "figures": figures,
         "tables": tables,
         "report": str(folder / summary.get("report", "report.md")),
+        "outside": outside,
     }
+
+
+def _below(name: Any) -> bool:
+    """Whether ``name`` (a file name from summary.json) leads below its folder by path arithmetic alone: a relative
+    path without ``..``, drive or NUL; nothing on disk is looked at."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        return False
+    path, windows = PurePosixPath(name), PureWindowsPath(name)
+    return not (path.is_absolute() or windows.anchor or ".." in path.parts or ".." in windows.parts)
