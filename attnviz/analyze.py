@@ -8,7 +8,10 @@ result.timings          # ms: decode, preprocess, forward, capture
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import gc
+import sys
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -157,17 +160,22 @@ class ModelCache:
                 h, w = warm_size(model.weights_meta)
                 model(torch.zeros(1, 3, h, w, device=device))  # warm-up: allocator, kernels
             self._models[key] = model
+            evicted = len(self._models) > self.maxsize
             while len(self._models) > self.maxsize:
                 self._models.popitem(last=False)
-            return model
+        if evicted:
+            release_memory()
+        return model
 
     def models(self) -> list[nn.Module]:
         with self._lock:
             return list(self._models.values())
 
     def clear(self) -> None:
+        """Forget every model and give their memory back (:func:`release_memory`)."""
         with self._lock:
             self._models.clear()
+        release_memory()
 
     def shrink(self, keep: nn.Module | None = None) -> int:
         """Forget every model but ``keep`` (after an out-of-memory error); return how many went."""
@@ -189,8 +197,30 @@ def release_after_oom(cache: ModelCache | None, keep: nn.Module | None = None) -
     of the failed forward (its input, the recorder's pending maps, the logits) alive, and nothing would be freed.
     """
     (cache or DEFAULT_CACHE).shrink(keep)
+    release_memory()
+
+
+def release_memory() -> None:
+    """Give the memory of models no longer referenced back: collect reference cycles (a model in one lives until
+    the next full collection otherwise), hand CUDA's cached blocks back to the driver, and on glibc return the
+    freed heap to the OS (``malloc_trim``: freed parameters otherwise stay in the process's arenas, and its resident
+    memory never shrinks)."""
     gc.collect()
     torch.cuda.empty_cache()  # a no-op where CUDA was never initialised
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or ``None`` (another C library, another platform)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 def model_request(arch: str, attention: str | None, weights: str | None) -> tuple[str, str | None, str]:

@@ -100,22 +100,24 @@ def module_paths(model: nn.Module) -> dict[int, tuple[str, nn.Module]]:
     and modules kept in plain Python lists, tuples or dicts (not registered, common in copied code) as
     ``parent.attr[i]`` (their own children below that)."""
     found: dict[int, tuple[str, nn.Module]] = {}
-
-    def walk(prefix: str, module: nn.Module) -> None:
-        for name, m in module.named_modules(prefix=prefix):
-            if id(m) in found:
-                continue
-            found[id(m)] = (name, m)
-            for attr, value in vars(m).items():
-                if attr.startswith("_") or not isinstance(value, (list, tuple, dict)):
-                    continue
-                items = value.items() if isinstance(value, dict) else enumerate(value)
-                for key, item in items:
-                    if isinstance(item, nn.Module) and id(item) not in found:
-                        walk(f"{name}.{attr}[{key}]" if name else f"{attr}[{key}]", item)
-
-    walk("", model)
+    _walk(found, "", model)
     return found
+
+
+def _walk(found: dict[int, tuple[str, nn.Module]], prefix: str, module: nn.Module) -> None:
+    """:func:`module_paths`' recursion (a module-level function: a recursive closure is a reference cycle, function
+    -> cell -> function, that would keep ``found``, and the model, alive until the next full garbage collection)."""
+    for name, m in module.named_modules(prefix=prefix):
+        if id(m) in found:
+            continue
+        found[id(m)] = (name, m)
+        for attr, value in vars(m).items():
+            if attr.startswith("_") or not isinstance(value, (list, tuple, dict)):
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(item, nn.Module) and id(item) not in found:
+                    _walk(found, f"{name}.{attr}[{key}]" if name else f"{attr}[{key}]", item)
 
 
 @dataclass
