@@ -131,20 +131,24 @@ def analyze_many(
                     return
 
         batch: list[_Item] = []
-        fill()
-        while ahead:
-            item = ahead.popleft().result()
+        try:
             fill()
-            if isinstance(item, ImageError):
-                yield from _run(model, batch, device, topk, common, cache)
-                batch = []
-                yield item
-                continue
-            if batch and (item.x.shape != batch[0].x.shape or len(batch) == batch_size):
-                yield from _run(model, batch, device, topk, common, cache)
-                batch = []
-            batch.append(item)
-        yield from _run(model, batch, device, topk, common, cache)
+            while ahead:
+                item = ahead.popleft().result()
+                fill()
+                if isinstance(item, ImageError):
+                    yield from _run(model, batch, device, topk, common, cache)
+                    batch = []
+                    yield item
+                    continue
+                if batch and (item.x.shape != batch[0].x.shape or len(batch) == batch_size):
+                    yield from _run(model, batch, device, topk, common, cache)
+                    batch = []
+                batch.append(item)
+            yield from _run(model, batch, device, topk, common, cache)
+        finally:  # closed early (an interrupt, a caller that stops): the decodes not started yet never start
+            for future in ahead:
+                future.cancel()
 
 
 class _Inline:

@@ -23,10 +23,11 @@ import argparse
 import contextlib
 import multiprocessing
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -149,14 +150,32 @@ def _writers(workers: int) -> Iterator[Callable[..., Future]]:
 
         yield run
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint)
+    try:
         yield pool.submit
+    except BaseException:  # an interrupt: writes not started yet never start; those running finish
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _ignore_sigint() -> None:
+    """A writer process leaves Ctrl-C (sent to the whole terminal's process group) to the main process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _render_expect(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
+    """What result.json's ``settings`` say for a folder this ``render`` would write (a folder made otherwise is
+    rendered again)."""
+    expect = {"arch": args.model, "attention": args.attention, "weights": args.weights or "random"}
+    expect["display"] = {k: settings[k] for k in ("cmap", "alpha", "norm", "topk")}
+    return expect if args.size is None else {**expect, "size": args.size}
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
     from .analyze import AnalyzeError, ModelCache, check_device
     from .batch import analyze_many
-    from .export import write_folder
+    from .export import rendered, write_folder
     from .image import ImageError
     from .stats.data import rank_env, shard
 
@@ -179,6 +198,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
         images, stems = shard(images, rank, world), shard(stems, rank, world)
         if device == "cuda":
             torch.cuda.set_device(local_rank)
+    expect, total = _render_expect(args, settings), len(images)
+    todo = [i for i, s in enumerate(stems) if args.overwrite or not rendered(out / s, expect, args.checks)]
+    images, stems = [images[i] for i in todo], [stems[i] for i in todo]
+    if len(images) < total:
+        print(
+            f"attnviz render: {total - len(images)} of {total} images already rendered in {out}/: skipped "
+            "(--overwrite renders them again)",
+            file=sys.stderr,
+        )
     batch_size = args.batch_size or (16 if device == "cuda" else 1)
     workers = args.workers if args.workers is not None else (min(4, os.cpu_count() or 1) if len(images) > 1 else 0)
     n, failed, said = len(images), 0, False
@@ -224,6 +252,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
         except (ValueError, AnalyzeError) as e:  # the arch, attention or weights: every image would fail the same way
             print(f"attnviz render: {e}", file=sys.stderr)
             return 2
+        except KeyboardInterrupt:
+            for *_, write, _ in pending:
+                if write is not None:
+                    write.cancel()  # not started: never starts; running: finishes
+            wait([w for *_, w, _ in pending if w is not None])
+            written = sum(rendered(out / s, expect, args.checks) for s in stems)
+            print(
+                f"attnviz render: interrupted; {written} of {n} images written to {out}/ (the same command renders "
+                "the rest)",
+                file=sys.stderr,
+            )
+            return 130
         report(limit=0)
     print(f"{n - failed} of {n} images rendered into {out}/")
     return 1 if failed else 0
@@ -380,6 +420,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="per block: ablation, Grad-CAM agreement and the randomisation check (checks in result.json)",
     )
+    render.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="render every image again (default: skip those whose folder in --out is complete, from the same run)",
+    )
     render.set_defaults(func=_cmd_render)
     inspect = sub.add_parser("inspect", help="every attention site found in a network, its kind and shape")
     _add_model_arguments(inspect, "random")
@@ -393,7 +438,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_stats_parser(sub)
     _add_serve_parser(sub)
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's code for SIGINT
+        print(f"attnviz {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from .naming import safe_name
 from .render import encode_png, figure_png
 from .views import build_views, spatial_views
 
-__all__ = ["DisplaySettings", "export_files", "export_zip", "write_folder"]
+__all__ = ["DisplaySettings", "export_files", "export_zip", "rendered", "write_folder"]
 
 DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query
 
@@ -122,10 +122,27 @@ def export_zip(result: Result, settings: DisplaySettings, path: str | Path) -> P
 def write_folder(result: Result, settings: DisplaySettings, out: str | Path) -> list[Path]:
     """Write the export into the folder ``out`` (created); returns the files written."""
     out = Path(out)
+    (out / "result.json").unlink(missing_ok=True)  # a previous export's: the folder is unfinished until the end
     written = []
-    for name, data in export_files(result, settings):
+    for name, data in export_files(result, settings):  # result.json last: without it (or cut short), unfinished
         target = out / name
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         written.append(target)
     return written
+
+
+def rendered(folder: str | Path, expect: dict[str, Any], checks: bool = False) -> bool:
+    """Whether ``folder`` holds a complete export of the run described by ``expect``, so a rerun can skip it:
+    its result.json (written last) parses, every file it lists is there, its ``settings`` agree with ``expect`` on
+    each key given (e.g. arch, attention, weights, size, display), and with ``checks`` it holds the checks."""
+    try:
+        sidecar = json.loads((Path(folder) / "result.json").read_text())
+        settings, files = sidecar["settings"], sidecar["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if not isinstance(settings, dict) or not isinstance(files, list) or (checks and "checks" not in sidecar):
+        return False
+    if any(settings.get(k) != v for k, v in expect.items()):
+        return False
+    return all(isinstance(f, str) and (Path(folder) / f).is_file() for f in files)

@@ -43,6 +43,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     except StatsError as e:
         print(f"attnviz stats: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line; the finished chunks stay, and the same command resumes
+        print(
+            f"attnviz stats: interrupted; finished chunks are kept in {args.out}/shards: run the same command again "
+            "to resume",
+            file=sys.stderr,
+        )
+        return 130
     if summary is None:  # a rank other than 0: rank 0 writes
         return 0
     run = summary["run"]
