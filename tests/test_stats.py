@@ -148,8 +148,7 @@ def test_resume_after_an_interruption_gives_the_same_result(scenes, tmp_path, mo
         saved(path, partial)
 
     monkeypatch.setattr(run, "_save_chunk", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        _stats(scenes, out)
+    assert _stats(scenes, out) == 130  # Ctrl-C: one line, exit 130, the finished chunks kept
     monkeypatch.setattr(run, "_save_chunk", saved)
     assert sorted(p.name for p in (out / "shards").glob("chunk-*.pt")) == ["chunk-000000.pt", "chunk-000001.pt"]
     capsys.readouterr()
