@@ -22,12 +22,22 @@ The shipped checkpoints (their cards say so) came from, on this project's 2-core
     python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --compare \
         --photo-paste 0.3 --blur 0.2 --continue-from attnviz/checkpoints/resnet18-scenes.safetensors \
         --lr 1e-3 --backbone-epochs 6 --attention-epochs 1 --conv-epochs 3 --val-scenes 1600
+
+The seed posts' two variants (``cbam_sc``, ``eca_max``) were added later and fine-tuned on the same shipped backbone
+with the same loss and scene recipe, on a smaller budget (the first 6000 scenes of the same pool, 2 epochs; their
+cards carry the command and a note):
+
+    python scripts/train_demo.py --data data/scenes --out models --pool 6000 --distill 0.5 --photo-paste 0.3 \
+        --blur 0.2 --val-scenes 1600 --threads 2 --attention-epochs 2 --attention cbam_sc eca_max --note "..."
+
+Every card records the command line that wrote it (``command``) and ``--note`` when one is given.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import shlex
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -72,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1, help="scene-drawing workers")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the local GPU, else CPU)")
     p.add_argument("--cache", default="data/cache", help="where the scene pool and teacher outputs are cached")
+    p.add_argument("--note", default=None, help="a sentence for the model cards (e.g. why the budget differs)")
     args = p.parse_args(argv)
     if args.distill > 0 and not args.pool:
         p.error("--distill needs --pool (the teacher's outputs are cached per pooled scene)")
@@ -98,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if pooled:
         base_card["data"]["pool"] = pooled["card"]
+    base_card["command"] = "python scripts/train_demo.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    if args.note:
+        base_card["note"] = args.note
     shipped = [n for n in list_attentions() if get_attention(n).variant_of is None]  # variants ship no demo
     names = args.attention if args.attention is not None else ["none", *shipped]
     backbone = demo_file(None, out)
