@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
 import pickletools
 from pathlib import Path
 from typing import Any
@@ -134,6 +133,9 @@ def load_checkpoint_file(path: str | Path, *, trust_pickle: bool = False) -> dic
 
 # -- the one reader --------------------------------------------------------------------------------------------------
 SAVE_STATE_DICT = 'torch.save(model.state_dict(), "model.pt")'
+TRUST_HINT = (
+    " If you trust this file, load it anyway with the command line's --trust-pickle (Python: trust_pickle=True)"
+)
 _PICKLE_PROTOCOLS = {bytes([0x80, n]) for n in range(2, 6)}
 
 
@@ -231,8 +233,8 @@ def _refusal(p: Path, plain: bool) -> PickledModelError:
     return PickledModelError(
         f"checkpoint {p.name} {what}holds pickled Python objects{listed}, such as a whole model saved with "
         f"torch.save(model); loading it would import and run code, so it is refused. Save the weights instead: "
-        f"{SAVE_STATE_DICT} (or torch.save({{'state_dict': model.state_dict()}}, ...)) and pass that file. "
-        "If you trust this file, load it anyway with the command line's --trust-pickle (Python: trust_pickle=True)"
+        f"{SAVE_STATE_DICT} (or torch.save({{'state_dict': model.state_dict()}}, ...)) and pass that file."
+        + ("" if plain else TRUST_HINT)
     )
 
 
@@ -260,14 +262,13 @@ def read_checkpoint_object(path: str | Path, *, trust_pickle: bool = False) -> A
             return load_file(str(p))
         except Exception as e:
             raise ValueError(f"cannot read checkpoint {p.name}: {_broken_safetensors(e)}") from None
-    if not trust_pickle and fmt == "pickle":
-        raise _refusal(p, plain=True)
-    if fmt == "pickle":
-        try:
-            with open(p, "rb") as f:
-                return pickle.load(f)  # trusted by the user: trust_pickle
-        except Exception as e:
-            raise ValueError(f"cannot unpickle checkpoint {p.name}: {type(e).__name__}: {e}") from None
+    if fmt == "pickle":  # never unpickled, trusted or not: torch.load's one opt-in below is the only one
+        if not trust_pickle:
+            raise _refusal(p, plain=True)
+        raise ValueError(
+            f"cannot read checkpoint {p.name}: it is a plain Python pickle (pickle.dump), which attnviz does not "
+            f"load even when trusted; save it with torch.save (best: {SAVE_STATE_DICT}) or as safetensors"
+        )
     try:  # an open file: torch.load reads a path whose name ends in .safetensors as safetensors
         with open(p, "rb") as f:
             return torch.load(f, map_location="cpu", weights_only=True)

@@ -91,11 +91,14 @@ def test_code_running_pickles_get_one_refusal_on_every_path(
     assert first.startswith(f"checkpoint {path.name} ") and "holds pickled Python objects" in first
     assert "pathlib" in first  # what it would import, read without running it
     assert "so it is refused" in first and 'torch.save(model.state_dict(), "model.pt")' in first
-    assert "--trust-pickle" in first and "trust_pickle=True" in first
     for torch_words in ("weights_only", "Unsupported operand", "UnpicklingError", "will likely succeed"):
         assert torch_words not in first
-    if how != "torch.save":
-        assert "plain Python pickle" in first
+    if how == "torch.save":
+        assert "--trust-pickle" in first and "trust_pickle=True" in first
+    else:  # a plain pickle is never unpickled, trusted or not: no --trust-pickle to offer
+        assert "plain Python pickle" in first and "--trust-pickle" not in first
+        with pytest.raises(ValueError, match="does not load even when trusted"):
+            attnviz.build_model("resnet18", "se", weights=str(path), trust_pickle=True)
     with pytest.raises(PickledModelError):
         attnviz.build_model("resnet18", "se", weights=str(path))
     assert not marker.exists()

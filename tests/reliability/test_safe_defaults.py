@@ -164,7 +164,7 @@ def test_checkpoints_load_only_without_running_code() -> None:
         trusted = {
             id(call)
             for fn in ast.walk(tree)
-            if isinstance(fn, ast.FunctionDef) and path.name == "weights.py" and fn.name == "read_checkpoint_object"
+            if isinstance(fn, ast.FunctionDef) and path.name == "checkpoint.py" and fn.name == "read_checkpoint_object"
             for _, call in _calls(fn)
             if _keyword(call, "weights_only") is False
         }
