@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -150,7 +151,7 @@ def _writers(workers: int) -> Iterator[Callable[..., Future]]:
 
         yield run
         return
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(workers, mp_context=_QuietSpawn())
     try:
         yield pool.submit
     except BaseException:  # an interrupt: writes not started yet never start; those running finish
@@ -159,9 +160,25 @@ def _writers(workers: int) -> Iterator[Callable[..., Future]]:
     pool.shutdown(wait=True)
 
 
-def _ignore_sigint() -> None:
-    """A writer process leaves Ctrl-C (sent to the whole terminal's process group) to the main process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+class _QuietProcess(multiprocessing.get_context("spawn").Process):  # type: ignore[misc]
+    """A writer process born with SIGINT ignored: Ctrl-C, which a terminal sends to its whole process group, is the
+    main process's to handle. Ignored at the exec (a disposition the child inherits, and Python keeps), not by an
+    initializer: a Ctrl-C while the child still imports would print its traceback."""
+
+    def start(self) -> None:
+        if threading.current_thread() is not threading.main_thread():  # signal handlers are the main thread's
+            return super().start()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            return super().start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+class _QuietSpawn(type(multiprocessing.get_context("spawn"))):  # type: ignore[misc]
+    """The spawn context whose processes are :class:`_QuietProcess`."""
+
+    Process = _QuietProcess
 
 
 def _render_expect(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
