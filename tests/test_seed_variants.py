@@ -14,27 +14,10 @@ import torch.nn.functional as F
 import attnviz
 from attnviz.blocks import CBAM, ECA, CBAMSpatialFirst, ECAAvgMax, attention_modules, get_attention
 from attnviz.weights import load_backbone_state_dict
+from tests.blockutil import capture, randomise
 
 SHAPES = [(64, 8, 8), (32, 7, 11), (16, 1, 1), (8, 13, 9)]  # (C, H, W): square, non-square, tiny, odd
 VARIANTS = {"cbam_sc": ("cbam", {"order": "sc"}), "eca_max": ("eca", {"pool": "avgmax"})}
-
-
-def _randomise(module: torch.nn.Module, scale: float = 0.5) -> torch.nn.Module:
-    """Non-trivial weights and BN statistics, so an equation check cannot pass on zeros and identities."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn_like(p))
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return module.eval()
-
-
-def _capture(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[attnviz.AttentionMap]]:
-    with attnviz.AttentionRecorder(block) as rec, torch.no_grad():
-        y = block(x)
-    return y, rec.maps
 
 
 # -- CBAM, spatial first -------------------------------------------------------------------------------------------
@@ -59,9 +42,9 @@ def _channel_gate(block: CBAM, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("make", [lambda c: attnviz.create_attention("cbam_sc", c),
                                   lambda c: attnviz.create_attention("cbam", c, order="sc")])  # fmt: skip
 def test_cbam_sc_is_spatial_then_channel(make) -> None:
-    block = _randomise(make(32))
+    block = randomise(make(32), 0.5)
     x = torch.randn(2, 32, 9, 7)
-    y, maps = _capture(block, x)
+    y, maps = capture(block, x)
     with torch.no_grad():
         ms = _spatial_gate(block, x)  # (B, 1, H, W) from the input itself
         x1 = ms * x
@@ -77,13 +60,13 @@ def test_cbam_sc_is_spatial_then_channel(make) -> None:
 
 
 def test_cbam_keeps_the_paper_order_and_the_same_parameters() -> None:
-    paper = _randomise(attnviz.create_attention("cbam", 32))
+    paper = randomise(attnviz.create_attention("cbam", 32), 0.5)
     sc = attnviz.create_attention("cbam_sc", 32).eval()
     assert list(paper.state_dict()) != list(sc.state_dict())  # registered in forward order ...
     assert set(paper.state_dict()) == set(sc.state_dict())  # ... under the same names: a cbam file loads
     sc.load_state_dict(paper.state_dict())
     x = torch.randn(2, 32, 6, 6)
-    y, maps = _capture(paper, x)
+    y, maps = capture(paper, x)
     assert [m.kind for m in maps] == ["channel", "spatial"] and paper.order == "cs"
     with torch.no_grad():
         torch.testing.assert_close(y, paper.spatial(paper.channel(x)))
@@ -105,11 +88,11 @@ def test_cbam_sc_reuses_cbams_modules() -> None:
                                   lambda c: attnviz.create_attention("eca", c, pool="avgmax")])  # fmt: skip
 @pytest.mark.parametrize("channels", [32, 256])
 def test_eca_max_equation(make, channels: int) -> None:
-    block = _randomise(make(channels), scale=1.0)
+    block = randomise(make(channels), scale=1.0)
     k = block.kernel_size
     assert k == attnviz.blocks.eca_kernel_size(channels) and block.conv.bias is None
     x = torch.randn(2, channels, 5, 7)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     weight = block.conv.weight  # (1, 1, k): one convolution for both pooled descriptors
     conv = lambda v: F.conv1d(v[:, None, :], weight, padding=(k - 1) // 2)[:, 0]  # noqa: E731  (B, C) -> (B, C)
     with torch.no_grad():
@@ -124,13 +107,13 @@ def test_eca_max_equation(make, channels: int) -> None:
 
 
 def test_eca_keeps_the_paper_pooling_and_the_same_parameters() -> None:
-    paper = _randomise(attnviz.create_attention("eca", 64), scale=1.0)
+    paper = randomise(attnviz.create_attention("eca", 64), scale=1.0)
     avgmax = attnviz.create_attention("eca_max", 64).eval()
     avgmax.load_state_dict(paper.state_dict())  # the same k weights: an eca file loads
     assert sum(p.numel() for p in avgmax.parameters()) == sum(p.numel() for p in paper.parameters()) == 3
     x = torch.randn(2, 64, 4, 5)
-    _, (a,) = _capture(paper, x)
-    _, (b,) = _capture(avgmax, x)
+    _, (a,) = capture(paper, x)
+    _, (b,) = capture(avgmax, x)
     conv = lambda v: paper.conv(v[:, None, :])[:, 0]  # noqa: E731
     with torch.no_grad():
         torch.testing.assert_close(a.data, torch.sigmoid(conv(x.mean((2, 3)))))
@@ -139,11 +122,11 @@ def test_eca_keeps_the_paper_pooling_and_the_same_parameters() -> None:
 
 
 def test_eca_max_gate_ignores_spatial_order() -> None:
-    block = _randomise(attnviz.create_attention("eca_max", 32), scale=1.0)
+    block = randomise(attnviz.create_attention("eca_max", 32), scale=1.0)
     x = torch.randn(2, 32, 5, 6)
     xp = x.flatten(2)[:, :, torch.randperm(30)].view_as(x)
-    _, (a,) = _capture(block, x)
-    _, (b,) = _capture(block, xp)
+    _, (a,) = capture(block, x)
+    _, (b,) = capture(block, xp)
     torch.testing.assert_close(a.data, b.data)
 
 
@@ -180,9 +163,9 @@ def test_registered_as_types_of_their_own(name: str) -> None:
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
 def test_shapes_and_map_shapes(name: str, shape: tuple[int, int, int]) -> None:
     c, h, w = shape
-    block = _randomise(attnviz.create_attention(name, c), scale=0.1)
+    block = randomise(attnviz.create_attention(name, c), scale=0.1)
     x = torch.randn(3, c, h, w)
-    y, maps = _capture(block, x)
+    y, maps = capture(block, x)
     assert y.shape == x.shape and torch.isfinite(y).all()
     expected = {"spatial": (3, h, w), "channel": (3, c)}
     assert [tuple(m.data.shape) for m in maps] == [expected[k] for k in get_attention(name).kinds]

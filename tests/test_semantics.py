@@ -10,33 +10,16 @@ import torch.nn.functional as F
 
 import attnviz
 from attnviz.blocks import eca_kernel_size, get_attention
+from tests.blockutil import capture, randomise
 
 NAMES = attnviz.list_attentions()
-
-
-def _randomise(module: torch.nn.Module, scale: float = 0.3) -> torch.nn.Module:
-    """Non-trivial weights and BN statistics, so an equation check cannot pass on zeros and identities."""
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn_like(p))
-        for m in module.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-    return module.eval()
-
-
-def _capture(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[attnviz.AttentionMap]]:
-    with attnviz.AttentionRecorder(block) as rec, torch.no_grad():
-        y = block(x)
-    return y, rec.maps
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_kinds_match_registry_and_ranges(name: str) -> None:
     spec = get_attention(name)
-    block = _randomise(attnviz.create_attention(name, 32))
-    _, maps = _capture(block, torch.randn(2, 32, 6, 7).relu())
+    block = randomise(attnviz.create_attention(name, 32))
+    _, maps = capture(block, torch.randn(2, 32, 6, 7).relu())
     assert tuple(m.kind for m in maps) == spec.kinds
     for m in maps:
         d = m.data
@@ -53,21 +36,21 @@ def test_kinds_match_registry_and_ranges(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["se", "channel", "eca"])
 def test_pooled_channel_gates_ignore_spatial_order(name: str) -> None:
-    block = _randomise(attnviz.create_attention(name, 32))
+    block = randomise(attnviz.create_attention(name, 32))
     x = torch.randn(2, 32, 5, 6)
     perm = torch.randperm(30)
     xp = x.flatten(2)[:, :, perm].view_as(x)
-    _, (a,) = _capture(block, x)
-    _, (b,) = _capture(block, xp)
+    _, (a,) = capture(block, x)
+    _, (b,) = capture(block, xp)
     torch.testing.assert_close(a.data, b.data)
 
 
 def test_coordinate_attention_is_position_aware() -> None:
     # The counterpart of the test above: coordinate attention must *not* ignore where things are.
-    block = _randomise(attnviz.create_attention("coord", 32))
+    block = randomise(attnviz.create_attention("coord", 32))
     x = torch.randn(1, 32, 6, 6)
-    _, (a,) = _capture(block, x)
-    _, (b,) = _capture(block, torch.flip(x, dims=[3]))
+    _, (a,) = capture(block, x)
+    _, (b,) = capture(block, torch.flip(x, dims=[3]))
     torch.testing.assert_close(torch.flip(b.data, dims=[2]), a.data)  # flipping the input flips the map
     assert not torch.allclose(a.data, b.data)
 
@@ -82,7 +65,7 @@ def test_eca_kernel_from_paper_formula(channels: int, k: int) -> None:
 
 def test_eca_gate_is_local_across_channels() -> None:
     c = 256
-    block = _randomise(attnviz.create_attention("eca", c), scale=1.0)
+    block = randomise(attnviz.create_attention("eca", c), scale=1.0)
     k = block.kernel_size
 
     def gate(pooled: torch.Tensor) -> torch.Tensor:  # (C,) pooled values -> (C,) gate
@@ -96,27 +79,27 @@ def test_eca_gate_is_local_across_channels() -> None:
     assert (jac[inside].abs() > 0).float().mean() > 0.99
     # and through the real block: changing a channel far away leaves gate i unchanged
     x = torch.randn(1, c, 4, 4)
-    _, (a,) = _capture(block, x)
+    _, (a,) = capture(block, x)
     x2 = x.clone()
     x2[:, 100 + k // 2 + 1 :] += 5.0
-    _, (b,) = _capture(block, x2)
+    _, (b,) = capture(block, x2)
     torch.testing.assert_close(a.data[:, :101], b.data[:, :101])
     assert not torch.allclose(a.data[:, 101 + k // 2 :], b.data[:, 101 + k // 2 :])
 
 
 def test_cbam_channel_pools_max_over_space_not_channels() -> None:
-    block = _randomise(attnviz.create_attention("channel", 32, hidden=4))
+    block = randomise(attnviz.create_attention("channel", 32, hidden=4))
     x = torch.randn(2, 32, 5, 7)
-    _, (m,) = _capture(block, x)
+    _, (m,) = capture(block, x)
     mlp = lambda v: block.fc2(F.relu(block.fc1(v)))  # noqa: E731
     ref = torch.sigmoid(mlp(x.mean((2, 3), keepdim=True)) + mlp(x.amax((2, 3), keepdim=True))).view(2, 32)
     torch.testing.assert_close(m.data, ref.detach())
 
 
 def test_cbam_spatial_equation() -> None:
-    block = _randomise(attnviz.create_attention("spatial", 32, norm=False))
+    block = randomise(attnviz.create_attention("spatial", 32, norm=False))
     x = torch.randn(2, 32, 9, 6)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     desc = torch.cat([x.mean(1, keepdim=True), x.amax(1, keepdim=True)], 1)
     ref = torch.sigmoid(F.conv2d(desc, block.conv.weight, block.conv.bias, padding=3))
     torch.testing.assert_close(m.data, ref[:, 0].detach())
@@ -124,16 +107,16 @@ def test_cbam_spatial_equation() -> None:
 
 
 def test_cbam_is_channel_then_spatial() -> None:
-    block = _randomise(attnviz.create_attention("cbam", 32))
+    block = randomise(attnviz.create_attention("cbam", 32))
     x = torch.randn(2, 32, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(block(x), block.spatial(block.channel(x)))
 
 
 def test_sk_branch_weights_and_fusion() -> None:
-    block = _randomise(attnviz.create_attention("sk", 64))
+    block = randomise(attnviz.create_attention("sk", 64))
     x = torch.randn(1, 64, 7, 9)  # batch 1: a softmax over the wrong dim gives all ones (blog bug 7)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     assert m.data.shape == (1, 2, 64)
     assert m.data.min() > 0 and m.data.max() < 1
     with torch.no_grad():
@@ -143,12 +126,12 @@ def test_sk_branch_weights_and_fusion() -> None:
 
 
 def test_da_position_map_permutes_with_input() -> None:
-    block = _randomise(attnviz.create_attention("da", 32))
+    block = randomise(attnviz.create_attention("da", 32))
     x = torch.randn(1, 32, 4, 5)
     perm = torch.randperm(20)
     xp = x.flatten(2)[:, :, perm].view_as(x)
-    y, (pa, ca) = _capture(block, x)
-    yp, (pb, cb) = _capture(block, xp)
+    y, (pa, ca) = capture(block, x)
+    yp, (pb, cb) = capture(block, xp)
     torch.testing.assert_close(pb.data[0, 0], pa.data[0, 0][perm][:, perm])
     torch.testing.assert_close(cb.data, ca.data)  # channel affinity ignores spatial order
     torch.testing.assert_close(yp.flatten(2), y.flatten(2)[:, :, perm])
@@ -159,8 +142,8 @@ def test_da_equations_and_identity_at_init() -> None:
     x = torch.randn(2, 16, 3, 5)
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), x)  # alpha = beta = 0
-    block = _randomise(attnviz.create_attention("da", 16))
-    y, (p, c) = _capture(block, x)
+    block = randomise(attnviz.create_attention("da", 16))
+    y, (p, c) = capture(block, x)
     with torch.no_grad():
         pos = block.position
         q, k, v = pos.query(x).flatten(2), pos.key(x).flatten(2), pos.value(x).flatten(2)
@@ -175,9 +158,9 @@ def test_da_equations_and_identity_at_init() -> None:
 
 
 def test_epsa_equations_in_scale_order() -> None:
-    block = _randomise(attnviz.create_attention("epsa", 64))
+    block = randomise(attnviz.create_attention("epsa", 64))
     x = torch.randn(2, 64, 7, 6)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     with torch.no_grad():
         feats = [conv(x) for conv in block.convs]
         assert [conv.kernel_size[0] for conv in block.convs] == [3, 5, 7, 9]
@@ -190,9 +173,9 @@ def test_epsa_equations_in_scale_order() -> None:
 
 
 def test_external_attention_equations() -> None:
-    block = _randomise(attnviz.create_attention("ea", 32, memory=8))
+    block = randomise(attnviz.create_attention("ea", 32, memory=8))
     x = torch.randn(2, 32, 4, 3)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     with torch.no_grad():
         f = block.conv1(x).flatten(2)  # (B, d, N)
         a = torch.einsum("sd,bdn->bsn", block.mk.weight[:, :, 0], f)
@@ -209,10 +192,10 @@ def test_external_attention_equations() -> None:
 
 
 def test_mhsa_relative_position_equation() -> None:
-    block = _randomise(attnviz.create_attention("mhsa", 16, heads=2, rel_extent=3))
+    block = randomise(attnviz.create_attention("mhsa", 16, heads=2, rel_extent=3))
     h, w, d, ext = 3, 5, 8, 3  # w = 5 > rel_extent: offsets beyond +-2 share the outermost embedding
     x = torch.randn(1, 16, h, w)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     with torch.no_grad():
         q, k, v = block.qkv(x).view(1, 3, 2, d, h * w).unbind(1)
         logits = torch.empty(2, h * w, h * w)
@@ -243,7 +226,7 @@ def test_mhsa_has_no_mask_and_no_dropout_in_train_mode() -> None:
 def test_simam_equation() -> None:
     block = attnviz.create_attention("simam", 8)
     x = torch.randn(2, 8, 5, 4)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     mu = x.mean((2, 3), keepdim=True)
     var = ((x - mu) ** 2).sum((2, 3), keepdim=True) / (20 - 1)
     e = (x - mu) ** 2 / (4 * (var + 1e-4)) + 0.5
@@ -255,9 +238,9 @@ def test_simam_equation() -> None:
 
 
 def test_coordinate_attention_equation() -> None:
-    block = _randomise(attnviz.create_attention("coord", 32))
+    block = randomise(attnviz.create_attention("coord", 32))
     x = torch.randn(2, 32, 5, 7)
-    y, (m,) = _capture(block, x)
+    y, (m,) = capture(block, x)
     with torch.no_grad():
         z = torch.cat([x.mean(3, keepdim=True), x.mean(2, keepdim=True).transpose(2, 3)], 2)
         z = block.act(block.bn1(block.conv1(z)))
