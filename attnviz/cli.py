@@ -260,7 +260,9 @@ def _cmd_render(args: argparse.Namespace) -> int:
                     failed += 1
                     pending.append((i, path, out / stem, None, result))
                 else:
-                    said = _say_once(result, args.checks, said)
+                    if not said:  # one model: what its maps leave out is said once per run
+                        _warn(result, args.checks)
+                        said = True
                     if args.checks:  # ablation, Grad-CAM agreement, randomisation: result.json's "checks"
                         _checks(result, args, cache)
                     write = submit(write_folder, result, settings, out / stem)
@@ -286,20 +288,17 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _say_once(result: Any, checks: bool, said: bool) -> bool:
-    """Print, once per run (one model), what its maps leave out: no predictions (the output is not logits, so no
-    checks either), no attention found, weights that could not be read. Returns whether it has been said."""
+def _warn(result: Any, checks: bool) -> None:
+    """Print what a model's maps leave out: no predictions (the output is not logits, so only the checks that need
+    no class), no attention found, weights that could not be read."""
     from .analyze import NOT_LOGITS
 
-    if said:
-        return True
     skip = "; --checks: ablation and Grad-CAM skipped (they follow a class), the randomisation check runs"
     lines = [] if result.predictions else [NOT_LOGITS + (skip if checks else "")]
     if result.capture_warning:
         lines.append(result.capture_warning)
     for line in lines:
         print(f"attnviz render: warning: {line}", file=sys.stderr)
-    return True
 
 
 def _checks(result: Any, args: argparse.Namespace, cache: Any) -> None:
@@ -357,6 +356,7 @@ def _add_model_arguments(p: argparse.ArgumentParser, weights_default: str | None
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from .analyze import _build, capture_warning, model_request
+    from .image import fixed_size
 
     try:
         spec, attention, weights = model_request(args.model, args.attention, args.weights)
@@ -365,9 +365,8 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         print(f"attnviz inspect: {e}", file=sys.stderr)
         return 2
     meta = model.weights_meta
-    fixed = meta.get("input_size") if meta.get("fixed_input_size") else None
-    size = meta.get("input_size") or [224, 224]  # a user's network: the size found to run (input_size.py)
-    h, w = (int(fixed[0]), int(fixed[1])) if fixed else (args.size, args.size) if args.size else tuple(size[-2:])
+    found = meta.get("input_size") or [224, 224]  # a user's network: the size it was found to run at (input_size.py)
+    h, w = fixed_size(meta) or ((args.size, args.size) if args.size else (int(found[-2]), int(found[-1])))
     x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     with AttentionRecorder(model) as rec, torch.inference_mode():
         model(x)

@@ -470,8 +470,7 @@ class DiscoveryPass:
             if isinstance(canon, str):
                 found.unclassified.append((site.name, shape, canon))
                 found.unread.append(site)  # a declaration of its kind records it (its owner's input as reference)
-                own = site.owner if site.owner is not None else None
-                frame = next((f for f in reversed(ev.frames) if f.module is own), None)
+                frame = next((f for f in reversed(ev.frames) if f.module is site.owner), None)
                 inp = None if frame is None or frame.inp is None else tuple(frame.inp.shape)
                 captured.append((ev.seq, site, None, ev.data, inp, ev.dim))
                 continue

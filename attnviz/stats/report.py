@@ -243,7 +243,9 @@ def read_report(folder: str | Path) -> dict[str, Any]:
     }
     root = folder.resolve()  # links inside the folder that lead out of it are dropped too (checked on inside paths)
     figures = [f for f in figures if Path(f["path"]).resolve().is_relative_to(root)]
-    tables = {k: t for k, t in tables.items() if Path(t["csv"]).resolve().is_relative_to(root)}
+    tables = {
+        k: t for k, t in tables.items() if all(Path(t[f]).resolve().is_relative_to(root) for f in ("csv", "parquet"))
+    }
     outside = len(listed_figures) + len(listed_tables) - len(figures) - len(tables)
     missing = [p for p in [f["path"] for f in figures] + [t["csv"] for t in tables.values()] if not Path(p).is_file()]
     if missing:
