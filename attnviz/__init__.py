@@ -3,13 +3,13 @@
 Public API (DESIGN.md): list_attentions, create_attention, build_model, AttentionRecorder, AttentionMap, analyze.
 """
 
-from .analyze import AnalyzeError, Result, analyze
 from .blocks import KINDS, create_attention, get_attention, list_attentions, register_attention
-from .capture import AttentionMap, AttentionRecorder
-from .image import ImageError
-from .loading import load_model
-from .models import ARCHS, build_model
-from .weights import LoadReport, load_backbone_state_dict
+from .capture.recorder import AttentionMap, AttentionRecorder
+from .pipeline.core import AnalyzeError, Result, analyze
+from .pipeline.image import ImageError
+from .sources.loading import load_model
+from .sources.own import ARCHS, build_model
+from .sources.weights import LoadReport, load_backbone_state_dict
 
 __version__ = "0.1.0"
 

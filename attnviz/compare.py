@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from .analyze import Result
+from .capture.views import build_views
 from .checks.attribution import agreement, resize
-from .views import build_views
+from .pipeline.core import Result
 
 __all__ = ["Comparison", "Pair", "add_compare_parser", "compare", "compare_files", "spatial_by_unit"]
 
@@ -70,7 +70,8 @@ class Comparison:
 
 def spatial_by_unit(result: Result, unit: str, query: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """A result's spatial views, one per residual block (``unit="block"``: the block's first view with a spatial
-    map, as :mod:`attnviz.views` draws it) or per stage (``"stage"``: the mean of its blocks' views, each resized to
+    map, as :mod:`attnviz.capture.views` draws it) or per stage (``"stage"``: the mean of its blocks' views, each
+    resized to
     the stage's largest grid)."""
     by_block: dict[str, np.ndarray] = {}
     stage_of: dict[str, int | None] = {}
@@ -122,8 +123,8 @@ def compare_files(cmp: Comparison, cmap: str = "turbo", alpha: float = 0.5) -> l
     ``NN_<key>.{a,b,diff}.npy``; ``compare.json`` (labels, ranges, scores)."""
     from matplotlib.figure import Figure
 
-    from .naming import safe_name
     from .render import overlay, upsample
+    from .render.naming import safe_name
 
     files: list[tuple[str, bytes]] = []
     img_a, img_b = np.asarray(cmp.a.image), np.asarray(cmp.b.image)
@@ -163,9 +164,9 @@ def _two(values: list[str] | None, name: str) -> tuple[Any, Any]:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .analyze import AnalyzeError, analyze
-    from .cli import _default_weights
-    from .image import ImageError
+    from .cli.main import _default_weights
+    from .pipeline.core import AnalyzeError, analyze
+    from .pipeline.image import ImageError
 
     try:
         img_a, img_b = _two(args.images, "images")

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from .analyze import Result
-from .kinds import detail_image
-from .naming import safe_name
+from .capture.kinds import detail_image
+from .capture.views import build_views, spatial_views
+from .pipeline.core import Result
 from .render import encode_png, figure_png
-from .views import build_views, spatial_views
+from .render.naming import safe_name
 
 __all__ = ["DisplaySettings", "export_files", "export_zip", "rendered", "write_folder"]
 
@@ -60,7 +60,7 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         yield emit(f"maps/{stem}.npy", _npy(v.data))
         if m.raw is not None:  # a full-size or grouped gate: its spatial map is a mean; the whole gate too
             yield emit(f"maps/{stem}.full.npy", _npy(m.raw[0].numpy()))
-        drawing = detail_image(v, settings.get("topk"))  # the page's detail drawing (attnviz.kinds)
+        drawing = detail_image(v, settings.get("topk"))  # the page's detail drawing (attnviz.capture.kinds)
         if drawing is not None:
             yield emit(f"charts/{stem}.png", encode_png(drawing))
     for block, act in result.activations.items():

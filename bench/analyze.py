@@ -28,11 +28,11 @@ import torch
 from _common import header, interleave, med, ratio, table
 
 from attnviz import render
-from attnviz.analyze import DEFAULT_CACHE, analyze
 from attnviz.app import AppConfig, Handlers, build_demo
+from attnviz.capture.views import build_views
 from attnviz.export import spatial_views
-from attnviz.image import decode_image, preprocess
-from attnviz.views import build_views
+from attnviz.pipeline.core import DEFAULT_CACHE, analyze
+from attnviz.pipeline.image import decode_image, preprocess
 
 IMAGE = Path(__file__).resolve().parent.parent / "attnviz" / "examples" / "chelsea_cat.jpg"
 OUTPUT_IDS = ["predictions", "predictions-note", "overlays", None, "block-view", "channel-chart", "block-detail"]

@@ -13,10 +13,10 @@ import sys
 import time
 
 from attnviz import analyze, list_attentions
-from attnviz.analyze import ModelCache
 from attnviz.checks import check_result
-from attnviz.demo import examples_dir
 from attnviz.export import export_files
+from attnviz.pipeline.core import ModelCache
+from attnviz.sources.demo import examples_dir
 
 SETTINGS = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32, "query": None}
 

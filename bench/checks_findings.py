@@ -16,10 +16,10 @@ import numpy as np
 import torch
 
 from attnviz import build_model, list_attentions
-from attnviz.checkpoint import read_card
 from attnviz.checks import run_checks
 from attnviz.data import SceneConfig, SceneDataset
-from attnviz.demo import DEMO_ARCH, demo_file
+from attnviz.sources.checkpoint import read_card
+from attnviz.sources.demo import DEMO_ARCH, demo_file
 
 
 def measure(attention: str, data: str, scenes: int, seed: int) -> dict:

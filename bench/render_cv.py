@@ -61,7 +61,7 @@ def main() -> None:
         )
     diff = np.abs(reference_overlay(image, m, lut, 0.5).astype(int) - render.overlay(image, m, "turbo", 0.5)).max()
 
-    from attnviz.demo import example
+    from attnviz.sources.demo import example
 
     photo = np.asarray(Image.open(example("rocket.jpg")).convert("RGB").resize((800, 533)))
     shown = render.overlay(photo, m, "turbo", 0.5)  # what the gallery sends: a real photo's overlay

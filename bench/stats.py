@@ -83,9 +83,9 @@ def speed(a: argparse.Namespace) -> None:
 
 
 def _write_scenes(scenes: str, n: int, out: Path) -> None:
-    from attnviz.checkpoint import read_card
     from attnviz.data import SceneConfig, SceneDataset
-    from attnviz.demo import demo_file
+    from attnviz.sources.checkpoint import read_card
+    from attnviz.sources.demo import demo_file
 
     recipe = read_card(demo_file("se"))["data"]["train"]["config"]
     config = SceneConfig.from_dict(recipe).held_out()  # test scenes: no training-only augmentation

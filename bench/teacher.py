@@ -2,7 +2,7 @@
 
     python bench/teacher.py --data data/scenes [--scenes 500] [--pool-cache data/cache]
 
-Prints top-1 of EfficientNet-Lite0 (attnviz.distill) on the held-out test scenes (``attnviz eval``'s: seed 1234,
+Prints top-1 of EfficientNet-Lite0 (attnviz.data.teacher) on the held-out test scenes (``attnviz eval``'s: seed 1234,
 unseen objects) and on the real-photo scenes (``attnviz eval``'s: 8 placements, seed 0), rendered at the teacher's
 224 px, with its ImageNet classes summed onto the 8 demo classes, and divided by the prior (the mean summed
 probability over the training pool, as training uses it; or over the scenes themselves when no pool is cached),
@@ -21,10 +21,10 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from attnviz import build_model
-from attnviz.checkpoint import read_card
 from attnviz.data import PhotoDataset, SceneConfig, SceneDataset
-from attnviz.demo import DEMO_ARCH, demo_file
-from attnviz.distill import class_matrix, class_probs, load_teacher, prior_correct, teacher_probs
+from attnviz.data.teacher import class_matrix, class_probs, load_teacher, prior_correct, teacher_probs
+from attnviz.sources.checkpoint import read_card
+from attnviz.sources.demo import DEMO_ARCH, demo_file
 
 
 def _stack(ds) -> tuple[torch.Tensor, torch.Tensor]:

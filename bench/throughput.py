@@ -28,10 +28,10 @@ import torch
 from _common import header, interleave, med, ratio, table
 
 from attnviz import AttentionRecorder
-from attnviz.analyze import ModelCache, check_device
-from attnviz.batch import analyze_many
-from attnviz.cli import main as cli_main
+from attnviz.cli.main import main as cli_main
 from attnviz.export import write_folder
+from attnviz.pipeline.core import ModelCache, check_device
+from attnviz.pipeline.run import analyze_many
 
 ASSETS = Path(__file__).resolve().parent.parent / "attnviz" / "examples"
 SETTINGS = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32, "query": None}

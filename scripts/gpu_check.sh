@@ -49,7 +49,7 @@ for c in 'ab':
     for j in range(12):
         Image.fromarray(n.random.default_rng(j).integers(0, 255, (40, 40, 3), dtype=n.uint8)).save(f'$W/data/{c}/{j}.png')
 "
-TR=(-m attnviz.cli train --data "$W/data" --arch resnet18 --attention cbam --weights none --size 32 --batch-size 8 --epochs 1 --workers 2)
+TR=(-m attnviz.cli.main train --data "$W/data" --arch resnet18 --attention cbam --weights none --size 32 --batch-size 8 --epochs 1 --workers 2)
 RUN=("$PY" -m torch.distributed.run --standalone)
 
 if ((CUDA)); then

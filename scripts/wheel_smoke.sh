@@ -32,7 +32,7 @@ import sys, attnviz
 assert attnviz.__file__.startswith(sys.argv[1]), f"attnviz imported from {attnviz.__file__}, not the wheel"
 print("attnviz from the wheel:", attnviz.__file__)
 PYEOF
-PHOTO=$("$WORK/venv/bin/python" -c 'from attnviz.demo import example; print(example("chelsea_cat.jpg"))')
+PHOTO=$("$WORK/venv/bin/python" -c 'from attnviz.sources.demo import example; print(example("chelsea_cat.jpg"))')
 "$WORK/venv/bin/attnviz" render "$PHOTO" --attention cbam --out maps --device cpu --workers 0
 test "$(ls maps/chelsea_cat/overlays/*.png | wc -l)" -eq 8
 grep -q '"weights_source": "demo (resnet18-scenes-cbam.safetensors)"' maps/chelsea_cat/result.json

@@ -1,4 +1,5 @@
-"""Exact adapters (attnviz.adapters): every adapted timm and torchvision class gives its maps with the right kind,
+"""Exact adapters (attnviz.capture.adapters): every adapted timm and torchvision class gives its maps with the right
+kind,
 shape and values, inside real networks too (torchvision EfficientNet/MobileNetV3/RegNet-Y, timm ResNet + CBAM)."""
 
 from __future__ import annotations

@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 import attnviz
-from attnviz.analyze import AnalyzeError, ModelCache, analyze
+from attnviz.capture.views import build_views
 from attnviz.export import export_zip, safe_name, write_folder
-from attnviz.views import build_views
+from attnviz.pipeline.core import AnalyzeError, ModelCache, analyze
 from tests.images import ASSET
 
 NAMES = attnviz.list_attentions()
-analyze_mod = importlib.import_module("attnviz.analyze")  # the module (attnviz.analyze is the function)
+analyze_mod = importlib.import_module("attnviz.pipeline.core")  # the module (attnviz.analyze is the function)
 CACHE = ModelCache(maxsize=2)
 DISPLAY = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 16, "query": None}
 
@@ -181,7 +181,7 @@ def test_out_of_memory_while_loading_frees_the_half_built_model(monkeypatch: pyt
     cache = ModelCache(2)
     other = cache.get("resnet18", "se", "random", "cpu")
     built: list[weakref.ref] = []
-    import attnviz.loading as loading_mod
+    import attnviz.sources.loading as loading_mod
 
     real = loading_mod.load_model
 
@@ -204,7 +204,7 @@ def _owns_its_memory(t: torch.Tensor) -> bool:
 
 
 def test_to_cpu_gives_each_tensor_its_own_pageable_memory(device: torch.device) -> None:
-    from attnviz.capture import to_cpu
+    from attnviz.capture.recorder import to_cpu
 
     tensors = [torch.rand(2, 3, device=device), torch.rand(4, 5, 6, device=device).transpose(0, 2), torch.rand(7)]
     out = to_cpu(tensors)

@@ -185,7 +185,7 @@ def test_only_listed_networks_load_from_the_page(app: Handlers, tmp_path: Path) 
 
 
 def test_zip_details_are_the_page_details(app: Handlers) -> None:
-    """One table per kind (attnviz.kinds): the zip's detail drawings are the page's, per-head pairwise maps
+    """One table per kind (attnviz.capture.kinds): the zip's detail drawings are the page's, per-head pairwise maps
     included (they used to differ)."""
     import io
 
@@ -295,7 +295,7 @@ def test_compare_gives_two_maps_on_one_scale_and_their_difference(app: Handlers)
 
 
 def test_live_panel_counts_hooks_and_splits_latency(app: Handlers) -> None:
-    from attnviz.analyze import DEFAULT_CACHE
+    from attnviz.pipeline.core import DEFAULT_CACHE
 
     state, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
     text = app.live_panel(state)
@@ -324,7 +324,7 @@ def stats_folder(scene_root, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished `attnviz stats` run on 6 generated 32-px scenes (random weights: fast)."""
     from PIL import Image
 
-    from attnviz.cli import main as cli
+    from attnviz.cli.main import main as cli
     from attnviz.data import SceneConfig, SceneDataset
 
     data = tmp_path_factory.mktemp("stats_data")
@@ -393,7 +393,7 @@ def test_selecting_a_bar_shows_that_channels_activation(app: Handlers) -> None:
     import numpy as np
     import torch
 
-    from attnviz.analyze import channel_activation
+    from attnviz.pipeline.core import channel_activation
 
     state, *out = app.run_analysis(ASSET, "se", "resnet18", "demo", "gray", 1.0, "map", "32", "layer3.1.attn.tap")
     result = state["result"]
@@ -407,7 +407,7 @@ def test_selecting_a_bar_shows_that_channels_activation(app: Handlers) -> None:
     handle = model.get_submodule("layer3.1.attn").register_forward_hook(lambda m, a, o: seen.update(o=o[0, 7].clone()))
     try:
         with torch.inference_mode():
-            from attnviz.analyze import model_input
+            from attnviz.pipeline.core import model_input
 
             model(model_input(result.image, model.weights_meta, result.settings["size"]))
     finally:

@@ -26,7 +26,7 @@ CHILD = textwrap.dedent(
 
     from attnviz.app import AppConfig, Handlers
     from attnviz.app.server import startup
-    from attnviz.demo import example
+    from attnviz.sources.demo import example
 
     config = startup(AppConfig(device="cpu", offline=True, size=64))
     out = {"model": config.model, "weights": config.weights, "note": config.note}

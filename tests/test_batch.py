@@ -1,4 +1,4 @@
-"""attnviz.batch.analyze_many: one result per input in order, the same as analyze() alone, errors in place."""
+"""attnviz.pipeline.run.analyze_many: one result per input in order, the same as analyze() alone, errors in place."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import weakref
 import pytest
 import torch
 
-import attnviz.batch as batch_mod
+import attnviz.pipeline.run as batch_mod
 from attnviz import analyze
-from attnviz.analyze import ModelCache
-from attnviz.batch import analyze_many
 from attnviz.blocks.tap import Tap
-from attnviz.image import ImageError
+from attnviz.pipeline.core import ModelCache
+from attnviz.pipeline.image import ImageError
+from attnviz.pipeline.run import analyze_many
 from tests.images import ASSET, photo, png_bomb
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 import attnviz
 from attnviz.blocks import Tap, get_attention
-from attnviz.models import attention_modules
+from attnviz.sources.own import attention_modules
 
 NAMES = attnviz.list_attentions()
 

@@ -29,7 +29,7 @@ from attnviz.checks import (
     spearman,
     top_iou,
 )
-from attnviz.cli import main
+from attnviz.cli.main import main
 from tests.images import photo
 
 # -- scores ------------------------------------------------------------------------------------------------------

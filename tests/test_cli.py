@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from attnviz.cli import main
+from attnviz.cli.main import main
 from tests.images import ASSET
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnviz.cli import main
+from attnviz.cli.main import main
 from tests.images import ASSET
 
 MODEL_FILE = textwrap.dedent(

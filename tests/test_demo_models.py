@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from attnviz import analyze, build_model, get_attention, list_attentions
-from attnviz.checkpoint import read_card
 from attnviz.data import SceneConfig
-from attnviz.demo import DEMO_ARCH, demo_dir, demo_file
-from attnviz.evaluate import evaluate_photos
+from attnviz.sources.checkpoint import read_card
+from attnviz.sources.demo import DEMO_ARCH, demo_dir, demo_file
+from attnviz.train.evaluate import evaluate_photos
 
 NAMES = [None, *(n for n in list_attentions() if get_attention(n).variant_of is None)]  # variants: no demo
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from attnviz import AttentionRecorder
-from attnviz.discover import module_paths
+from attnviz.capture.discover import module_paths
 from tests.user_nets import (
     USER_NETS,
     FiveD,
@@ -276,7 +276,7 @@ REF = (2, 8, 4, 6)  # (B, C, H, W): C = 8, N = 24
     ],
 )
 def test_layouts_map_onto_kinds(shape, op, dim, kind, canonical_shape) -> None:
-    from attnviz.sites import canonical
+    from attnviz.capture.sites import canonical
 
     t = torch.rand(shape)
     c = canonical(t, batch=2, ref=REF, op=op, dim=dim)
@@ -293,7 +293,7 @@ def test_layouts_map_onto_kinds(shape, op, dim, kind, canonical_shape) -> None:
     ],
 )
 def test_layouts_that_fit_no_kind_say_why(shape, op, dim, why) -> None:
-    from attnviz.sites import canonical
+    from attnviz.capture.sites import canonical
 
     reason = canonical(torch.rand(shape), batch=2, ref=REF, op=op, dim=dim)
     assert isinstance(reason, str) and why in reason

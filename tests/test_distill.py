@@ -1,5 +1,5 @@
 """The ImageNet teacher and distillation: the class mapping, prior correction, the loss, the scene pool, and
-training on soft targets (attnviz.distill, attnviz.data.pool, TrainConfig.distill)."""
+training on soft targets (attnviz.data.teacher, attnviz.data.pool, TrainConfig.distill)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from torch import nn
 
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.data.pool import ScenePool, build_pool
-from attnviz.demo import example
-from attnviz.distill import (
+from attnviz.data.teacher import (
     IMAGENET_GROUPS,
     TEACHER_SHA256,
     class_matrix,
@@ -24,7 +23,8 @@ from attnviz.distill import (
     prior_correct,
     soft_cross_entropy,
 )
-from attnviz.train import TrainConfig, fit
+from attnviz.sources.demo import example
+from attnviz.train.loop import TrainConfig, fit
 
 # (demo class, ImageNet index, a word of its timm description): the first and last class of every range.
 ENDPOINTS = [
@@ -105,7 +105,7 @@ needs_teacher = pytest.mark.skipif(not _teacher_installed(), reason='the teacher
 
 @needs_teacher
 def test_teacher_is_verified_and_sees_a_cat(tmp_path: Path) -> None:
-    from attnviz.distill import load_teacher, teacher_file, teacher_probs
+    from attnviz.data.teacher import load_teacher, teacher_file, teacher_probs
 
     path = teacher_file()
     assert path.name == f"efficientnet-lite0-{TEACHER_SHA256[:8]}.pth"

@@ -7,7 +7,7 @@ import torch
 
 from attnviz import build_model
 from attnviz.data import SceneConfig, SceneDataset
-from attnviz.evaluate import centre_prior, evaluate_model, markdown_table, score_maps, summary_row
+from attnviz.train.evaluate import centre_prior, evaluate_model, markdown_table, score_maps, summary_row
 
 
 def _mask() -> torch.Tensor:
@@ -61,7 +61,7 @@ def test_evaluate_model_scores_every_stage_and_the_average(scene_root, attention
 
 
 def test_findings_name_the_stages_above_and_below_the_prior() -> None:
-    from attnviz.evaluate import findings
+    from attnviz.train.evaluate import findings
 
     row = {"stage_pointing": {"stage2": 0.85, "stage3": 0.3}, "average_pointing": 0.6, "centre_prior": 0.44}
     text = findings(row)
@@ -73,9 +73,9 @@ def test_findings_name_the_stages_above_and_below_the_prior() -> None:
 def test_eval_cli_scores_checkpoints_and_writes_cards(scene_root, tmp_path) -> None:
     """attnviz eval on a folder of demo-style checkpoints (a backbone and a delta naming it): the table, the
     scores in each card, and the delta still loading after its base's card was rewritten."""
-    from attnviz.checkpoint import read_card, save_checkpoint, tensors_sha256
-    from attnviz.cli import main as cli
-    from attnviz.demo import demo_file
+    from attnviz.cli.main import main as cli
+    from attnviz.sources.checkpoint import read_card, save_checkpoint, tensors_sha256
+    from attnviz.sources.demo import demo_file
 
     config = SceneConfig(size=48)
     train = SceneDataset(scene_root, "train", 1, config=config)

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from attnviz import load_model
-from attnviz.hub import OfflineError
+from attnviz.sources.hub import OfflineError
 
 COMMIT = hashlib.sha1(b"attnviz loopback hub").hexdigest()  # 40 hex digits, like a git commit
 NAME = "test_efficientnet.r160_in1k"  # a tiny timm network with squeeze-and-excitation gates
@@ -129,7 +129,7 @@ _CHILD = textwrap.dedent(
 
     import torch
     from attnviz import load_model
-    from attnviz.hub import OfflineError
+    from attnviz.sources.hub import OfflineError
 
     def digest(sd):
         return {k: hashlib.sha256(v.detach().contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from attnviz.image import ImageError, decode_image, preprocess, resized_size
+from attnviz.pipeline.image import ImageError, decode_image, preprocess, resized_size
 from tests.images import bad_files, odd_images
 
 ODD = odd_images()

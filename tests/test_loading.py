@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from attnviz import load_model
-from attnviz.weights import PickledModelError
+from attnviz.sources.weights import PickledModelError
 
 MODEL_SRC = textwrap.dedent(
     """

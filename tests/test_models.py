@@ -11,8 +11,8 @@ from torch import nn
 
 import attnviz
 from attnviz.blocks import get_attention
-from attnviz.models import attention_modules
-from attnviz.weights import imagenet_weights, load_backbone_state_dict, load_checkpoint_file
+from attnviz.sources.own import attention_modules
+from attnviz.sources.weights import imagenet_weights, load_backbone_state_dict, load_checkpoint_file
 
 NAMES = attnviz.list_attentions()
 ARCHS = ["resnet18", "resnet34", "resnet50", "resnet101"]

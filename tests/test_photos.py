@@ -13,8 +13,8 @@ from PIL import Image
 from attnviz import build_model
 from attnviz.data import PhotoDataset
 from attnviz.data.photos import PHOTO_SCALE, photos_dir
-from attnviz.demo import demo_categories, demo_file
-from attnviz.evaluate import evaluate_photos, photo_summary
+from attnviz.sources.demo import demo_categories, demo_file
+from attnviz.train.evaluate import evaluate_photos, photo_summary
 
 MANIFEST = json.loads((photos_dir() / "manifest.json").read_text())
 PHOTOS = {e["file"]: e["class"] for e in MANIFEST["photos"]}
@@ -95,7 +95,7 @@ def test_classes_filter_the_photos_and_no_match_is_a_clear_error(tmp_path: Path)
 
 
 def test_evaluate_photos_on_the_shipped_plain_checkpoint() -> None:
-    from attnviz.checkpoint import read_card
+    from attnviz.sources.checkpoint import read_card
 
     path = demo_file(None)
     card = read_card(path)
@@ -131,9 +131,9 @@ def photo_class_scenes(tmp_path: Path, cutouts) -> Path:
 
 
 def test_eval_cli_reports_and_stores_real_photo_scores(photo_class_scenes: Path, tmp_path: Path) -> None:
-    from attnviz.checkpoint import read_card, save_checkpoint, tensors_sha256
-    from attnviz.cli import main as cli
+    from attnviz.cli.main import main as cli
     from attnviz.data import SceneConfig, SceneDataset
+    from attnviz.sources.checkpoint import read_card, save_checkpoint, tensors_sha256
 
     models = tmp_path / "models"
     train = SceneDataset(photo_class_scenes, "train", 1, config=SceneConfig(size=48))

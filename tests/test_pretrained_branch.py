@@ -12,8 +12,8 @@ from torch import nn
 
 import attnviz
 from attnviz.blocks import attention_modules, get_attention
-from attnviz.cli import main
-from attnviz.weights import imagenet_weights, load_backbone_state_dict, load_weights
+from attnviz.cli.main import main
+from attnviz.sources.weights import imagenet_weights, load_backbone_state_dict, load_weights
 
 VARIANTS = {"sk_pre": "sk", "epsa_pre": "epsa"}
 #: the block's parameters that no ImageNet ResNet has: what stays untrained in each variant

@@ -12,7 +12,7 @@ import torch
 
 import attnviz
 from attnviz import AttentionRecorder
-from attnviz.cli import main
+from attnviz.cli.main import main
 from attnviz.stats.localisation import score_maps
 from tests.images import ASSET
 

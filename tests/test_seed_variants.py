@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import attnviz
 from attnviz.blocks import CBAM, ECA, CBAMSpatialFirst, ECAAvgMax, attention_modules, get_attention
-from attnviz.weights import load_backbone_state_dict
+from attnviz.sources.weights import load_backbone_state_dict
 from tests.blockutil import capture, randomise
 
 SHAPES = [(64, 8, 8), (32, 7, 11), (16, 1, 1), (8, 13, 9)]  # (C, H, W): square, non-square, tiny, odd
@@ -196,7 +196,7 @@ def test_in_a_resnet_maps_in_forward_order_and_backbone_loads(arch: str, name: s
 
 
 def test_offered_by_the_cli(capsys: pytest.CaptureFixture[str]) -> None:
-    from attnviz.cli import main
+    from attnviz.cli.main import main
 
     assert main(["list"]) == 0
     out = capsys.readouterr().out

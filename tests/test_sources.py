@@ -1,11 +1,11 @@
-"""Weights sources are one typed value (attnviz.sources), whatever the spelling that reaches the library."""
+"""Weights sources are one typed value (attnviz.sources.spec), whatever the spelling that reaches the library."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from attnviz.analyze import model_request
-from attnviz.sources import Weights, parse_weights
+from attnviz.pipeline.core import model_request
+from attnviz.sources.spec import Weights, parse_weights
 
 
 def test_spellings_map_to_one_source() -> None:

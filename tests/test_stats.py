@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from attnviz import AttentionRecorder
-from attnviz.capture import AttentionMap
-from attnviz.cli import main as cli
+from attnviz.capture.recorder import AttentionMap
+from attnviz.cli.main import main as cli
 from attnviz.data import SceneConfig, SceneDataset
-from attnviz.image import decode_image
+from attnviz.pipeline.image import decode_image
 from attnviz.stats import read_report
 from attnviz.stats.accumulate import accumulate, finalize, merge, new_partial
 from attnviz.stats.data import chunks, list_data, shard
@@ -99,7 +99,7 @@ def test_statistics_equal_a_direct_computation(scenes, tmp_path) -> None:
     blocks = pd.read_csv(out / "tables" / "blocks.csv")
     loc = pd.read_csv(out / "tables" / "localisation.csv").set_index("name")
     listing = list_data(scenes / "images")
-    from attnviz.analyze import _build, model_input
+    from attnviz.pipeline.core import _build, model_input
 
     model = _build("resnet18", "se", "random").eval()
     per_class: dict[int, list[np.ndarray]] = {}

@@ -24,12 +24,12 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from attnviz import AttentionRecorder
-from attnviz.adapters import adapter_sites
 from attnviz.blocks import Tap
-from attnviz.discover import module_paths
+from attnviz.capture.adapters import adapter_sites
+from attnviz.capture.discover import module_paths
 
 timm = pytest.importorskip("timm")
-from attnviz.timm_models import (  # noqa: E402
+from attnviz.sources.timm import (  # noqa: E402
     TIMM_MODELS,
     build_timm_model,
     timm_availability,
@@ -386,9 +386,9 @@ _CHILD = textwrap.dedent(
     socket.socket.connect_ex = refuse
 
     import timm, torch
-    from attnviz.adapters import adapter_sites
-    from attnviz.discover import module_paths
-    from attnviz.timm_models import TIMM_MODELS, build_timm_model, timm_availability
+    from attnviz.capture.adapters import adapter_sites
+    from attnviz.capture.discover import module_paths
+    from attnviz.sources.timm import TIMM_MODELS, build_timm_model, timm_availability
 
     def digest(sd):  # the same as _digest in the test module
         return {k: hashlib.sha256(f"{v.dtype}{tuple(v.shape)}".encode() + _bytes(v)).hexdigest() for k, v in sd.items()}

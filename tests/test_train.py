@@ -14,11 +14,11 @@ import torch
 from PIL import Image
 
 from attnviz import analyze, build_model
-from attnviz.checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
-from attnviz.cli import main as cli
+from attnviz.cli.main import main as cli
 from attnviz.data import SceneConfig, SceneDataset
-from attnviz.train import TrainConfig, backend_for, delta_keys, fit, freeze_for_attention, resolve_device
-from attnviz.weights import load_backbone_state_dict
+from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
+from attnviz.sources.weights import load_backbone_state_dict
+from attnviz.train.loop import TrainConfig, backend_for, delta_keys, fit, freeze_for_attention, resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -162,7 +162,7 @@ def test_torchrun_ddp_on_cpu(image_folder, tmp_path) -> None:
 
     ``--device cpu``: gloo even on a GPU host (the backend follows the device), never two ranks on one GPU."""
     out = tmp_path / "ddp.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "attnviz.cli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "attnviz"]
     cmd += ["train", "--data", str(image_folder), *ARGS, "--epochs", "1", "--workers", "0", "--out", str(out)]
     cmd += ["--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
@@ -179,7 +179,7 @@ def test_torchrun_ddp_on_cpu(image_folder, tmp_path) -> None:
 def test_torchrun_one_rank_on_cuda_with_nccl(image_folder, tmp_path) -> None:
     """One torchrun rank on its GPU (NCCL, cuda:LOCAL_RANK by default), then the CLI's --device cuda alone."""
     out = tmp_path / "nccl.safetensors"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "attnviz.cli"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "1", "-m", "attnviz"]
     cmd += ["train", "--data", str(image_folder), *ARGS, "--epochs", "1", "--workers", "0", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)

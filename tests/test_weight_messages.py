@@ -15,9 +15,9 @@ import torch
 
 import attnviz
 from attnviz.app import AppConfig, Handlers
-from attnviz.checkpoint import PickledModelError, checkpoint_format
-from attnviz.cli import main
-from attnviz.weights import describe_state_dict
+from attnviz.cli.main import main
+from attnviz.sources.checkpoint import PickledModelError, checkpoint_format
+from attnviz.sources.weights import describe_state_dict
 from tests.images import ASSET
 
 

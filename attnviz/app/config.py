@@ -94,7 +94,7 @@ class AppConfig:
         options: dict[str, object] = {"offline": True} if self.offline else {}
         if arch == self.served and self.labels:
             options["labels"] = self.labels
-        from ..models import ARCHS
+        from ..sources.own import ARCHS
 
         if arch == self.served and self.size and arch not in ARCHS:
             options["input_size"] = self.size  # --size declares the input size of a network not attnviz's

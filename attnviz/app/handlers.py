@@ -17,7 +17,12 @@ import pandas as pd
 from PIL import Image
 
 from .. import ARCHS, get_attention, list_attentions
-from ..analyze import (
+from ..capture.kinds import detail_image
+from ..capture.views import View, build_views, owner_module, spatial_views
+from ..checks import check_result
+from ..compare import compare
+from ..export import export_zip
+from ..pipeline.core import (
     DEFAULT_CACHE,
     AnalyzeError,
     ModelCache,
@@ -27,12 +32,7 @@ from ..analyze import (
     default_device,
     load_model,
 )
-from ..checks import check_result
-from ..compare import compare
-from ..export import export_zip
-from ..image import ImageError
-from ..kinds import detail_image
-from ..naming import safe_name
+from ..pipeline.image import ImageError
 from ..render import (
     channel_stats,
     channel_table,
@@ -40,9 +40,9 @@ from ..render import (
     figure_png,
     overlay,
 )
-from ..sources import Weights, parse_weights
-from ..timm_models import TIMM_ATTENTION, TIMM_MODELS, timm_availability
-from ..views import View, build_views, owner_module, spatial_views
+from ..render.naming import safe_name
+from ..sources.spec import Weights, parse_weights
+from ..sources.timm import TIMM_ATTENTION, TIMM_MODELS, timm_availability
 from .config import LOOPBACK, AppConfig
 from .files import ExportStore
 from .panels import checks_panel, compare_panel, live_text, report_panel, report_table, resolve_report
@@ -87,7 +87,7 @@ def demo_note(result: Result) -> str:
     """What the demo network knows, said next to its predictions (its 8 categories); '' for other networks."""
     if not str(result.model.get("weights_source", "")).startswith("demo"):
         return ""
-    from ..demo import demo_categories
+    from ..sources.demo import demo_categories
 
     names = demo_categories()
     return (
@@ -112,7 +112,8 @@ def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 def _detail(view: View, topk: int | None) -> Any:
-    """The detail image of the selected view (:mod:`attnviz.kinds`); a channel gate is the chart below instead."""
+    """The detail image of the selected view (:mod:`attnviz.capture.kinds`); a channel gate is the chart below
+    instead."""
     return None if view.kind == "channel" else detail_image(view, topk)
 
 
@@ -136,7 +137,7 @@ class Handlers:
 
     Args:
         config: the app's configuration.
-        cache: where built models are kept (default: the process-wide cache of :mod:`attnviz.analyze`).
+        cache: where built models are kept (default: the process-wide cache of :mod:`attnviz.pipeline`).
         store: where export files go (default: one under ``config.export_root``).
     """
 
@@ -164,7 +165,7 @@ class Handlers:
         lines = []
         for name in TIMM_MODELS:
             if self.config.offline:
-                from ..hub import hf_cached_file
+                from ..sources.hub import hf_cached_file
 
                 ok = hf_cached_file(f"timm/{name}", "model.safetensors") is not None
                 reason = "cached" if ok else "not cached, and the app is offline"

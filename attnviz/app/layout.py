@@ -8,8 +8,8 @@ from typing import Any
 import gradio as gr
 
 from .. import list_attentions
-from ..demo import examples_dir
 from ..render import COLORMAPS, NORM_MODES
+from ..sources.demo import examples_dir
 from .components import DisplayGallery, DisplayImage, UploadImage
 from .config import AppConfig
 from .handlers import AXES, EMPTY_CHART, NONE, WEIGHTS, Handlers

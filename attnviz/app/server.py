@@ -12,8 +12,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..analyze import default_device
-from ..image import MAX_BYTES
+from ..pipeline.core import default_device
+from ..pipeline.image import MAX_BYTES
 from .config import AppConfig
 from .handlers import Handlers
 from .layout import build_demo
@@ -46,14 +46,14 @@ def startup(config: AppConfig) -> AppConfig:
     network ``config.startup_network``, from the Hugging Face cache or downloaded now with progress in the terminal;
     when that cannot happen (offline, no network within a few seconds), the demo network, and the page says why.
     This is the only connection the app makes by itself."""
-    from ..timm_models import TIMM_ATTENTION, build_timm_model, timm_availability
+    from ..sources.timm import TIMM_ATTENTION, build_timm_model, timm_availability
 
     name = config.startup_network
     if name is None or config.model != AppConfig.model or config.served:
         return config  # the user chose what to open on
     demo_line = "the page opened on the **demo network** (8 categories, trained by attnviz)"
     if config.offline:
-        from ..hub import hf_cached_file
+        from ..sources.hub import hf_cached_file
 
         if hf_cached_file(f"timm/{name}", "model.safetensors") is None:
             note = f"Offline: {demo_line}; {name} (ImageNet) is not in the Hugging Face cache."
@@ -107,7 +107,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python app.py [...]``: the same as ``attnviz serve [...]``."""
-    from ..cli import add_serve_arguments
+    from ..cli.main import add_serve_arguments
 
     parser = argparse.ArgumentParser(prog="app.py", description="attnviz web app")
     add_serve_arguments(parser)

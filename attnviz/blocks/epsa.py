@@ -59,7 +59,7 @@ class EPSA(nn.Module):
     Attributes:
         backbone_keys: state-dict prefixes of the ResNet block's modules this block takes the weights of, relative
             to the block (``{"conv2": "dense"}`` with ``pretrained_branch``, else empty);
-            :func:`attnviz.weights.load_backbone_state_dict` reads it.
+            :func:`attnviz.sources.weights.load_backbone_state_dict` reads it.
     """
 
     def __init__(

@@ -67,7 +67,7 @@ class SelectiveKernel(nn.Module):
     Attributes:
         backbone_keys: state-dict prefixes of the ResNet block's modules this block takes the weights of, relative
             to the block (``{"conv2": "paths.0.conv", "bn2": "paths.0.bn"}`` with ``pretrained_branch``, else
-            empty); :func:`attnviz.weights.load_backbone_state_dict` reads it.
+            empty); :func:`attnviz.sources.weights.load_backbone_state_dict` reads it.
     """
 
     def __init__(

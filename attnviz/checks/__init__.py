@@ -216,12 +216,12 @@ def check_result(result: Any, model: nn.Module | None = None, cache: Any = None,
     ``result.checks`` (the export writes them: :func:`check_files`).
 
     Args:
-        result: the :class:`~attnviz.analyze.Result`.
+        result: the :class:`~attnviz.pipeline.core.Result`.
         model: the model that made it (default: from ``cache``, or the process-wide cache, by its settings).
-        cache: the :class:`~attnviz.analyze.ModelCache` it came from.
+        cache: the :class:`~attnviz.pipeline.core.ModelCache` it came from.
         kwargs: for :func:`run_checks` (``target``, ``gradcam_on``, ``randomise``, ``seed``, ``query``, ...).
     """
-    from ..analyze import load_model, model_input
+    from ..pipeline.core import load_model, model_input
 
     s = result.settings
     if model is None:
@@ -239,8 +239,8 @@ def check_files(result: Any, settings: dict[str, Any]) -> list[tuple[str, bytes]
     and ``checks/ablation.png`` (the per-block bar chart)."""
     import io
 
-    from ..naming import safe_name
     from ..render import figure_png, normalize, value_range
+    from ..render.naming import safe_name
 
     checks: Checks | None = getattr(result, "checks", None)
     if checks is None:

@@ -19,7 +19,8 @@ units (pairwise, channel_pairwise, memory)    External Attention are ``x + f(x)`
 A softmax whose axis is not known (a module's output named by an adapter or a declaration) gets the mean of its own
 output, which is exactly 1/K for any softmax over K entries.
 
-It works through the same sites as the recorder (:mod:`attnviz.capture`): attnviz's :class:`~attnviz.blocks.Tap`
+It works through the same sites as the recorder (:mod:`attnviz.capture.recorder`): attnviz's
+:class:`~attnviz.blocks.Tap`
 modules (a forward hook returns the neutral tensor), module sites (a forward hook on the owner replaces its
 output), function sites (a :class:`~torch.overrides.TorchFunctionMode`, active during the owner's call, replaces
 the result of its k-th gate/softmax call), and residual modules (a forward hook returns the module's input). The
@@ -40,9 +41,9 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from ..capture import model_lock
-from ..discover import first_tensor
-from ..sites import GATE_FUNCS, Site, softmax_dim
+from ..capture.discover import first_tensor
+from ..capture.recorder import model_lock
+from ..capture.sites import GATE_FUNCS, Site, softmax_dim
 from .blocks import Block, find_blocks
 
 __all__ = ["OFF", "Ablation", "AblationResult", "Effect", "NotAClassifierError", "ablate", "neutral"]
@@ -110,7 +111,8 @@ class Ablation:
         blocks: the blocks :func:`find_blocks` found.
         off: block path -> (B,) bool, the images of the batch in which that block is off; a block not named is on.
 
-    The model is locked (:func:`attnviz.capture.model_lock`) while the hooks are in place and every hook is removed
+    The model is locked (:func:`attnviz.capture.recorder.model_lock`) while the hooks are in place and every hook is
+    removed
     on exit, also when the forward raises. Only the thread that entered sees the ablation.
     """
 

@@ -2,7 +2,7 @@
 owns and the places (taps, adapter and discovered sites) where its weights are computed.
 
 A *block* is the attention module that owns a map: the longest module path among the recorder's activation keys
-(:attr:`attnviz.AttentionRecorder.activations`, the same rule as :func:`attnviz.views.owner_activation`) that
+(:attr:`attnviz.AttentionRecorder.activations`, the same rule as :func:`attnviz.capture.views.owner_activation`) that
 starts the map's name; a map no such module owns is grouped under :attr:`attnviz.AttentionMap.block`. The
 checks (ablation, Grad-CAM, randomisation) are keyed by this path, e.g. ``"layer2.1.attn"`` (attnviz's CBAM),
 ``"layer3.2"`` (Dual Attention after stage 3) or ``"layer1.0.se"`` (a discovered SE module).
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..capture import AttentionMap, AttentionRecorder
-from ..sites import Site
+from ..capture.recorder import AttentionMap, AttentionRecorder
+from ..capture.sites import Site
 
 __all__ = ["Block", "block_key", "find_blocks", "residual_module"]
 
@@ -111,10 +111,11 @@ def find_blocks(
 def block_view(
     block: Block, maps: list[AttentionMap], activations: dict[str, np.ndarray], query: tuple[float, float] = (0.5, 0.5)
 ) -> tuple[np.ndarray | None, str, str | None]:
-    """The block's spatial view, as the app and the export draw it (:func:`attnviz.views.build_views`): the first
+    """The block's spatial view, as the app and the export draw it (:func:`attnviz.capture.views.build_views`): the
+    first
     of its maps that has one (CBAM: its spatial gate; SE: the gate-weighted mean activation; MHSA: the query's
     attention). Returns (the (h, w) map or ``None``, its label, the name of the map it comes from)."""
-    from ..views import owner_activation, spatial_view
+    from ..capture.views import owner_activation, spatial_view
 
     with_spatial = {m.block for m in maps if m.kind == "spatial"}
     for m in maps:

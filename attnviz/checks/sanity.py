@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..capture import model_lock
+from ..capture.recorder import model_lock
 from .blocks import Block, block_view
 
 __all__ = ["WARN_ABOVE", "call_order", "randomise_from", "randomised_views"]

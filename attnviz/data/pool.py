@@ -95,14 +95,14 @@ def build_pool(
     log=print,
 ) -> tuple[ScenePool, Tensor | None, dict]:
     """Render ``n`` scenes of ``split`` at ``config.size`` (the teacher's resolution), keep them at
-    ``student_size``, and run the teacher on them (see :mod:`attnviz.distill`). With ``cache``, the pool is read
+    ``student_size``, and run the teacher on them (see :mod:`attnviz.data.teacher`). With ``cache``, the pool is read
     from there, or extended from a smaller cached pool of the same recipe, and written there.
 
     Returns:
         ``(pool, p1000, fingerprint)``: the pool with one-hot targets (the caller turns ``p1000`` (N, 1000), the
         teacher's ImageNet probabilities or ``None``, into soft targets) and the scene recipe for model cards.
     """
-    from ..distill import TEACHER_SHA256
+    from .teacher import TEACHER_SHA256
 
     scenes = SceneDataset(root, split, n, seed=seed, config=config)
     key = _key(scenes, student_size, TEACHER_SHA256[:8] if teacher else None)
@@ -126,7 +126,7 @@ def _render(
     """``state`` extended by the scenes at ``indices`` (and the teacher's probabilities for them)."""
     net = None
     if teacher:
-        from ..distill import load_teacher, teacher_probs
+        from .teacher import load_teacher, teacher_probs
 
         net = load_teacher()
     loader = DataLoader(Subset(scenes, indices), batch_size=64, num_workers=workers)  # drawn in parallel workers

@@ -12,7 +12,7 @@ from typing import Any
 __all__ = ["read_report", "run_stats"]
 
 
-def __getattr__(name: str) -> Any:  # lazy: ``attnviz.evaluate`` imports the localisation module alone
+def __getattr__(name: str) -> Any:  # lazy: ``attnviz.train.evaluate`` imports the localisation module alone
     if name == "run_stats":
         from .run import run_stats
 

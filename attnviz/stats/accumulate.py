@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..capture import AttentionMap
+from ..capture.recorder import AttentionMap
 from .localisation import LocalisationScores, localise, to_image, views_of
 
 __all__ = ["BINS", "FLAT_TOL", "accumulate", "finalize", "merge", "new_partial"]

@@ -20,7 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import Dataset
 
-from ..image import ImageError, decode_image, preprocess, resized_size
+from ..pipeline.image import ImageError, decode_image, preprocess, resized_size
 
 __all__ = ["IMAGE_SUFFIXES", "Listing", "StatsDataset", "chunks", "list_data", "rank_env", "shard"]
 

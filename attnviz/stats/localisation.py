@@ -1,6 +1,6 @@
 """Pointing game and energy in mask: the one implementation ``attnviz eval`` and ``attnviz stats`` share.
 
-For every map that yields a spatial view (the view the app overlays, :func:`attnviz.views.spatial_view`; for
+For every map that yields a spatial view (the view the app overlays, :func:`attnviz.capture.views.spatial_view`; for
 pairwise attention the attention each position *receives*, averaged over queries and heads, since no single
 query is privileged), each map is upsampled bilinearly to the image and min-max normalised, then scored:
 
@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..capture import AttentionRecorder
-from ..views import owner_activation, spatial_view
+from ..capture.recorder import AttentionRecorder
+from ..capture.views import owner_activation, spatial_view
 
 __all__ = [
     "LocalisationScores",

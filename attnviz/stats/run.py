@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..capture import AttentionRecorder
+from ..capture.recorder import AttentionRecorder
 from .accumulate import BINS, FLAT_TOL, accumulate, merge, new_partial
 from .data import GroundTruth, Listing, StatsDataset, chunks, list_data, rank_env
 
@@ -42,7 +42,7 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _model(spec: str, attention: str | None, weights: str | None, device: torch.device, **options: Any) -> nn.Module:
-    from ..analyze import _build, model_request
+    from ..pipeline.core import _build, model_request
 
     model = _build(*model_request(spec, attention, weights), **options).to(device).eval()
     if device.type == "cuda":
@@ -52,9 +52,10 @@ def _model(spec: str, attention: str | None, weights: str | None, device: torch.
 
 def model_notes(net: nn.Module, short: int) -> list[str]:
     """What the statistics of ``net`` will lack, from one blank recorded forward: predictions (its output is not
-    class logits) and attention (none found, or weights it could not read: :func:`attnviz.analyze.capture_warning`)."""
-    from ..analyze import NOT_LOGITS, capture_warning
-    from ..image import fixed_size
+    class logits) and attention (none found, or weights it could not read:
+    :func:`attnviz.pipeline.core.capture_warning`)."""
+    from ..pipeline.core import NOT_LOGITS, capture_warning
+    from ..pipeline.image import fixed_size
 
     h, w = fixed_size(net.weights_meta) or (short, short)
     param = next(iter(net.parameters()), None)
@@ -156,8 +157,8 @@ def run_stats(
     Raises:
         StatsError: unusable data, a folder holding another run's chunks, a device this rank cannot use.
     """
-    from ..analyze import short_side
-    from ..train import backend_for, resolve_device
+    from ..pipeline.core import short_side
+    from ..train.loop import backend_for, resolve_device
 
     rank, world, local_rank, local_world = rank_env()
     try:

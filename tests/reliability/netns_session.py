@@ -166,7 +166,17 @@ def run(work: Path) -> dict[str, Any]:
         report["normal_again"] = _outcome(analyze("normal"))
         inputs = [str(images["too_many_pixels"]), str(images["too_large"])]
         cli = subprocess.run(
-            [sys.executable, "-m", "attnviz.cli", "render", *inputs, "--attention", "se", "--out", str(work / "cli")],
+            [
+                sys.executable,
+                "-m",
+                "attnviz.cli.main",
+                "render",
+                *inputs,
+                "--attention",
+                "se",
+                "--out",
+                str(work / "cli"),
+            ],
             cwd=ROOT,
             env=env,
             capture_output=True,

@@ -17,11 +17,11 @@ from gradio_client.utils import QueueError
 from PIL import Image
 
 import attnviz.app.handlers as handlers
-from attnviz.capture import model_lock
+from attnviz.capture.recorder import model_lock
 from tests.conftest import serve_app
 from tests.reliability.conftest import FIGURES, MODEL, analyze_api, check_ok, hook_count, new_client
 
-pipeline = importlib.import_module("attnviz.analyze")
+pipeline = importlib.import_module("attnviz.pipeline.core")
 ASSETS = Path(__file__).parents[2] / "attnviz" / "examples"
 ATTENTIONS = ["cbam", "se", "mhsa", "da"]  # at most the model cache's size: no model is rebuilt meanwhile
 CLIENTS, REQUESTS = 16, 10

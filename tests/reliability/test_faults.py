@@ -16,12 +16,12 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import attnviz
-from attnviz.cli import main
-from attnviz.weights import imagenet_weights, load_checkpoint_file
+from attnviz.cli.main import main
+from attnviz.sources.weights import imagenet_weights, load_checkpoint_file
 from tests.images import ASSET
 from tests.reliability.conftest import FIGURES, analyze_api, check_ok, hook_count
 
-pipeline = importlib.import_module("attnviz.analyze")  # the module (attnviz.analyze is the function)
+pipeline = importlib.import_module("attnviz.pipeline.core")  # the module (attnviz.analyze is the function)
 OOM_ERRORS = {
     "OutOfMemoryError": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
     "cuDNN": RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
@@ -55,9 +55,9 @@ def test_out_of_memory_while_loading_is_a_clear_message(client: Client, monkeypa
     def fail(*args: Any, **kwargs: Any) -> None:
         raise OOM_ERRORS["OutOfMemoryError"]
 
-    import attnviz.loading
+    import attnviz.sources.loading
 
-    monkeypatch.setattr(attnviz.loading, "load_model", fail)  # the pipeline builds every network through it
+    monkeypatch.setattr(attnviz.sources.loading, "load_model", fail)  # the pipeline builds every network through it
     with pytest.raises(AppError, match="cannot load resnet18 with coord: the GPU ran out of memory"):
         analyze_api(client, ASSET, "coord")
     monkeypatch.undo()

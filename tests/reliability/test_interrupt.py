@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnviz.cli import main as cli
+from attnviz.cli.main import main as cli
 
 ROOT = Path(__file__).parents[2]
 RENDER = ["--model", "resnet18", "--attention", "mhsa", "--weights", "random", "--size", "48", "--device", "cpu"]

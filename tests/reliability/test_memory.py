@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from attnviz.analyze import ModelCache, analyze, load_model
 from attnviz.app import AppConfig, Handlers
+from attnviz.pipeline.core import ModelCache, analyze, load_model
 from tests.reliability.conftest import FIGURES, SIZE
 
 ASSET = Path(__file__).parents[2] / "attnviz" / "examples" / "rocket.jpg"

@@ -19,9 +19,9 @@ import pytest
 
 from attnviz.app import server as app
 from attnviz.app.config import AppConfig
-from attnviz.cli import main
-from attnviz.image import MAX_BYTES
-from attnviz.naming import safe_name
+from attnviz.cli.main import main
+from attnviz.pipeline.image import MAX_BYTES
+from attnviz.render.naming import safe_name
 from tests.images import photo
 from tests.reliability import netns_session
 from tests.reliability.conftest import FIGURES, RENDER

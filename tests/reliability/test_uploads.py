@@ -19,10 +19,10 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import attnviz
-from attnviz.analyze import ModelCache
-from attnviz.cli import main
-from attnviz.image import decode_image
-from attnviz.views import build_views, spatial_views
+from attnviz.capture.views import build_views, spatial_views
+from attnviz.cli.main import main
+from attnviz.pipeline.core import ModelCache
+from attnviz.pipeline.image import decode_image
 from tests.images import bad_files, exif_upright_png, odd_images, photo
 from tests.reliability.conftest import FIGURES, MODEL, RENDER, analyze_api, check_ok, write
 

@@ -1,6 +1,6 @@
 """One table per map kind: what each kind's detail drawing is, for the page and the export alike.
 
-The spatial view of each kind is :func:`attnviz.views.spatial_view`; its detail is drawn here:
+The spatial view of each kind is :func:`attnviz.capture.views.spatial_view`; its detail is drawn here:
 
 ================  ==========================================================================================
 kind              detail (an RGB array; the page shows it, the zip saves it as ``details/NN_block_kind.png``)
@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .render import apply_colormap, branch_chart, channel_chart, matrix_image, pairwise_query, tile_maps
+from ..render import apply_colormap, branch_chart, channel_chart, matrix_image, pairwise_query, tile_maps
 from .views import View
 
 __all__ = ["DETAILS", "detail_image"]

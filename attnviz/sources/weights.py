@@ -4,9 +4,9 @@ Sources (DESIGN.md, "Weights"):
   ``"imagenet"``  torchvision's ImageNet weights for the backbone, through its Weights API (downloaded on
                   first use into ``$TORCH_HOME/hub/checkpoints``, read from there offline); inserted
                   attention blocks stay untrained.
-  ``"demo"``      the shipped checkpoints trained on cut-and-paste scenes (:mod:`attnviz.demo`).
+  ``"demo"``      the shipped checkpoints trained on cut-and-paste scenes (:mod:`attnviz.sources.demo`).
   a file path     a checkpoint of this architecture and attention: ``.safetensors`` (with a model card in
-                  its header, see :mod:`attnviz.checkpoint`), or a torch file read with
+                  its header, see :mod:`attnviz.sources.checkpoint`), or a torch file read with
                   ``torch.load(weights_only=True)`` (a pickle that would run code is refused).
 
 Users' checkpoints (:func:`attnviz.load_model`): :func:`read_checkpoint_object` reads them (a pickled whole model
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.models import get_model_weights
 from torchvision.models.resnet import Bottleneck
 
-from .blocks import attention_modules, get_attention
+from ..blocks import attention_modules, get_attention
 from .checkpoint import (
     SAVE_STATE_DICT,
     PickledModelError,
@@ -111,7 +111,7 @@ def _listed(keys: list[str], n: int = 6) -> str:
 def _resnet_arch(keys: set[str]) -> tuple[str | None, str]:
     """(attnviz's arch name or ``None``, a description) of a ResNet layout read from key names: blocks per stage
     (``layerK.i.bn1``) and bottleneck (``conv3``) or basic blocks. ``(None, "")`` when the keys are no ResNet's."""
-    from .models import ARCHS
+    from .own import ARCHS
 
     blocks: dict[int, set[int]] = {k: set() for k in range(1, 5)}
     for key in keys:
@@ -133,7 +133,7 @@ def _resnet_arch(keys: set[str]) -> tuple[str | None, str]:
 def _arch_shapes(arch: str, attention: str | None, num_classes: int) -> dict[str, tuple[int, ...]] | None:
     """Key -> shape of attnviz's ``arch`` with ``attention`` (built on the meta device: no memory, no init cost);
     ``None`` when it cannot be built so."""
-    from .models import build_model
+    from .own import build_model
 
     try:
         with torch.device("meta"):
@@ -159,7 +159,7 @@ def describe_state_dict(sd: dict[str, Tensor]) -> dict[str, Any] | None:
     the blocks per stage and the block type, the attention type by comparing with every registered type's
     network (:func:`attnviz.list_attentions`), the classes from ``fc.weight``. ``None`` for a file that is no
     ResNet's. Returns ``{"arch", "attention" (a list: ties), "classes", "exact", "text"}``."""
-    from .blocks import list_attentions
+    from ..blocks import list_attentions
 
     sd, _ = match_keys(dict(sd), {"conv1.weight"})  # DataParallel / torch.compile prefixes
     arch, text = _resnet_arch(set(sd))
@@ -208,8 +208,8 @@ def _guess_line(sd: dict[str, Tensor], model: nn.Module, own_arch: bool) -> str 
         return (
             f"the file looks like {guess['text']}: the model has another number of classes; build it with "
             f"num_classes={classes} (Python: attnviz.build_model({arch!r}, {attention!r}, num_classes={classes}, "
-            "weights=PATH)), or save the weights with a model card (attnviz.checkpoint.save_checkpoint) that names "
-            "its classes"
+            "weights=PATH)), or save the weights with a model card (attnviz.sources.checkpoint.save_checkpoint) that "
+            "names its classes"
         )
     flag = f" --attention {attention}" if attention else ""
     return (
@@ -394,7 +394,7 @@ def _load_file(model: nn.Module, path: Path, trust_pickle: bool = False) -> dict
     """Load a full or delta checkpoint into ``model``; returns its card.
 
     Raises:
-        ValueError: the file does not read (:func:`attnviz.checkpoint.read_checkpoint_object`), or does not fit:
+        ValueError: the file does not read (:func:`attnviz.sources.checkpoint.read_checkpoint_object`), or does not fit:
             the message counts and names the missing, unexpected and misshapen keys, and says which network the
             file looks like.
     """
@@ -426,7 +426,8 @@ def load_weights(model: nn.Module, weights: str | Path, *, trust_pickle: bool = 
     """Load ``weights`` into a model made by :func:`attnviz.build_model` and record the source on it.
 
     Sources: ``"imagenet"`` (torchvision, attention untrained), ``"demo"`` (the shipped checkpoints, see
-    :mod:`attnviz.demo`), or a checkpoint file (full, or a delta naming its base). Sets ``model.weights_source``,
+    :mod:`attnviz.sources.demo`), or a checkpoint file (full, or a delta naming its base). Sets
+    ``model.weights_source``,
     ``model.untrained_attention`` and ``model.weights_meta`` (categories, mean, std, resize size) from the
     source's metadata or model card. ``trust_pickle``: a file that holds pickled objects may run its code.
 

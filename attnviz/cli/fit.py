@@ -7,7 +7,7 @@ attnviz train --data DIR --arch resnet50 --attention cbam --weights imagenet|dem
 attnviz eval --data SCENES [--models DIR] [--scenes 1000] [--no-photos] [--placements 8] [--write-cards]
              [--markdown FILE]
     accuracy and localisation of every demo checkpoint on the held-out test scenes and on real photos pasted
-    onto textures (attnviz.evaluate, attnviz.data.PhotoDataset).
+    onto textures (attnviz.train.evaluate, attnviz.data.PhotoDataset).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import Subset
 
-from .blocks import list_attentions
-from .models import ARCHS
+from ..blocks import list_attentions
+from ..sources.own import ARCHS
 
 __all__ = ["add_eval_parser", "add_train_parser"]
 
@@ -57,10 +57,10 @@ def _folders(data: Path, size: int, val_split: float, seed: int):
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from . import build_model
-    from .sources import Weights, parse_weights
-    from .train import TrainConfig, fit
-    from .weights import load_backbone_state_dict, load_checkpoint_file, load_weights
+    from .. import build_model
+    from ..sources.spec import Weights, parse_weights
+    from ..sources.weights import load_backbone_state_dict, load_checkpoint_file, load_weights
+    from ..train.loop import TrainConfig, fit
 
     data = Path(args.data)
     if not data.is_dir():
@@ -77,7 +77,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if source is Weights.IMAGENET:
         load_weights(model, "imagenet")
     elif source is Weights.DEMO:
-        from .demo import demo_file
+        from ..sources.demo import demo_file
 
         load_backbone_state_dict(model, load_checkpoint_file(demo_file(None)))
         delta = demo_file(attention)
@@ -139,12 +139,12 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from . import build_model
-    from .checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
-    from .data import SceneConfig, SceneDataset
-    from .demo import DEMO_ARCH, demo_dir, demo_file
-    from .evaluate import evaluate_model, evaluate_photos, findings, markdown_table, photo_summary, summary_row
-    from .weights import load_checkpoint_file
+    from .. import build_model
+    from ..data import SceneConfig, SceneDataset
+    from ..sources.checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
+    from ..sources.demo import DEMO_ARCH, demo_dir, demo_file
+    from ..sources.weights import load_checkpoint_file
+    from ..train.evaluate import evaluate_model, evaluate_photos, findings, markdown_table, photo_summary, summary_row
 
     if args.placements < 1:
         print(f"--placements must be at least 1, got {args.placements}", file=sys.stderr)

@@ -25,7 +25,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .analyze import (
+from ..capture.recorder import AttentionMap, AttentionRecorder
+from .core import (
     NOT_LOGITS,
     OOM_MESSAGE,
     AnalyzeError,
@@ -41,7 +42,6 @@ from .analyze import (
     short_side,
     top_classes,
 )
-from .capture import AttentionMap, AttentionRecorder
 from .image import Decoded, ImageError, decode_image
 
 __all__ = ["analyze_many"]

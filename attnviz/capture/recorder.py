@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from .blocks.tap import KINDS, Tap
+from ..blocks.tap import KINDS, Tap
 from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, first_tensor, structure
 from .sites import GATE_FUNCS, Canon, Site, axis_alone, canonical, pair_axes, softmax_dim
 
@@ -148,7 +148,8 @@ class AttentionRecorder:
 
     Three sources, one result (DESIGN.md, "Any network"): attnviz's own blocks pass their weights through
     :class:`~attnviz.blocks.Tap` modules; known library classes (timm, torchvision) have exact adapters
-    (:mod:`attnviz.adapters`); anything else is found by discovery (:mod:`attnviz.discover`: one instrumented
+    (:mod:`attnviz.capture.adapters`); anything else is found by discovery (:mod:`attnviz.capture.discover`: one
+    instrumented
     forward per model, cached), and users can declare, override or exclude sites. All become the same
     :class:`AttentionMap`\\ s, in forward order.
 
@@ -286,7 +287,7 @@ class AttentionRecorder:
             self._handles.append(self.model.register_forward_hook(self._root_post, always_call=True))
             self._install(self.sites)
             if self.record_activations:
-                from .models import attention_modules
+                from ..sources.own import attention_modules
 
                 for name, module in attention_modules(self.model).items():
                     self._handles.append(module.register_forward_hook(self._act_hook(name)))

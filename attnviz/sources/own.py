@@ -3,7 +3,7 @@
 The change is configuration only: torchvision's own ``ResNet`` is built with block classes that carry an
 optional ``attn`` module, then blocks are inserted where the registry's placement says. Module names stay
 torchvision's (``conv1``, ``bn1``, ``layer1..4``, ``fc``), so an ImageNet state dict loads with
-``strict=False`` and the only missing keys are attention parameters (see :mod:`attnviz.weights`).
+``strict=False`` and the only missing keys are attention parameters (see :mod:`attnviz.sources.weights`).
 
 Placements (ATTENTION.md, "Placement in a ResNet"):
   post  ``block.attn`` at the end of the residual branch, after the last BN, before ``out += identity``
@@ -19,7 +19,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from .blocks import attention_modules, create_attention, get_attention  # attention_modules: re-exported
+from ..blocks import attention_modules, create_attention, get_attention  # attention_modules: re-exported
 
 __all__ = ["ARCHS", "AttnBasicBlock", "AttnBottleneck", "attention_modules", "build_model", "count_parameters"]
 
@@ -124,7 +124,7 @@ def build_model(
             trained on cut-and-paste scenes (resnet18, every paper block: none for variants); or a checkpoint path.
         attention_kwargs: extra keyword arguments for every inserted block (e.g. ``{"reduction": 8}``).
         trust_pickle: load a checkpoint file that holds pickled Python objects (it runs their code); without it
-            such a file is refused (:class:`attnviz.checkpoint.PickledModelError`).
+            such a file is refused (:class:`attnviz.sources.checkpoint.PickledModelError`).
 
     Returns:
         The model in eval mode, with ``model.arch``, ``model.attention``, ``model.weights_source`` and

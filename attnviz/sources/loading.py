@@ -4,7 +4,7 @@ Specs:
   ``path/to/file.py:NAME``    a function, class or ``nn.Module`` in a Python file (imported by path)
   ``package.module:NAME``     the same in an importable module
   ``timm:NAME``               any timm model (``resnet18``, ``seresnet50.ra2_in1k``); pretrained weights through
-                              timm's loader (huggingface_hub), see :mod:`attnviz.hub`
+                              timm's loader (huggingface_hub), see :mod:`attnviz.sources.hub`
   ``torchvision:NAME``        any torchvision classification model, with its Weights API's ``DEFAULT`` weights
   ``resnet18`` ... ``resnet101``  attnviz's own ResNets (``attention=``; weights ``demo``/``imagenet``/``random``/a
                               file, as :func:`attnviz.build_model`)
@@ -12,7 +12,7 @@ Specs:
 
 Checkpoints (``weights=``) may be a plain state dict, one under ``state_dict``/``model_state_dict``/``model``/...
 (nested too), with ``module.`` (DataParallel/DDP) or ``_orig_mod.`` (torch.compile) key prefixes, or
-``.safetensors``; torch files are read with ``weights_only=True`` (:mod:`attnviz.weights`).
+``.safetensors``; torch files are read with ``weights_only=True`` (:mod:`attnviz.sources.weights`).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def load_model(
         size, mean, std: preprocessing (short side, normalisation); they override the weights' metadata, which
             otherwise gives them (timm's ``pretrained_cfg``, torchvision's transforms), else 224 and ImageNet's.
         input_size: the size (an int or (H, W)) a network that is not attnviz's runs at; without it the size is
-            read from the network (:func:`attnviz.input_size.probe_input`: blank forwards at the source's size,
+            read from the network (:func:`attnviz.sources.input_size.probe_input`: blank forwards at the source's size,
             else 224 and other usual sizes), and a network that runs at one size only gets every image
             stretched to it.
         offline: ``True`` forbids downloads (as ``HF_HUB_OFFLINE=1``/``ATTNVIZ_OFFLINE=1`` do).
@@ -94,7 +94,7 @@ def load_model(
     Raises:
         ValueError: a bad spec, weights that do not fit (missing/unexpected keys named), a pickled checkpoint
             without ``trust_pickle``, labels that do not match the outputs, or weights not cached while offline
-            (:class:`attnviz.hub.OfflineError`).
+            (:class:`attnviz.sources.hub.OfflineError`).
     """
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"empty model spec; use {SPEC_FORMS}")
@@ -108,7 +108,7 @@ def load_model(
         isinstance(v, int) and not isinstance(v, bool) and v >= 8 for v in _sides(input_size)
     ):
         raise ValueError(f"input_size must be an integer >= 8 or (H, W), got {input_size!r}")
-    from .models import ARCHS
+    from .own import ARCHS
 
     if spec in ARCHS:
         model = _own(spec, weights, attention, offline, trust_pickle)
@@ -274,7 +274,7 @@ def _head_classes(model: nn.Module, sd: dict[str, Tensor]) -> int | None:
 def _own(
     arch: str, weights: str | Path | None, attention: str | None, offline: bool | None = None, trust: bool = False
 ) -> nn.Module:
-    from .models import build_model
+    from .own import build_model
 
     w = None if weights in (None, "random") else str(weights)
     if w == "imagenet":  # torchvision's backbone: refused at once when offline and not cached
@@ -354,7 +354,7 @@ def _timm(
     import timm
 
     name = _timm_name(spec)
-    from .timm_models import TIMM_ATTENTION
+    from .timm import TIMM_ATTENTION
 
     if weights is not None or not pretrained:
         from .hub import timm_weights

@@ -1,4 +1,4 @@
-"""Exact adapters: where known library attention classes keep their weight, as :class:`~attnviz.sites.Site`\\ s.
+"""Exact adapters: where known library attention classes keep their weight, as :class:`~attnviz.capture.sites.Site`\\ s.
 
 One table, one mechanism: each entry names a class (by qualified name, so timm and torchvision are never imported
 for it) and the places its weight leaves the module: the output of a submodule (``On``), or the k-th gate/softmax
@@ -135,7 +135,7 @@ ADAPTERS: dict[str, tuple[On | Call, ...]] = {
 
 
 def adapter_sites(paths: dict[int, tuple[str, nn.Module]]) -> tuple[list[Site], set[int]]:
-    """The adapters' sites in a model (given :func:`attnviz.discover.module_paths`), and the ids of the adapted
+    """The adapters' sites in a model (given :func:`attnviz.capture.discover.module_paths`), and the ids of the adapted
     modules (discovery leaves their insides to the adapters)."""
     sites: list[Site] = []
     adapted: set[int] = set()

@@ -11,7 +11,8 @@ embedding, need exactly their size. :func:`probe_input` finds it with blank forw
    not the adaptive ones) reduced a map of more than one position to a single one (the window was made for that
    size; any other input would pool a part of the map, or fail), or when a forward at a wider input fails.
 
-A fixed size makes the pipeline stretch every image to it (:func:`attnviz.image.fixed_size`), so a portrait photo
+A fixed size makes the pipeline stretch every image to it (:func:`attnviz.pipeline.image.fixed_size`), so a portrait
+photo
 does not feed a 7 x 10 map to a 7 x 7 pool.
 """
 

@@ -18,8 +18,8 @@ from typing import TypeVar
 
 import numpy as np
 
-from .analyze import Result
-from .render import normalize, pairwise_query, query_cell, value_range
+from ..pipeline.core import Result
+from ..render import normalize, pairwise_query, query_cell, value_range
 
 __all__ = ["View", "build_views", "owner_activation", "owner_module", "spatial_view", "spatial_views"]
 

@@ -22,7 +22,8 @@ weight's input, is not a site. A weight whose trail is lost (``.item()``, ``.det
 cannot see) stays a site.
 
 The result (:class:`Discovery`: sites, skipped activations, unclassified weights) is cached per model; later
-forwards record only those sites, through cheap hooks (:mod:`attnviz.capture`). The pass itself changes no tensor:
+forwards record only those sites, through cheap hooks (:mod:`attnviz.capture.recorder`). The pass itself changes no
+tensor:
 the model's outputs are bit-identical with and without it.
 """
 
@@ -152,7 +153,7 @@ class Structure:
         paths: :func:`module_paths`.
         taps: attnviz's :class:`~attnviz.blocks.Tap` modules by path.
         tapped: ids of the modules that hold taps (their insides are the taps' business).
-        adapter_sites: the sites of known library classes (:func:`attnviz.adapters.adapter_sites`).
+        adapter_sites: the sites of known library classes (:func:`attnviz.capture.adapters.adapter_sites`).
         adapted: ids of the adapted modules.
     """
 
@@ -181,8 +182,8 @@ def submodules(model: nn.Module) -> list[nn.Module]:
 
 def structure(model: nn.Module) -> Structure:
     """The model's :class:`Structure`, read once per module tree (a recorder per request costs one walk)."""
+    from ..blocks.tap import Tap
     from .adapters import adapter_sites
-    from .blocks.tap import Tap
 
     fp = tuple(map(id, submodules(model)))
     with _CACHE_LOCK:

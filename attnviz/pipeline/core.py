@@ -23,10 +23,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from .capture import AttentionMap
+from ..capture.recorder import AttentionMap
+from ..sources.own import ARCHS
+from ..sources.spec import Weights, parse_weights
 from .image import ImageError, fixed_size, preprocess
-from .models import ARCHS
-from .sources import Weights, parse_weights
 
 __all__ = ["AnalyzeError", "ModelCache", "Result", "analyze", "default_device"]
 
@@ -226,9 +226,9 @@ def _malloc_trim() -> Any:
 def model_request(arch: str, attention: str | None, weights: str | None) -> tuple[str, str | None, str]:
     """(spec, attention, weights) as the cache keys them: one of timm's listed networks named without ``timm:``
     gets it; attention applies to attnviz's own ResNets only (other networks bring their own); weights are a
-    :class:`~attnviz.sources.Weights` value or a checkpoint path (``None``/``"none"``: random; ``"pretrained"``:
+    :class:`~attnviz.sources.spec.Weights` value or a checkpoint path (``None``/``"none"``: random; ``"pretrained"``:
     ImageNet)."""
-    from .timm_models import TIMM_MODELS
+    from ..sources.timm import TIMM_MODELS
 
     if arch in TIMM_MODELS:
         arch = f"timm:{arch}"
@@ -245,7 +245,7 @@ def _build(arch: str, attention: str | None, weights: str, **options: Any) -> nn
     without touching the caller's generators: models are built on the CPU, so only the CPU generator is seeded,
     and its state is restored afterwards; CUDA's (and any other device's) are neither seeded nor read
     (``torch.manual_seed`` would reseed them all)."""
-    from .loading import load_model as load_spec
+    from ..sources.loading import load_model as load_spec
 
     source = parse_weights(weights)
     if source is Weights.RANDOM:
@@ -276,7 +276,7 @@ def analyze(
         attention: a registry name, or ``None`` for the plain network (attnviz's own ResNets only).
         arch: a model spec (:func:`attnviz.load_model`): attnviz's ``resnet18`` .. ``resnet101``, ``timm:NAME``,
             ``torchvision:NAME``, ``path/file.py:fn`` or ``pkg.mod:fn`` (its own attention is found by the
-            recorder), or a timm network of :data:`attnviz.timm_models.TIMM_MODELS` by its name.
+            recorder), or a timm network of :data:`attnviz.sources.timm.TIMM_MODELS` by its name.
         weights: ``"random"``/``None`` (untrained), ``"demo"`` (the shipped checkpoints, resnet18),
             ``"imagenet"`` (a library network's pretrained weights), or a checkpoint path.
         device: ``"cuda"`` or ``"cpu"``; default: CUDA when available (autocast bfloat16 there).
@@ -290,7 +290,7 @@ def analyze(
         ValueError: an unknown arch, attention or weights.
         AnalyzeError: the model cannot be loaded or run (e.g. GPU out of memory).
     """
-    from .batch import analyze_many  # one pipeline: a single image is a batch of one
+    from .run import analyze_many  # one pipeline: a single image is a batch of one
 
     (out,) = analyze_many(
         [image],
@@ -324,7 +324,7 @@ def top_classes(output: Any, categories: list[str], topk: int) -> tuple[torch.Te
 def channel_activation(model: nn.Module, result: Result, module: str, channel: int) -> np.ndarray:
     """Channel ``channel`` of module ``module``'s output for ``result``'s image, (h, w) float32: one forward of the
     same input under the model's lock, reading that output through a hook that is removed afterwards."""
-    from .capture import model_lock
+    from ..capture.recorder import model_lock
 
     target = model.get_submodule(module)
     x = model_input(result.image, model.weights_meta, int(result.settings["size"]))

@@ -1,7 +1,7 @@
 """timm's ImageNet-pretrained attention networks: the six listed in the app, and their weights from the hub cache.
 
 Their attention is captured by :class:`~attnviz.AttentionRecorder` through the exact adapters for timm's classes
-(:mod:`attnviz.adapters`: SEModule, EcaModule, SelectiveKernel, SplitAttn, GlobalContext, BottleneckAttn, ...);
+(:mod:`attnviz.capture.adapters`: SEModule, EcaModule, SelectiveKernel, SplitAttn, GlobalContext, BottleneckAttn, ...);
 nothing is added to the model. Any other timm network loads through ``attnviz.load_model("timm:NAME")``.
 
 Weights come from the Hugging Face hub cache (``$HF_HOME/hub``, read by ``huggingface_hub``): a cached
@@ -78,7 +78,7 @@ def _cached_file(name: str) -> str | None:
 
 def _downloads_off() -> str | None:
     """The variable that turns downloads off (``HF_HUB_OFFLINE``, read by huggingface_hub at import or now, or
-    attnviz's ``ATTNVIZ_OFFLINE``, the app's default), or ``None`` (see :func:`attnviz.hub.offline_reason`)."""
+    attnviz's ``ATTNVIZ_OFFLINE``, the app's default), or ``None`` (see :func:`attnviz.sources.hub.offline_reason`)."""
     import huggingface_hub.constants  # noqa: F401  (its HF_HUB_OFFLINE, read at import, counts too)
 
     from .hub import offline_reason
@@ -144,7 +144,8 @@ def timm_availability(name: str) -> tuple[bool, str]:
 
 
 def _meta(model: nn.Module) -> dict[str, Any]:
-    """Labels and preprocessing for ``model``: :func:`attnviz.loading.timm_meta` (timm's pretrained config), which
+    """Labels and preprocessing for ``model``: :func:`attnviz.sources.loading.timm_meta` (timm's pretrained config),
+    which
     must give ImageNet-1k's categories for these networks."""
     from .loading import timm_meta
 

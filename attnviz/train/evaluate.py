@@ -1,6 +1,6 @@
 """Measured, not claimed: accuracy and localisation of attention maps on held-out scenes with object masks.
 
-For every map that yields a spatial view (the view the app overlays, :func:`attnviz.views.spatial_view`; for
+For every map that yields a spatial view (the view the app overlays, :func:`attnviz.capture.views.spatial_view`; for
 pairwise attention the attention each position *receives*, averaged over queries and heads, since no single
 query is privileged), each map is upsampled bilinearly to the image and min-max normalised, then scored:
 
@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from .capture import AttentionRecorder
-from .stats.localisation import (
+from ..capture.recorder import AttentionRecorder
+from ..stats.localisation import (
     LocalisationScores,
     aggregate,
     block_maps,
@@ -151,7 +151,7 @@ def evaluate_photos(
     Raises:
         ValueError: no photo is of one of ``classes``.
     """
-    from .data.photos import PhotoDataset
+    from ..data.photos import PhotoDataset
 
     ds = PhotoDataset(classes, size=size, placements=placements, seed=seed, folder=folder)
     result = evaluate_model(

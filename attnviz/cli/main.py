@@ -7,7 +7,7 @@ attnviz render IMAGE_OR_DIR... [--model SPEC] [--attention cbam] --out DIR [--we
                                            every map of every image, as PNG, .npy and result.json
 attnviz inspect --model SPEC [--weights W] [--size N]
                                            every attention site found in a network, and what was skipped
-attnviz train --data DIR --attention cbam --out CKPT   fine-tune on an image folder (attnviz.commands)
+attnviz train --data DIR --attention cbam --out CKPT   fine-tune on an image folder (attnviz.cli.fit)
 attnviz eval --data SCENES                 accuracy and localisation of the demo checkpoints
 attnviz compare IMG [IMG_B] [--attention A [B]] [--model M [M_B]] --out DIR
                                            two settings side by side (attnviz.compare)
@@ -34,12 +34,12 @@ from typing import Any
 
 import torch
 
-from . import AttentionRecorder, build_model, get_attention, list_attentions
-from .commands import add_eval_parser, add_train_parser
-from .compare import add_compare_parser
-from .models import ARCHS, count_parameters
-from .render import COLORMAPS, NORM_MODES
-from .stats.command import add_stats_parser
+from .. import AttentionRecorder, build_model, get_attention, list_attentions
+from ..compare import add_compare_parser
+from ..render import COLORMAPS, NORM_MODES
+from ..sources.own import ARCHS, count_parameters
+from .fit import add_eval_parser, add_train_parser
+from .stats import add_stats_parser
 
 __all__ = ["main"]
 
@@ -73,7 +73,7 @@ def _add_serve_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="start the web app (http://127.0.0.1:7860)")
 
     def run(args: argparse.Namespace) -> int:
-        from .app.server import _cmd_serve
+        from ..app.server import _cmd_serve
 
         return _cmd_serve(args)
 
@@ -103,8 +103,8 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
 def _default_weights(spec: str) -> str:
     """``render``'s weights when none are given: the shipped demo checkpoints for attnviz's resnet18, a library
     network's pretrained ones (downloaded once), else random (a user's own code builds its model as it does)."""
-    from .analyze import model_request
-    from .sources import Weights
+    from ..pipeline.core import model_request
+    from ..sources.spec import Weights
 
     if spec == "resnet18":
         return Weights.DEMO.value
@@ -127,7 +127,7 @@ def _images(paths: Sequence[str]) -> list[Path]:
 
 def _unique_stems(images: list[Path]) -> list[str]:
     """One output folder name per input; two inputs with the same name do not overwrite each other."""
-    from .naming import safe_name
+    from ..render.naming import safe_name
 
     names: list[str] = []
     for path in images:
@@ -190,11 +190,11 @@ def _render_expect(args: argparse.Namespace, settings: dict[str, Any]) -> dict[s
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from .analyze import AnalyzeError, ModelCache, check_device
-    from .batch import analyze_many
-    from .export import rendered, write_folder
-    from .image import ImageError
-    from .stats.data import rank_env, shard
+    from ..export import rendered, write_folder
+    from ..pipeline.core import AnalyzeError, ModelCache, check_device
+    from ..pipeline.image import ImageError
+    from ..pipeline.run import analyze_many
+    from ..stats.data import rank_env, shard
 
     if args.weights is None:
         args.weights = _default_weights(args.model)
@@ -291,7 +291,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
 def _warn(result: Any, checks: bool) -> None:
     """Print what a model's maps leave out: no predictions (the output is not logits, so only the checks that need
     no class), no attention found, weights that could not be read."""
-    from .analyze import NOT_LOGITS
+    from ..pipeline.core import NOT_LOGITS
 
     skip = "; --checks: ablation and Grad-CAM skipped (they follow a class), the randomisation check runs"
     lines = [] if result.predictions else [NOT_LOGITS + (skip if checks else "")]
@@ -303,8 +303,8 @@ def _warn(result: Any, checks: bool) -> None:
 
 def _checks(result: Any, args: argparse.Namespace, cache: Any) -> None:
     """``render --checks``: every block's checks on the model that made ``result`` (the cache's, the same key)."""
-    from .analyze import load_model
-    from .checks import check_result
+    from ..checks import check_result
+    from ..pipeline.core import load_model
 
     s = result.settings
     model = load_model(args.model, args.attention, args.weights, s["device"], cache, **_model_options(args))
@@ -355,8 +355,8 @@ def _add_model_arguments(p: argparse.ArgumentParser, weights_default: str | None
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .analyze import _build, capture_warning, model_request
-    from .image import fixed_size
+    from ..pipeline.core import _build, capture_warning, model_request
+    from ..pipeline.image import fixed_size
 
     try:
         spec, attention, weights = model_request(args.model, args.attention, args.weights)

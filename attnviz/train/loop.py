@@ -29,8 +29,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from .checkpoint import save_checkpoint, tensors_sha256
-from .distill import soft_cross_entropy
+from ..data.teacher import soft_cross_entropy
+from ..sources.checkpoint import save_checkpoint, tensors_sha256
 
 __all__ = [
     "TrainConfig",
@@ -66,7 +66,7 @@ class TrainConfig:
 
 def freeze_for_attention(model: nn.Module) -> list[str]:
     """Freeze everything except attention modules, BatchNorm layers and ``fc``; return the trainable names."""
-    from .models import attention_modules
+    from ..sources.own import attention_modules
 
     prefixes = tuple(p + "." for p in attention_modules(model))
     norm_params = {
@@ -400,7 +400,7 @@ def _card(card: dict, config: TrainConfig, history: list, base: str | Path | Non
     }
     card["val_acc"] = max((h["val_acc"] for h in history), default=None)
     if base is not None:
-        from .weights import load_checkpoint_file
+        from ..sources.weights import load_checkpoint_file
 
         card["base"] = {"file": Path(base).name, "sha256": tensors_sha256(load_checkpoint_file(base))}
     return card
@@ -415,7 +415,7 @@ def _save(model: nn.Module, out: Path, card: dict, config: TrainConfig, history:
 
 def _finish_card(out: Path, card: dict, config: TrainConfig, history: list, base, device) -> None:
     """Rewrite the best checkpoint's card with the whole history (the tensors are those of the best epoch)."""
-    from .checkpoint import read_checkpoint
+    from ..sources.checkpoint import read_checkpoint
 
     sd, _ = read_checkpoint(out)
     full = _card(card, config, history, base, device)

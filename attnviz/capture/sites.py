@@ -4,8 +4,8 @@ A *site* is one place that computes an attention weight: a gate or softmax modul
 softmax function call inside a module's forward, or a module the user declared. Three sources produce sites
 (DESIGN.md, "Any network"), and all three go through this file:
 
-- adapters for known library classes (:mod:`attnviz.adapters`): the class says where its weight is;
-- discovery (:mod:`attnviz.discover`): one instrumented pass finds every gate and softmax in any network;
+- adapters for known library classes (:mod:`attnviz.capture.adapters`): the class says where its weight is;
+- discovery (:mod:`attnviz.capture.discover`): one instrumented pass finds every gate and softmax in any network;
 - declarations by the user (``AttentionRecorder(model, sites={"layer*.cbam.sa": "spatial"})``).
 
 :func:`canonical` turns the weight, in whatever layout the code computed it, into the kind's canonical shape
@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks.tap import KINDS
+from ..blocks.tap import KINDS
 
 __all__ = ["GATE_FUNCS", "GATE_MODULES", "Canon", "Site", "canonical", "gate_module_op", "softmax_dim"]
 

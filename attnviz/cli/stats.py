@@ -14,8 +14,8 @@ __all__ = ["add_stats_parser"]
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    from ..cli import _default_weights, _model_options
-    from .run import StatsError, run_stats
+    from ..stats.run import StatsError, run_stats
+    from .main import _default_weights, _model_options
 
     if args.masks and args.boxes:
         print("attnviz stats: give --masks or --boxes, not both", file=sys.stderr)
@@ -68,7 +68,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def add_stats_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``attnviz stats`` on the CLI's subparsers."""
-    from ..cli import _add_model_arguments
+    from .main import _add_model_arguments
 
     p = sub.add_parser("stats", help="attention statistics over a dataset (class profiles, gates, localisation)")
     p.add_argument("data", metavar="DATA", help="ImageFolder-style folder (DATA/<class>/*.jpg) or a file list")

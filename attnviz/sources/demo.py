@@ -3,7 +3,7 @@
 
 ``build_model("resnet18", "cbam", weights="demo")`` loads ``checkpoints/resnet18-scenes.safetensors`` (the
 backbone) and ``checkpoints/resnet18-scenes-cbam.safetensors`` (the fine-tuned attention, a delta on the
-backbone). Each file carries its model card (:mod:`attnviz.checkpoint`); ``ATTNVIZ_MODELS`` points at another
+backbone). Each file carries its model card (:mod:`attnviz.sources.checkpoint`); ``ATTNVIZ_MODELS`` points at another
 folder. ``examples/`` holds the app's example photos, with ``ATTRIBUTION.md``.
 """
 
