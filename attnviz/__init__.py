@@ -1,34 +1,26 @@
-"""attnviz: see what the attention blocks inside a ResNet are doing.
+"""attnviz: see what the attention inside a vision network is doing.
 
-Public API (DESIGN.md): list_attentions, create_attention, build_model, AttentionRecorder, AttentionMap, analyze.
+The public API (DESIGN.md) is these nine names; everything else is reached through its subpackage
+(:mod:`attnviz.blocks`, :mod:`attnviz.capture`, :mod:`attnviz.sources`, :mod:`attnviz.pipeline`, :mod:`attnviz.render`,
+...).
 """
 
-from .blocks import KINDS, create_attention, get_attention, list_attentions, register_attention
-from .capture.recorder import AttentionMap, AttentionRecorder
-from .pipeline.core import AnalyzeError, Result, analyze
-from .pipeline.image import ImageError
-from .sources.loading import load_model
-from .sources.own import ARCHS, build_model
-from .sources.weights import LoadReport, load_backbone_state_dict
+from .blocks import create_attention, list_attentions
+from .capture import AttentionMap, AttentionRecorder
+from .compare import compare
+from .pipeline import analyze, analyze_many
+from .sources import build_model, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ARCHS",
-    "AnalyzeError",
-    "ImageError",
-    "Result",
-    "analyze",
-    "KINDS",
     "AttentionMap",
     "AttentionRecorder",
-    "LoadReport",
-    "__version__",
+    "analyze",
+    "analyze_many",
     "build_model",
+    "compare",
     "create_attention",
-    "get_attention",
     "list_attentions",
     "load_model",
-    "load_backbone_state_dict",
-    "register_attention",
 ]

@@ -165,7 +165,7 @@ def _two(values: list[str] | None, name: str) -> tuple[Any, Any]:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from .cli.main import _default_weights
-    from .pipeline.core import AnalyzeError, analyze
+    from .pipeline import AnalyzeError, analyze
     from .pipeline.image import ImageError
 
     try:

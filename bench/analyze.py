@@ -31,7 +31,8 @@ from attnviz import render
 from attnviz.app import AppConfig, Handlers, build_demo
 from attnviz.capture.views import build_views
 from attnviz.export import spatial_views
-from attnviz.pipeline.core import DEFAULT_CACHE, analyze
+from attnviz.pipeline import analyze
+from attnviz.pipeline.core import DEFAULT_CACHE
 from attnviz.pipeline.image import decode_image, preprocess
 
 IMAGE = Path(__file__).resolve().parent.parent / "attnviz" / "examples" / "chelsea_cat.jpg"

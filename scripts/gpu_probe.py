@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import attnviz  # noqa: E402
-from attnviz.pipeline.core import AnalyzeError, ModelCache, analyze  # noqa: E402
+from attnviz.pipeline import AnalyzeError, ModelCache, analyze  # noqa: E402
 from attnviz.pipeline.run import analyze_many  # noqa: E402
 
 ASSET = str(ROOT / "attnviz" / "examples" / "chelsea_cat.jpg")

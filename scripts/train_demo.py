@@ -44,7 +44,8 @@ from pathlib import Path
 
 import torch
 
-from attnviz import build_model, get_attention, list_attentions
+from attnviz import build_model, list_attentions
+from attnviz.blocks import get_attention
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint
 from attnviz.sources.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file

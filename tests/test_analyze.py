@@ -17,7 +17,7 @@ from PIL import Image
 import attnviz
 from attnviz.capture.views import build_views
 from attnviz.export import export_zip, safe_name, write_folder
-from attnviz.pipeline.core import AnalyzeError, ModelCache, analyze
+from attnviz.pipeline import AnalyzeError, ModelCache, analyze
 from tests.images import ASSET
 
 NAMES = attnviz.list_attentions()
@@ -29,7 +29,7 @@ DISPLAY = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 16, "query": No
 @pytest.mark.parametrize("name", [*NAMES, None])
 def test_analyze_every_type(name: str | None) -> None:
     r = analyze(ASSET, attention=name, arch="resnet18", device="cpu", size=96, cache=CACHE)
-    spec = attnviz.get_attention(name) if name else None
+    spec = attnviz.blocks.get_attention(name) if name else None
     assert r.image.size == (451, 300) and r.input_size == (144, 96)  # aspect kept, no crop
     assert len(r.predictions) == 5 and all(0 <= p <= 1 for _, p in r.predictions)
     assert [p for _, p in r.predictions] == sorted((p for _, p in r.predictions), reverse=True)

@@ -28,7 +28,7 @@ def test_unknown_name_lists_valid_names() -> None:
 
 def test_duplicate_registration_raises() -> None:
     with pytest.raises(ValueError, match="already registered"):
-        attnviz.register_attention("se", placement="post", kinds=("channel",), paper="x")(torch.nn.Identity)
+        attnviz.blocks.register_attention("se", placement="post", kinds=("channel",), paper="x")(torch.nn.Identity)
 
 
 @pytest.mark.parametrize("name", NAMES)

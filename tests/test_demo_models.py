@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnviz import analyze, build_model, get_attention, list_attentions
+from attnviz import analyze, build_model, list_attentions
+from attnviz.blocks import get_attention
 from attnviz.data import SceneConfig
 from attnviz.sources.checkpoint import read_card
 from attnviz.sources.demo import DEMO_ARCH, demo_dir, demo_file

@@ -62,7 +62,7 @@ def test_registered_as_variants_listed_by_the_cli(name: str, capsys: pytest.Capt
 
 def test_variant_of_must_name_a_registered_block() -> None:
     with pytest.raises(ValueError, match="variant of 'nope', which is not registered"):
-        attnviz.register_attention("x_pre", placement="conv", kinds=("branch",), paper="x", variant_of="nope")
+        attnviz.blocks.register_attention("x_pre", placement="conv", kinds=("branch",), paper="x", variant_of="nope")
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])

@@ -18,7 +18,7 @@ class UploadImage(gr.Image):
     """``gr.Image`` whose uploaded file reaches attnviz's decoder untouched.
 
     Gradio's own preprocessing opens the file with PIL first, so a non-image, an empty file or a decompression
-    bomb would fail there with an unclear message; attnviz.decode_image gives each a clear one.
+    bomb would fail there with an unclear message; attnviz.pipeline.image.decode_image gives each a clear one.
     """
 
     def get_block_name(self) -> str:

@@ -44,9 +44,60 @@ from .core import (
 )
 from .image import Decoded, ImageError, decode_image
 
-__all__ = ["analyze_many"]
+__all__ = ["analyze", "analyze_many"]
 
 Source = str | Path | bytes | Image.Image | np.ndarray
+
+
+def analyze(
+    image: str | Path | bytes | Image.Image | np.ndarray,
+    *,
+    attention: str | None,
+    arch: str = "resnet18",
+    weights: str | None = "random",
+    device: str | None = None,
+    size: int | None = None,
+    topk: int = 5,
+    cache: ModelCache | None = None,
+    **options: Any,
+) -> Result:
+    """Run ``image`` through ``arch`` with ``attention`` blocks and capture every block's weights.
+
+    Args:
+        image: a path, encoded bytes, a PIL image or a uint8 array (any mode; see :func:`decode_image`).
+        attention: a registry name, or ``None`` for the plain network (attnviz's own ResNets only).
+        arch: a model spec (:func:`attnviz.load_model`): attnviz's ``resnet18`` .. ``resnet101``, ``timm:NAME``,
+            ``torchvision:NAME``, ``path/file.py:fn`` or ``pkg.mod:fn`` (its own attention is found by the
+            recorder), or a timm network of :data:`attnviz.sources.timm.TIMM_MODELS` by its name.
+        weights: ``"random"``/``None`` (untrained), ``"demo"`` (the shipped checkpoints, resnet18),
+            ``"imagenet"`` (a library network's pretrained weights), or a checkpoint path.
+        device: ``"cuda"`` or ``"cpu"``; default: CUDA when available (autocast bfloat16 there).
+        size: short side the image is resized to (aspect kept); default from the weights' metadata.
+        topk: number of predictions.
+        cache: where built models are kept (default: a process-wide LRU of 4).
+        options: ``labels``, ``offline``, ``trust_pickle`` for :func:`attnviz.load_model`.
+
+    Raises:
+        ImageError: the image cannot be used (message for the user).
+        ValueError: an unknown arch, attention or weights.
+        AnalyzeError: the model cannot be loaded or run (e.g. GPU out of memory).
+    """
+    (out,) = analyze_many(  # one pipeline: a single image is a batch of one
+        [image],
+        attention=attention,
+        arch=arch,
+        weights=weights,
+        device=device,
+        size=size,
+        topk=topk,
+        cache=cache,
+        batch_size=1,
+        decode_workers=0,  # one image: decoded in this thread
+        **options,
+    )
+    if isinstance(out, (ImageError, AnalyzeError)):  # analyze_many reports them per input; one image raises
+        raise out
+    return out
 
 
 @dataclass

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from attnviz.app import AppConfig, Handlers
-from attnviz.pipeline.core import ModelCache, analyze, load_model
+from attnviz.pipeline import ModelCache, analyze
+from attnviz.pipeline.core import load_model
 from tests.reliability.conftest import FIGURES, SIZE
 
 ASSET = Path(__file__).parents[2] / "attnviz" / "examples" / "rocket.jpg"
