@@ -35,7 +35,7 @@ from attnviz.pipeline import analyze
 from attnviz.pipeline.core import DEFAULT_CACHE
 from attnviz.pipeline.image import decode_image, preprocess
 
-IMAGE = Path(__file__).resolve().parent.parent / "attnviz" / "examples" / "chelsea_cat.jpg"
+IMAGE = Path(__file__).resolve().parent.parent / "assets" / "chelsea_cat.jpg"
 OUTPUT_IDS = ["predictions", "predictions-note", "overlays", None, "block-view", "channel-chart", "block-detail"]
 OUTPUT_IDS += ["status"]
 app: Handlers  # the page's handlers, made in main()

@@ -24,7 +24,7 @@ from pathlib import Path
 from _common import header, med, p95, table
 
 REPO = Path(__file__).resolve().parent.parent
-IMAGE = REPO / "attnviz" / "examples" / "chelsea_cat.jpg"
+IMAGE = REPO / "assets" / "chelsea_cat.jpg"
 
 
 def _free_port() -> int:

@@ -33,7 +33,7 @@ from attnviz.export import write_folder
 from attnviz.pipeline.core import ModelCache, check_device
 from attnviz.pipeline.run import analyze_many
 
-ASSETS = Path(__file__).resolve().parent.parent / "attnviz" / "examples"
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SETTINGS = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32, "query": None}
 
 

@@ -32,7 +32,7 @@ import attnviz  # noqa: E402
 from attnviz.pipeline import AnalyzeError, ModelCache, analyze  # noqa: E402
 from attnviz.pipeline.run import analyze_many  # noqa: E402
 
-ASSET = str(ROOT / "attnviz" / "examples" / "chelsea_cat.jpg")
+ASSET = str(ROOT / "assets" / "chelsea_cat.jpg")
 MIB = 2**20
 
 

@@ -1,4 +1,4 @@
-"""Train the shipped demo checkpoints (attnviz/checkpoints/): a ResNet-18 on cut-and-paste scenes, then each type.
+"""Train the shipped demo checkpoints (models/): a ResNet-18 on cut-and-paste scenes, then each type.
 
     python -m attnviz.data.tuxpaint STAMPS --out data/scenes      # the cut-outs (see attnviz/data/tuxpaint.py)
     python scripts/train_demo.py --data data/scenes --out models   # backbone, then each attention type
@@ -20,7 +20,7 @@ Validation uses fresh scenes of held-out object instances.
 The shipped checkpoints (their cards say so) came from, on this project's 2-core CPU:
 
     python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --compare \
-        --photo-paste 0.3 --blur 0.2 --continue-from attnviz/checkpoints/resnet18-scenes.safetensors \
+        --photo-paste 0.3 --blur 0.2 --continue-from models/resnet18-scenes.safetensors \
         --lr 1e-3 --backbone-epochs 6 --attention-epochs 1 --conv-epochs 3 --val-scenes 1600
 
 The seed posts' two variants (``cbam_sc``, ``eca_max``) were added later and fine-tuned on the same shipped backbone
@@ -56,7 +56,7 @@ from attnviz.train.loop import TrainConfig, fit
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", required=True, help="folder with objects/<class>/, distractors/, backgrounds/")
-    p.add_argument("--out", default="attnviz/checkpoints")
+    p.add_argument("--out", default="models")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--train-scenes", type=int, default=6000)
     p.add_argument("--val-scenes", type=int, default=800)

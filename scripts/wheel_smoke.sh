@@ -15,7 +15,7 @@ WHEEL=$(ls "$WORK"/dist/attnviz-*.whl)
 "$PY" - "$WHEEL" <<'PYEOF'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-for need in ("attnviz/checkpoints/resnet18-scenes-cbam.safetensors", "attnviz/examples/chelsea_cat.jpg", "attnviz/app/layout.py"):
+for need in ("attnviz/models/resnet18-scenes-cbam.safetensors", "attnviz/assets/chelsea_cat.jpg", "attnviz/app/layout.py"):
     assert need in names, f"the wheel lacks {need}"
 PYEOF
 

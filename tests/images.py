@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 from PIL import Image, ImageOps
 
-ASSET = "attnviz/examples/chelsea_cat.jpg"
+ASSET = "assets/chelsea_cat.jpg"
 
 
 def _save(im: Image.Image, fmt: str, **kw: object) -> bytes:

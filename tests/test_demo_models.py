@@ -1,4 +1,4 @@
-"""The shipped demo checkpoints (attnviz/checkpoints/): one per attention type, small, self-describing, loading
+"""The shipped demo checkpoints (models/): one per attention type, small, self-describing, loading
 offline with the measured scores in their cards."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def test_demo_checkpoint_loads_with_its_card(attention: str | None) -> None:
 
 
 def test_app_default_is_trained() -> None:
-    result = analyze(ROOT / "attnviz" / "examples" / "chelsea_cat.jpg", attention="cbam", weights="demo")
+    result = analyze(ROOT / "assets" / "chelsea_cat.jpg", attention="cbam", weights="demo")
     assert not result.warning and result.model["measured"]["stage_pointing"]
     assert result.predictions[0][0] in read_card(demo_file("cbam"))["classes"]
 
@@ -83,7 +83,7 @@ def test_real_photo_scores_in_the_card_are_reproducible() -> None:
 def test_status_line_carries_the_real_photo_score() -> None:
     from attnviz.app.handlers import measured_line
 
-    result = analyze(ROOT / "attnviz" / "examples" / "rocket.jpg", attention="se", weights="demo", size=96)
+    result = analyze(ROOT / "assets" / "rocket.jpg", attention="se", weights="demo", size=96)
     measured = result.model["measured"]
     card = read_card(demo_file("se"))
     assert measured["real_photos_accuracy"] == card["real_photos"]["accuracy"]

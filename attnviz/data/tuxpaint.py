@@ -6,7 +6,7 @@
 writes ``objects/<class>/*.png`` (RGBA cut-outs cropped to their alpha and shrunk to at most 256 px),
 ``distractors/*.png`` (cut-outs of categories that are none of the classes) and ``backgrounds/*.png``
 (scikit-image's texture photos when scikit-image is installed). The stamps are GPL-2 (Debian package
-``tuxpaint-stamps-default``); see ``attnviz/checkpoints/*.json`` for the data recipe.
+``tuxpaint-stamps-default``); see ``models/*.json`` for the data recipe.
 """
 
 from __future__ import annotations

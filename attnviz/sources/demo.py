@@ -1,10 +1,10 @@
-"""The shipped demo checkpoints and example photos: package data (in the wheel too), found through
-``importlib.resources``.
+"""The shipped demo checkpoints and example photos: the repository's top-level ``models/`` and ``assets/``, which
+the wheel carries as ``attnviz/models/`` and ``attnviz/assets/`` (setup.py maps them in).
 
-``build_model("resnet18", "cbam", weights="demo")`` loads ``checkpoints/resnet18-scenes.safetensors`` (the
-backbone) and ``checkpoints/resnet18-scenes-cbam.safetensors`` (the fine-tuned attention, a delta on the
+``build_model("resnet18", "cbam", weights="demo")`` loads ``models/resnet18-scenes.safetensors`` (the
+backbone) and ``models/resnet18-scenes-cbam.safetensors`` (the fine-tuned attention, a delta on the
 backbone). Each file carries its model card (:mod:`attnviz.sources.checkpoint`); ``ATTNVIZ_MODELS`` points at another
-folder. ``examples/`` holds the app's example photos, with ``ATTRIBUTION.md``.
+folder. ``assets/`` holds the app's example photos, with ``ATTRIBUTION.md``.
 """
 
 from __future__ import annotations
@@ -20,20 +20,22 @@ DEMO_MEAN = [0.485, 0.456, 0.406]  # ImageNet statistics, so a user's own ImageN
 DEMO_STD = [0.229, 0.224, 0.225]
 
 
-def _package_dir(name: str) -> Path:
-    """A data folder of the installed package (a directory on disk: attnviz is never imported from a zip)."""
-    return Path(str(resources.files("attnviz").joinpath(name)))
+def _data_dir(name: str) -> Path:
+    """A shipped data folder: inside the installed wheel (``attnviz/<name>``), else the source checkout's top-level
+    ``<name>/`` (an editable install or a plain clone). attnviz is never imported from a zip."""
+    installed = Path(str(resources.files("attnviz").joinpath(name)))
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / name
 
 
 def demo_dir() -> Path:
-    """The folder holding the demo checkpoints: ``$ATTNVIZ_MODELS`` or the package's ``checkpoints/``."""
+    """The folder holding the demo checkpoints: ``$ATTNVIZ_MODELS`` or the shipped ``models/``."""
     env = os.environ.get("ATTNVIZ_MODELS")
-    return Path(env) if env else _package_dir("checkpoints")
+    return Path(env) if env else _data_dir("models")
 
 
 def examples_dir() -> Path:
-    """The package's example photos (``examples/``, with ``ATTRIBUTION.md``)."""
-    return _package_dir("examples")
+    """The shipped example photos (``assets/``, with ``ATTRIBUTION.md``)."""
+    return _data_dir("assets")
 
 
 def example(name: str = "chelsea_cat.jpg") -> Path:

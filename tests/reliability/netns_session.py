@@ -101,7 +101,7 @@ def _images(work: Path) -> dict[str, Path]:
 
     noise = np.random.default_rng(0).integers(0, 256, (200, 200, 3), dtype=np.uint8)
     images = {
-        "normal.png": Image.open(ROOT / "attnviz" / "examples" / "chelsea_cat.jpg").convert("RGB").resize((96, 64)),
+        "normal.png": Image.open(ROOT / "assets" / "chelsea_cat.jpg").convert("RGB").resize((96, 64)),
         "too_many_pixels.png": Image.new("RGB", (300, 200)),  # 60000 px, a few hundred bytes
         "too_large.bmp": Image.fromarray(noise),  # 40000 px, 120054 bytes
     }

@@ -22,7 +22,7 @@ from tests.conftest import serve_app
 from tests.reliability.conftest import FIGURES, MODEL, analyze_api, check_ok, hook_count, new_client
 
 pipeline = importlib.import_module("attnviz.pipeline.core")
-ASSETS = Path(__file__).parents[2] / "attnviz" / "examples"
+ASSETS = Path(__file__).parents[2] / "assets"
 ATTENTIONS = ["cbam", "se", "mhsa", "da"]  # at most the model cache's size: no model is rebuilt meanwhile
 CLIENTS, REQUESTS = 16, 10
 

@@ -16,7 +16,7 @@ from attnviz.app import AppConfig, Handlers
 from tests.conftest import DEVICES, serve_app
 from tests.reliability.conftest import FIGURES, MODEL, SIZE, analyze_api, check_ok, new_client
 
-ASSET = Path(__file__).parents[2] / "attnviz" / "examples" / "rocket.jpg"  # 640x427: a result holds about 1 MB
+ASSET = Path(__file__).parents[2] / "assets" / "rocket.jpg"  # 640x427: a result holds about 1 MB
 ATTENTIONS = ["cbam", "se", "mhsa", "da"]
 CALLS, WARMUP = 500, 25
 RSS_BOUND_MIB = 48  # 500 leaked results would be about 500 MiB; allocator noise stays well under this

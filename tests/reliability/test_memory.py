@@ -15,7 +15,7 @@ from attnviz.pipeline import ModelCache, analyze
 from attnviz.pipeline.core import load_model
 from tests.reliability.conftest import FIGURES, SIZE
 
-ASSET = Path(__file__).parents[2] / "attnviz" / "examples" / "rocket.jpg"
+ASSET = Path(__file__).parents[2] / "assets" / "rocket.jpg"
 ATTENTIONS = ["se", "cbam", "eca", "mhsa"]
 BIG, SMALL = "resnet50", "resnet18"
 GROWTH = 0.10  # the bound: after a warm-up pass, more passes grow resident memory by at most 10 %

@@ -126,7 +126,7 @@ def test_upload_names_cannot_escape_the_upload_folder(served: tuple[str, Any], c
     url, _ = served
     target = Path(tempfile.gettempdir()) / f"attnviz_escape_{uuid.uuid4().hex}.jpg"
     name = "../" * 12 + str(target).lstrip("/")
-    data = (Path(__file__).parents[2] / "attnviz" / "examples" / "chelsea_cat.jpg").read_bytes()
+    data = (Path(__file__).parents[2] / "assets" / "chelsea_cat.jpg").read_bytes()
     response = httpx.post(f"{url}gradio_api/upload", files=[("files", (name, data, "image/jpeg"))], timeout=60)
     assert response.status_code == 200, response.text
     (stored,) = response.json()
