@@ -121,9 +121,11 @@ def compare(
 def compare_files(cmp: Comparison, cmap: str = "turbo", alpha: float = 0.5) -> list[tuple[str, bytes]]:
     """The files of a comparison: per pair ``NN_<key>.png`` (A, B and the difference side by side) and
     ``NN_<key>.{a,b,diff}.npy``; ``compare.json`` (labels, ranges, scores)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.figure import Figure
 
-    from .render import overlay, upsample
+    from .render import DIFF_CMAP, diff_overlay, overlay
     from .render.naming import safe_name
 
     files: list[tuple[str, bytes]] = []
@@ -140,11 +142,10 @@ def compare_files(cmp: Comparison, cmap: str = "turbo", alpha: float = 0.5) -> l
         axes[0].set_title(f"{cmp.label_a}", fontsize=8)
         axes[1].imshow(overlay(img_b, p.b, cmap, alpha))
         axes[1].set_title(f"{cmp.label_b}", fontsize=8)
-        h, w = img_a.shape[:2]
-        im = axes[2].imshow(upsample(p.diff, (w, h)), cmap="RdBu_r", vmin=-1, vmax=1)
+        axes[2].imshow(diff_overlay(img_a, p.diff, alpha=1.0))  # the difference alone, on A's image grid
         s = p.scores
         axes[2].set_title(f"A − B (Spearman {s['spearman']:.2f}, top-20% IoU {s['top20_iou']:.2f})", fontsize=8)
-        fig.colorbar(im, ax=axes[2], fraction=0.046)
+        fig.colorbar(ScalarMappable(Normalize(-1, 1), DIFF_CMAP), ax=axes[2], fraction=0.046)
         for ax in axes:
             ax.axis("off")
         fig.suptitle(f"{p.key}: shared scale {p.vrange[0]:.3g} .. {p.vrange[1]:.3g}", fontsize=9)

@@ -9,6 +9,7 @@ import pytest
 from gradio_client import Client, handle_file
 
 from attnviz.app import AppConfig, Handlers
+from attnviz.app.choices import arch_choices
 from attnviz.app.components import DisplayGallery
 from tests.images import ASSET
 
@@ -82,7 +83,7 @@ def test_gate_chart_axis_is_0_to_1_unless_fit_to_data(app: Handlers) -> None:
     assert "channel gate: range " in out[STATUS]
     fit = app.render_outputs(state, "turbo", 0.5, "map", "32", None, "fit to data")
     lo, hi = fit[CHART].y_lim
-    gate = next(m for m in state["result"].maps if m.block == "layer4.1").data
+    gate = next(m for m in state.result.maps if m.block == "layer4.1").data
     pad = (float(gate.max()) - float(gate.min())) * 0.05
     assert (lo, hi) == pytest.approx((float(gate.min()) - pad, float(gate.max()) + pad))  # the gate's own range
 
@@ -92,11 +93,11 @@ def test_click_picks_the_pairwise_query(app: Handlers) -> None:
     import numpy as np
 
     state, *first = app.run_analysis(ASSET, "mhsa", "resnet18", "random", "turbo", 1.0, "map", "32", None)
-    assert state["query"] is None
+    assert state.query is None
     assert "query (4, 6)" in first[GALLERY][-1][1]  # the default query: the centre cell of layer4's 8x13 grid
     click = gr.SelectData(None, {"index": [0, 0], "value": None, "selected": True})
     new_state, *out = app.pick_query(state, "turbo", 1.0, "map", "32", None, "0–1", click)
-    assert new_state["query"] == (0.0, 0.0)
+    assert new_state.query == (0.0, 0.0)
     assert not np.array_equal(out[BIG], first[BIG])  # the large view now shows the top-left query's attention
     assert "query (0, 0)" in out[GALLERY][-1][1]  # the gallery caption names the query cell
 
@@ -113,7 +114,7 @@ def test_large_images_are_shown_at_display_sizes(app: Handlers, tmp_path: Path) 
     assert all(img.shape == (333, 800, 3) for img, _ in out[GALLERY])  # thumbnails: GALLERY_SIDE
     click = gr.SelectData(None, {"index": [1599, 666], "value": None, "selected": True})
     new_state, *_ = app.pick_query(state, "turbo", 0.5, "map", "32", None, "0–1", click)
-    assert new_state["query"] == (1599 / 1600, 666 / 667)  # fractions of the view the click came from
+    assert new_state.query == (1599 / 1600, 666 / 667)  # fractions of the view the click came from
     files = DisplayGallery().postprocess(out[GALLERY][:2])
     assert [Path(item.image.path).suffix for item in files.root] == [".jpg", ".jpg"]
 
@@ -146,13 +147,16 @@ def test_zip_is_made_once_per_result_and_settings(app: Handlers) -> None:
     assert app.make_zip(state2, "turbo", 0.5, "map", "32") != zip_a  # another result: a new zip
 
 
-def test_imagenet_weights_pick_the_best_pretrained_network(app: Handlers) -> None:
-    assert app.choice("se", "resnet50", "imagenet") == (None, "seresnet50.ra2_in1k", "imagenet")
-    assert app.choice("mhsa", "resnet18", "imagenet") == (None, "botnet26t_256.c1_in1k", "imagenet")
-    assert app.choice("cbam", "resnet50", "imagenet") == ("cbam", "resnet50", "imagenet")  # backbone + untrained block
-    assert app.choice("se", "resnet18", "demo") == ("se", "resnet18", "demo")
-    assert app.choice("epsa", "resnet50", "imagenet") == ("epsa_pre", "resnet50", "imagenet")  # pretrained 3x3 kept
-    assert app.choice("epsa", "resnet50", "demo") == ("epsa", "resnet50", "demo")
+def test_imagenet_weights_pick_the_best_pretrained_network() -> None:
+    """The page runs what the library's selection policy chooses (attnviz.sources.select)."""
+    from attnviz.sources.select import choose_network as choice
+
+    assert choice("se", "resnet50", "imagenet") == (None, "seresnet50.ra2_in1k", "imagenet")
+    assert choice("mhsa", "resnet18", "imagenet") == (None, "botnet26t_256.c1_in1k", "imagenet")
+    assert choice("cbam", "resnet50", "imagenet") == ("cbam", "resnet50", "imagenet")  # backbone + untrained block
+    assert choice("se", "resnet18", "demo") == ("se", "resnet18", "demo")
+    assert choice("epsa", "resnet50", "imagenet") == ("epsa_pre", "resnet50", "imagenet")  # pretrained 3x3 kept
+    assert choice("epsa", "resnet50", "demo") == ("epsa", "resnet50", "demo")
 
 
 def test_only_listed_networks_load_from_the_page(app: Handlers, tmp_path: Path) -> None:
@@ -178,10 +182,10 @@ def test_only_listed_networks_load_from_the_page(app: Handlers, tmp_path: Path) 
     with pytest.raises(gr.Error, match="unknown network"):
         app.run_analysis(ASSET, "cbam", spec, "random")
     served = Handlers(dataclasses.replace(app.config, served=spec, model=spec, labels=str(labels)))
-    assert served.arch_choices()[0] == (f"{spec} (served)", spec)
+    assert arch_choices(served.config)[0] == (f"{spec} (served)", spec)
     state, predictions, *_ = served.run_analysis(ASSET, "none", spec, "random")
     assert set(predictions) == {"left", "right"}
-    assert [m.name for m in state["result"].maps] == ["1.sigmoid"]
+    assert [m.name for m in state.result.maps] == ["1.sigmoid"]
 
 
 def test_zip_details_are_the_page_details(app: Handlers) -> None:
@@ -195,7 +199,7 @@ def test_zip_details_are_the_page_details(app: Handlers) -> None:
     from attnviz.export import export_files
 
     state, *out = app.run_analysis(ASSET, "mhsa", "resnet18", "random", "turbo", 0.5, "map", "32", None)
-    files = dict(export_files(state["result"], {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32}))
+    files = dict(export_files(state.result, {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32}))
     name = sorted(n for n in files if n.startswith("charts/") and n.endswith("_pairwise.png"))[-1]
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(files[name])).convert("RGB")), out[DETAIL])
 
@@ -230,11 +234,11 @@ def test_checks_panel_shows_ablation_gradcam_and_sanity(app: Handlers) -> None:
     assert before[CH_CHART] is None and "Run checks" in before[CH_SCORES]
     key = "layer2.1.attn.spatial.tap"
     state, *out = app.run_checks(state, "turbo", 0.5, "map", key)
-    checks = state["result"].checks
+    checks = state.result.checks
     c = checks.blocks["layer2.1.attn"]
     w, h = _png_size(out[CH_CHART])
     assert w > 300 and h > 200
-    image = panel_image(state["result"].image)
+    image = panel_image(state.result.image)
     np.testing.assert_array_equal(out[CH_VIEW], overlay(image, normalize([c.view], "map")[0], "turbo", 0.5))
     np.testing.assert_array_equal(out[CH_CAM], overlay(image, normalize([c.gradcam], "map")[0], "turbo", 0.5))
     np.testing.assert_array_equal(out[CH_RAND], overlay(image, normalize([c.randomised], "map")[0], "turbo", 0.5))
@@ -246,7 +250,7 @@ def test_checks_panel_shows_ablation_gradcam_and_sanity(app: Handlers) -> None:
     # another block, another colormap: drawn from the kept checks, no model run
     again = app.render_checks(state, "gray", 1.0, "map", "layer4.1.attn.spatial.tap")
     assert "**layer4.1.attn**" in again[CH_SCORES] and not np.array_equal(again[CH_VIEW], out[CH_VIEW])
-    assert state["result"].checks is checks
+    assert state.result.checks is checks
     with zipfile.ZipFile(app.make_zip(state, "turbo", 0.5, "map", "32")) as zf:
         assert "checks/ablation.png" in zf.namelist()
         assert "layer2.1.attn" in json.loads(zf.read("result.json"))["checks"]
@@ -259,7 +263,7 @@ def test_checks_panel_warns_when_the_map_ignores_the_weights(app: Handlers) -> N
     checkpoint: the sanity line is the warning."""
     state, *_ = app.run_analysis(ASSET, "se", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
     state, *out = app.run_checks(state, "turbo", 0.5, "map", None)
-    c = state["result"].checks.blocks["layer4.1.attn"]
+    c = state.result.checks.blocks["layer4.1.attn"]
     assert c.randomised_scores["spearman"] > 0.8 and c.warning
     assert out[CH_SANITY].startswith("⚠️") and c.warning in out[CH_SANITY]
 
@@ -277,11 +281,11 @@ def test_compare_gives_two_maps_on_one_scale_and_their_difference(app: Handlers)
     with pytest.raises(gr.Error, match="from the list"):
         app.run_compare(state, "network:/etc/passwd", "turbo", 0.5)
     state, a, b, diff, text, pairs = app.run_compare(state, "attention:se", "turbo", 0.5)
-    cmp = state["compare"]
+    cmp = state.compare
     assert cmp.b.model["attention"] == "se" and cmp.b.settings["weights"] == "demo" and cmp.unit == "block"
     assert pairs.choices == [(k, k) for k in [p.key for p in cmp.pairs]] and pairs.value == "layer4.1"
     p = cmp.pairs[-1]
-    image = panel_image(state["result"].image)
+    image = panel_image(state.result.image)
     np.testing.assert_array_equal(a, overlay(image, p.a, "turbo", 0.5))
     np.testing.assert_array_equal(b, overlay(image, p.b, "turbo", 0.5))
     assert diff.shape == a.shape and not np.array_equal(diff, a)
@@ -289,7 +293,7 @@ def test_compare_gives_two_maps_on_one_scale_and_their_difference(app: Handlers)
     first = app.render_compare(state, "turbo", 0.5, "layer1.0")
     assert first[4].value == "layer1.0" and first[0].shape == a.shape and not np.array_equal(first[0], a)
     # another network keeps the attention type; the demo checkpoint is resnet18's, so it gets random weights
-    assert app._other_side(state["result"], "network:resnet34") == ("cbam", "resnet34", "random")
+    assert app._other_side(state.result, "network:resnet34") == ("cbam", "resnet34", "random")
     fresh, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
     assert app.render_compare(fresh, "turbo", 0.5, None)[0] is None  # a new result: the old comparison is gone
 
@@ -396,7 +400,7 @@ def test_selecting_a_bar_shows_that_channels_activation(app: Handlers) -> None:
     from attnviz.pipeline.core import channel_activation
 
     state, *out = app.run_analysis(ASSET, "se", "resnet18", "demo", "gray", 1.0, "map", "32", "layer3.1.attn.tap")
-    result = state["result"]
+    result = state.result
     gate = next(m for m in result.maps if m.name == "layer3.1.attn.tap").data[0]
     evt = gr.SelectData(None, {"index": ["c0007"], "value": ["c0007"], "selected": True})
     big, note = app.pick_channel(state, "gray", 1.0, "layer3.1.attn.tap", evt)

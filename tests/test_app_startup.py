@@ -33,8 +33,8 @@ CHILD = textwrap.dedent(
     if config.model != "resnet18":
         state, predictions, *_ = Handlers(config).run_analysis(str(example()), "none", config.model, config.weights)
         out["labels"] = sorted(predictions)
-        out["kinds"] = sorted({m.kind for m in state["result"].maps})
-        out["source"] = state["result"].model["weights_source"]
+        out["kinds"] = sorted({m.kind for m in state.result.maps})
+        out["source"] = state.result.model["weights_source"]
     print(json.dumps(out))
     """
 )

@@ -534,3 +534,70 @@ def test_overlay_matches_the_float_reference_on_a_photo_sized_image(rng: np.rand
     expected = np.rint(img.astype(np.float32) * np.float32(1 - alpha) + colour * np.float32(alpha))
     diff = np.abs(overlay(img, m, "turbo", alpha).astype(np.int16) - expected.astype(np.int16))
     assert diff.max() <= 1 and (diff == 0).mean() > 0.99
+
+
+# ----------------------------------------------------------------------------------------------- difference overlay
+
+
+def _diff_colour(d: np.ndarray) -> np.ndarray:
+    """matplotlib's RdBu_r at index rint((d + 1) / 2 * 255) of its 256 entries, as uint8 RGB."""
+    from matplotlib import colormaps
+
+    idx = np.rint((np.clip(d, -1, 1) + 1) / 2 * 255).astype(int)
+    return np.rint(colormaps["RdBu_r"](idx / 255.0)[..., :3] * 255).astype(np.uint8)
+
+
+def test_diff_overlay_alpha1_is_the_diverging_colormap() -> None:
+    from attnviz.render import diff_overlay
+
+    img = np.zeros((2, 3, 3), np.uint8)
+    d = np.array([[-1.0, 0.0, 1.0], [-0.5, 0.25, 2.0]])  # 2.0 is clipped to 1
+    out = diff_overlay(img, d, alpha=1.0)
+    np.testing.assert_array_equal(out, _diff_colour(d))
+    red, white, blue = out[0, 2], out[0, 1], out[0, 0]
+    assert red[0] > 100 and red[2] < 40 and blue[2] > 90 and blue[0] < 10 and white.min() > 240  # A more: red
+    np.testing.assert_array_equal(out[1, 2], out[0, 2])
+
+
+def test_diff_overlay_blend_is_exact_and_alpha0_is_the_image(rng: np.random.Generator) -> None:
+    from attnviz.render import diff_overlay
+
+    img = _image(rng, 4, 5)
+    before = img.copy()
+    d = rng.uniform(-1, 1, (4, 5))
+    expected = np.rint(0.4 * img + 0.6 * _diff_colour(d).astype(np.float64)).astype(np.uint8)
+    diff = np.abs(diff_overlay(img, d, alpha=0.6).astype(np.int16) - expected.astype(np.int16))
+    assert diff.max() <= 1 and (diff == 0).mean() > 0.9  # OpenCV's blend rounds in float32
+    same = diff_overlay(img, d, alpha=0.0)
+    assert same.tobytes() == img.tobytes() and same is not img
+    np.testing.assert_array_equal(img, before)  # input untouched
+
+
+def test_diff_overlay_upsamples_to_the_image() -> None:
+    from attnviz.render import diff_overlay
+
+    img = np.zeros((3, 5, 3), np.uint8)
+    out = diff_overlay(img, np.array([[1.0, 0.0], [1.0, 0.0]]), alpha=1.0)
+    assert out.shape == (3, 5, 3)
+    # the same half-pixel bilinear upsampling as overlay(): columns at x = -0.3, 0.1, 0.5, 0.9, 1.3
+    np.testing.assert_array_equal(out[0], _diff_colour(np.array([1.0, 0.9, 0.5, 0.1, 0.0])))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"image": np.zeros((3, 5), np.uint8)}, ValueError, r"image must be \(H, W, 3\) RGB"),
+        ({"image": np.zeros((3, 5, 3), np.float32)}, TypeError, "image must be uint8"),
+        ({"diff": np.zeros((2, 2, 2))}, ValueError, "diff must be 2-D"),
+        ({"diff": np.array([[np.nan, 0.0]])}, ValueError, "diff contains NaN"),
+        ({"diff": [[0.0]]}, TypeError, "diff must be a numpy.ndarray"),
+        ({"alpha": 1.5}, ValueError, r"alpha must be in \[0, 1\]"),
+    ],
+)
+def test_diff_overlay_bad_inputs(kwargs: dict, exc: type[Exception], match: str) -> None:
+    from attnviz.render import diff_overlay
+
+    args = {"image": np.zeros((3, 5, 3), np.uint8), "diff": np.zeros((2, 2)), "alpha": 0.5}
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        diff_overlay(**args)

@@ -2,11 +2,13 @@
 
 :class:`Handlers` holds the configuration, the model cache and the export store; ``layout.build_demo`` wires its
 methods to the page. Changing a display setting re-renders the kept Result; only the image, attention, network or
-weights run the model. Exports are made when their button is clicked, not after every render.
+weights run the model. Exports are made when their button is clicked, not after every render. What the page offers
+and how it names it is in :mod:`.choices`, the status text in :mod:`.status`, the downloads in :mod:`.exports`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -16,94 +18,52 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from .. import ARCHS, get_attention, list_attentions
 from ..capture.kinds import detail_image
-from ..capture.views import View, build_views, owner_module, spatial_views
+from ..capture.views import View, owner_module
 from ..checks import check_result
 from ..compare import compare
-from ..export import export_zip
 from ..pipeline.core import (
     DEFAULT_CACHE,
     AnalyzeError,
     ModelCache,
-    Result,
-    analyze,
+    cached_model,
     channel_activation,
     default_device,
-    load_model,
 )
 from ..pipeline.image import ImageError
-from ..render import (
-    channel_stats,
-    channel_table,
-    display_size,
-    figure_png,
-    overlay,
-)
-from ..render.naming import safe_name
+from ..pipeline.run import analyze
+from ..render import channel_stats, channel_table, display_size, overlay
+from ..sources.meta import meta_of
+from ..sources.resnets import ARCHS
+from ..sources.select import choose_network
 from ..sources.spec import Weights, parse_weights
-from ..sources.timm import TIMM_ATTENTION, TIMM_MODELS, timm_availability
+from .choices import (
+    AXES,
+    FROM_NETWORK,
+    NONE,
+    WEIGHTS,
+    arch_choices,
+    attention_choices,
+    brings_attention,
+    compare_choices,
+    example_labels,
+    example_paths,
+    own_attention,
+)
 from .config import LOOPBACK, AppConfig
+from .errors import user_error
+from .exports import png_file, zip_file
 from .files import ExportStore
 from .panels import checks_panel, compare_panel, live_text, report_panel, report_table, resolve_report
+from .state import AppState, Display, kept
+from .status import demo_note, is_demo, side_label, status_text
 
-__all__ = ["IMAGENET_BEST", "NONE", "WEIGHTS", "Handlers", "demo_note", "measured_line"]
+__all__ = ["EMPTY_CHART", "GALLERY_SIDE", "VIEW_SIDE", "Handlers"]
 
-NONE = "none (plain ResNet)"
-WEIGHTS = [w.value for w in (Weights.DEMO, Weights.IMAGENET, Weights.RANDOM)]
 GALLERY_SIDE = 800  # longest side of a gallery overlay (thumbnails; exports keep the image's own size)
 VIEW_SIDE = 1600  # longest side of the large view
-AXES = ["0–1", "fit to data"]  # the channel chart's y axis: gates live in 0..1
 EMPTY_CHART = pd.DataFrame({"channel": pd.Series(dtype=str), "weight": pd.Series(dtype=float)})
-
-#: With weights "imagenet", an attention type gives the best ImageNet-pretrained network that has it (timm's,
-#: trained with that attention); the other types get torchvision's ImageNet backbone with the block inserted
-#: (flagged "attention untrained").
-IMAGENET_BEST = {
-    "se": "seresnet50.ra2_in1k",
-    "eca": "ecaresnet50d.miil_in1k",
-    "sk": "skresnet34.ra_in1k",
-    "mhsa": "botnet26t_256.c1_in1k",
-}
-
-
-def measured_line(summary: dict) -> str:
-    """The checkpoint's held-out scores from its model card: accuracy and, per stage, how often the map's peak
-    falls on the object (pointing game), so users see which stages localise and which do not."""
-    stages = ", ".join(f"{k.replace('stage', 'stage ')} {100 * v:.0f} %" for k, v in summary["stage_pointing"].items())
-    text = f"measured on held-out scenes: top-1 {100 * summary['accuracy']:.0f} %"
-    if stages:
-        text += f" · map peak on the object (pointing game): {stages}"
-        if summary.get("average_pointing") is not None:
-            text += f"; stage average {100 * summary['average_pointing']:.0f} %"
-        if summary.get("centre_prior") is not None:
-            text += f" (centre prior {100 * summary['centre_prior']:.0f} %)"
-    if summary.get("real_photos_accuracy") is not None:
-        text += f" · real photos pasted on textures: top-1 {100 * summary['real_photos_accuracy']:.0f} %"
-    return text
-
-
-def demo_note(result: Result) -> str:
-    """What the demo network knows, said next to its predictions (its 8 categories); '' for other networks."""
-    if not str(result.model.get("weights_source", "")).startswith("demo"):
-        return ""
-    from ..sources.demo import demo_categories
-
-    names = demo_categories()
-    return (
-        f"**demo network: {len(names)} categories** ({', '.join(names)}), trained by attnviz on cut-and-paste "
-        "scenes; a photo of anything else still gets one of these."
-    )
-
-
-def _side_label(result: Result) -> str:
-    """A comparison side's name: network, attention, weights."""
-    m = result.model
-    return f"{m['arch']} · {m['attention'] or 'no attention'} · {m['weights']}"
-
-
-def _topk(value: str | int | None) -> int | None:
-    return None if value in (None, "all") else int(value)
+NOT_YET = "Run an analysis first: upload an image and press Analyze."
 
 
 def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -111,16 +71,25 @@ def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
-def _detail(view: View, topk: int | None) -> Any:
-    """The detail image of the selected view (:mod:`attnviz.capture.kinds`); a channel gate is the chart below
-    instead."""
-    return None if view.kind == "channel" else detail_image(view, topk)
+def _display_images(state: AppState) -> tuple[np.ndarray, np.ndarray]:
+    """(large view, gallery thumbnail) images of the state's result at their display sizes (made once per state:
+    the thumbnail is the large view itself when both fit)."""
+
+    def make() -> tuple[np.ndarray, np.ndarray]:
+        image = state.result.image
+        large = _resized(image, display_size(image.size, VIEW_SIDE))
+        small = _resized(large, display_size(image.size, GALLERY_SIDE))
+        view = np.asarray(large)
+        return view, view if small is large else np.asarray(small)
+
+    return state.cached("display images", make)
 
 
-def _chart(channel: View | None, topk: int | None, axis: str) -> tuple[Any, str]:
-    """The channel-gate bar chart (0..1 axis unless "fit to data") and a line giving the gate's range."""
+def _chart(channel: View | None, topk: int | None, axis: str, visible: bool) -> tuple[Any, str]:
+    """The channel-gate bar chart (0..1 axis unless "fit to data"; hidden for a network without channel gates) and
+    a line giving the gate's range."""
     if channel is None:
-        return gr.BarPlot(value=EMPTY_CHART, y_lim=[0.0, 1.0]), ""
+        return gr.BarPlot(value=EMPTY_CHART, y_lim=[0.0, 1.0], visible=visible), ""
     table = channel_table(channel.data, topk)
     lo, hi = float(channel.data.min()), float(channel.data.max())
     if axis == AXES[1] or lo < 0 or hi > 1:  # fit to data (a gate outside 0..1 is not a sigmoid gate)
@@ -129,7 +98,7 @@ def _chart(channel: View | None, topk: int | None, axis: str) -> tuple[Any, str]
     else:
         y_lim = [0.0, 1.0]
     note = f"{channel.block} channel gate: range {lo:.4f} to {hi:.4f}; {channel_stats(channel.data)['note']}"
-    return gr.BarPlot(value=table, y_lim=y_lim), note
+    return gr.BarPlot(value=table, y_lim=y_lim, visible=True), note
 
 
 class Handlers:
@@ -147,52 +116,31 @@ class Handlers:
         self.store = store or ExportStore(config.export_root, config.keep_exports, config.export_max_bytes)
         self.server_name: str | None = None  # the address the server listens on (set by serve.launch)
 
-    # -- choices ---------------------------------------------------------------------------------------------------
-    def arch_choices(self) -> list[tuple[str, str]]:
-        """Network dropdown entries: the one served with ``--model`` first, attnviz's ResNets, timm's ImageNet
-        attention networks. The page can ask for these and nothing else (a user's model file is never loaded from
-        the page, and a page served beyond loopback downloads only these)."""
-        listed = [(a, a) for a in ARCHS] + [(f"{n} (timm, {TIMM_ATTENTION[n]})", n) for n in TIMM_MODELS]
-        served = self.config.served
-        if served and served not in {v for _, v in listed}:
-            listed.insert(0, (f"{served} (served)", served))
-        elif served:
-            listed.sort(key=lambda choice: choice[1] != served)
-        return listed
-
-    def timm_status(self) -> str:
-        """Which timm ImageNet networks can load here, and why the others cannot (no download is attempted)."""
-        lines = []
-        for name in TIMM_MODELS:
-            if self.config.offline:
-                from ..sources.hub import hf_cached_file
-
-                ok = hf_cached_file(f"timm/{name}", "model.safetensors") is not None
-                reason = "cached" if ok else "not cached, and the app is offline"
-            else:
-                ok, reason = timm_availability(name)
-            lines.append(f"- {name}: {'available' if ok else 'unavailable'} ({reason})")
-        return "<details><summary>timm ImageNet attention networks</summary>\n\n" + "\n".join(lines) + "\n</details>"
-
-    def choice(self, attention: str | None, arch: str, weights: str) -> tuple[str | None, str, str]:
-        """(attention, network, weights) a request runs: with weights "imagenet" on attnviz's ResNets, an attention
-        type that has an ImageNet-pretrained network (:data:`IMAGENET_BEST`) gets that network, and one with a variant
-        for pretrained backbones (``variant_of`` in the registry: epsa -> epsa_pre) gets the variant."""
-        imagenet = parse_weights(weights) is Weights.IMAGENET
-        if imagenet and arch in ARCHS and attention in IMAGENET_BEST:
-            return None, IMAGENET_BEST[attention], Weights.IMAGENET.value
-        if imagenet and arch in ARCHS:  # a variant made for pretrained backbones (epsa -> epsa_pre)
-            variant = next((n for n in list_attentions() if get_attention(n).variant_of == attention), None)
-            return variant or attention, arch, weights
-        return attention, arch, weights
-
     def _typed_paths_allowed(self) -> bool:
         """A typed checkpoint path reads the server's disk: only when configured for loopback and really bound to it
         (``build_demo(config).launch(server_name="0.0.0.0")`` would otherwise open the server's files to anyone)."""
         bound = self.server_name if self.server_name is not None else self.config.host
         return self.config.typed_paths and bound in LOOPBACK
 
-    # -- events ----------------------------------------------------------------------------------------------------
+    def _analyze(self, image: Any, attention: str | None, arch: str, weights: str) -> Any:
+        """:func:`attnviz.analyze` as the page runs it; the library's errors become user errors."""
+        try:
+            return analyze(
+                image,
+                attention=attention,
+                arch=arch,
+                weights=weights,
+                device=self.config.device,
+                size=self.config.size,
+                cache=self.cache,
+                **self.config.load_options(arch),
+            )
+        except ImageError as e:
+            raise user_error(f"Cannot use this image: {e}") from None
+        except (ValueError, AnalyzeError) as e:
+            raise user_error(str(e)) from None
+
+    # -- the Image tab ---------------------------------------------------------------------------------------------
     def run_analysis(
         self,
         image: str | None,
@@ -210,37 +158,21 @@ class Handlers:
         """The `analyze` endpoint: (image path, attention type, ...) -> state and every output. A network's first
         use may download its weights (listed networks only): the library's progress bar shows in the page."""
         if image is None:
-            raise gr.Error("Upload an image first (drag and drop, paste, or pick an example).")
-        if arch not in {value for _, value in self.arch_choices()}:
-            raise gr.Error(f"unknown network {arch!r}: pick one from the list (serve another with --model SPEC)")
+            raise user_error("Upload an image first (drag and drop, paste, or pick an example).")
+        if arch not in {value for _, value in arch_choices(self.config)}:
+            raise user_error(f"unknown network {arch!r}: pick one from the list (serve another with --model SPEC)")
         if weights not in (*WEIGHTS, self.config.weights) and not self._typed_paths_allowed():
-            raise gr.Error(
+            raise user_error(
                 "Checkpoint paths typed into the page are accepted only when the app is bound to 127.0.0.1; "
                 "start it with --weights PATH to serve a checkpoint to others."
             )
-        attention = None if attention in (None, "", NONE) else attention
-        attention, arch, weights = self.choice(attention, arch, weights)
-        try:
-            result = analyze(
-                image,
-                attention=attention,
-                arch=arch,
-                weights=weights,
-                device=self.config.device,
-                size=self.config.size,
-                cache=self.cache,
-                **self.config.load_options(arch),
-            )
-        except ImageError as e:
-            raise gr.Error(f"Cannot use this image: {e}") from None
-        except (ValueError, AnalyzeError) as e:
-            raise gr.Error(str(e)) from None
-        state = {"result": result, "query": None}
-        return (state, *self.render_outputs(state, cmap, alpha, norm, topk, block, axis))
+        attention = None if attention in (None, "", NONE, FROM_NETWORK) else attention
+        state = AppState(self._analyze(image, *choose_network(attention, arch, weights)))
+        return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
 
     def render_outputs(
         self,
-        state: dict | None,
+        state: AppState | None,
         cmap: str,
         alpha: float,
         norm: str,
@@ -248,51 +180,72 @@ class Handlers:
         block: str | None,
         axis: str = AXES[0],
     ) -> tuple[Any, ...]:
-        """Everything drawn from a kept Result; no model runs here, and no file is written."""
-        if not state or "result" not in state:
-            raise gr.Error("Run an analysis first: upload an image and press Analyze.")
+        """A display setting changed: everything drawn again from the kept Result; no model runs."""
+        return self.draw(kept(state, NOT_YET), Display(cmap, alpha, norm, topk, block, axis))
+
+    def draw(self, state: AppState, display: Display) -> tuple[Any, ...]:
+        """Everything the Image tab shows of a kept Result: (predictions, the demo note, gallery, block choice, large
+        view, gate chart, detail, status). No model runs here, and no file is written; the result's timings get
+        ``views`` and ``render`` (the drawing)."""
         t0 = time.perf_counter()
-        result: Result = state["result"]
-        views = build_views(result, state.get("query"))
+        result = state.result
+        views = state.views
+        shown, normed, _ = state.spatial(display.norm)
+        t1 = time.perf_counter()
         # maps are drawn at display sizes (exports keep the full size); the thumbnails come from the large view
-        large = _resized(result.image, display_size(result.image.size, VIEW_SIDE))
-        small = _resized(large, display_size(result.image.size, GALLERY_SIDE))
-        view_image = np.asarray(large)
-        thumb_image = view_image if small is large else np.asarray(small)
-        shown, normed, _ = spatial_views(views, norm)
+        view_image, thumb_image = _display_images(state)
+        cmap, alpha = display.cmap, display.alpha
         gallery = [(overlay(thumb_image, m01, cmap, alpha), v.title) for v, m01 in zip(shown, normed, strict=True)]
         keys = [v.key for v in views]
+        block = display.block
         if block not in keys:
             block = shown[-1].key if shown else (keys[-1] if keys else None)
-        choices = [(v.title, v.key) for v in views]
+        gates = any(v.kind == "channel" for v in views)
         extra: list[str] = []
-        big, detail = None, None
-        chart, note = _chart(None, None, axis)
+        big, detail, view, channel = None, None, None, None
         if block is not None:
             view = views[keys.index(block)]
             channel = next((v for v in views if v.block == view.block and v.kind == "channel"), None)
-            chart, note = _chart(channel, _topk(topk), axis)
-            detail = _detail(view, _topk(topk))
-            if note:
-                extra.append(note)
+            detail = None if view.kind == "channel" else detail_image(view, display.top)  # a gate: the chart
             if view in shown:
-                big = overlay(view_image, normed[shown.index(view)], cmap, alpha)
-        result.timings["render"] = (time.perf_counter() - t0) * 1e3
-        predictions = {label: p for label, p in result.predictions}
+                i = shown.index(view)  # the large view: the thumbnail's overlay when both have one size
+                big = gallery[i][0] if thumb_image is view_image else overlay(view_image, normed[i], cmap, alpha)
+        chart, note = _chart(channel, display.top, display.axis, gates)
+        if note:
+            extra.append(note)
+        result.timings["views"] = (t1 - t0) * 1e3
+        result.timings["render"] = (time.perf_counter() - t1) * 1e3
         return (
-            predictions,
+            dict(result.predictions),
             demo_note(result),
             gallery,
-            gr.Dropdown(choices=choices, value=block),
+            gr.Dropdown(choices=[(v.title, v.key) for v in views], value=block),
             big,
             chart,
             detail,
-            self.status(result, extra),
+            status_text(result, extra),
         )
+
+    def follow_network(self, state: AppState | None, attention: str | None, arch: str) -> tuple[Any, Any, Any]:
+        """After an analysis, what the page says follows the network it ran: the attention dropdown names the
+        attention a network brings (timm's, a served one) instead of attnviz's types; the examples are labelled
+        against the demo network's categories only while it is loaded; the channel note shows only for a network
+        with channel gates."""
+        if state is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        result = state.result
+        if brings_attention(arch):
+            own = own_attention(result.model["attention"], (m.kind for m in result.maps))
+            menu = gr.Dropdown(choices=attention_choices(own), value=FROM_NETWORK)
+        else:  # attnviz's ResNets: the type asked for (none when the dropdown named a network's own)
+            menu = gr.Dropdown(choices=attention_choices(), value=NONE if attention == FROM_NETWORK else attention)
+        labels = example_labels(example_paths(), demo=is_demo(result))
+        gates = any(m.kind == "channel" for m in result.maps)
+        return menu, gr.Dataset(sample_labels=labels), gr.Markdown(visible=gates)
 
     def pick_query(
         self,
-        state: dict | None,
+        state: AppState | None,
         cmap: str,
         alpha: float,
         norm: str,
@@ -302,33 +255,46 @@ class Handlers:
         evt: gr.SelectData,
     ) -> tuple[Any, ...]:
         """A click on the large view picks the query position for pairwise maps."""
-        if not state or "result" not in state:
-            raise gr.Error("Run an analysis first.")
-        w, h = display_size(state["result"].image.size, VIEW_SIDE)  # the large view's size: clicks in its pixels
+        state = kept(state, "Run an analysis first.")
+        w, h = display_size(state.result.image.size, VIEW_SIDE)  # the large view's size: clicks in its pixels
         x, y = evt.index
-        state = {**state, "query": (min(max(x / w, 0.0), 1.0), min(max(y / h, 0.0), 1.0))}
-        return (state, *self.render_outputs(state, cmap, alpha, norm, topk, block, axis))
+        state = dataclasses.replace(state, query=(min(max(x / w, 0.0), 1.0), min(max(y / h, 0.0), 1.0)))
+        return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
 
-    def make_png(self, state: dict | None, cmap: str, alpha: float, norm: str, block: str | None) -> str | None:
-        """The selected view as a PNG with its colorbar, written when its button is clicked."""
-        if not state or "result" not in state:
-            raise gr.Error("Run an analysis first: there is nothing to download yet.")
-        result: Result = state["result"]
-        shown, normed, ranges = spatial_views(build_views(result, state.get("query")), norm)
-        match = [i for i, v in enumerate(shown) if v.key == block] or ([len(shown) - 1] if shown else [])
-        if not match:
-            raise gr.Error("This network's maps have no spatial view to save as PNG; download the zip instead.")
-        i = match[0]
-        v = shown[i]
-        path = self.store.new_dir() / f"{safe_name(v.block)}_{v.kind}.png"
-        path.write_bytes(
-            figure_png(np.asarray(result.image), normed[i], cmap, alpha, v.title, ranges[i], v.spatial_label)
+    def pick_channel(
+        self, state: AppState | None, cmap: str, alpha: float, block: str | None, evt: gr.SelectData
+    ) -> tuple[Any, str]:
+        """Selecting a bar of the gate chart shows that channel of the block's output over the image in the large
+        view (one forward of the kept input, reading that module's output), with its index and gate value."""
+        state = kept(state, "Run an analysis first.")
+        picked = evt.index[0] if isinstance(evt.index, (list, tuple)) and evt.index else evt.index
+        try:
+            c = int(str(picked).lstrip("c"))
+        except ValueError:
+            raise user_error(f"not a channel of the chart: {picked!r}") from None
+        result, views = state.result, state.views
+        view = next((v for v in views if v.key == block), None) or (views[-1] if views else None)
+        gate = next((v for v in views if view is not None and v.block == view.block and v.kind == "channel"), None)
+        owner = owner_module(list(result.activations), gate.key) if gate is not None else None
+        if gate is None or owner is None or not 0 <= c < gate.data.shape[0]:
+            raise user_error("This block has no channel gate to pick a channel from.")
+        fmap = channel_activation(self._model_of(result), result, owner, c)  # (h, w) float32
+        lo, hi = float(fmap.min()), float(fmap.max())
+        big = overlay(_display_images(state)[0], (fmap - lo) / max(hi - lo, 1e-12), cmap, alpha)
+        note = (
+            f"channel {c} of {owner}: gate {float(gate.data[c]):.4f}; its output activation over the image "
+            f"(min-max {lo:.4g} to {hi:.4g}) is in the large view"
         )
-        return str(path)
+        return big, note
+
+    def make_png(self, state: AppState | None, cmap: str, alpha: float, norm: str, block: str | None) -> str | None:
+        """The selected view as a PNG with its colorbar, written when its button is clicked."""
+        state = kept(state, "Run an analysis first: there is nothing to download yet.")
+        return str(png_file(self.store, state, Display(cmap, alpha, norm, block=block)))
 
     def make_zip(
         self,
-        state: dict | None,
+        state: AppState | None,
         cmap: str,
         alpha: float,
         norm: str,
@@ -337,68 +303,32 @@ class Handlers:
     ) -> str:
         """Everything (overlays, charts, raw maps, result.json) as a zip, built when its button is clicked; asking
         again with the same result and display settings returns the zip already made."""
-        if not state or "result" not in state:
-            raise gr.Error("Run an analysis first: there is nothing to download yet.")
-        result: Result = state["result"]
-        settings = {"cmap": cmap, "alpha": alpha, "norm": norm, "topk": _topk(topk), "query": state.get("query")}
-        progress(0.05, desc="building the zip")
-        name = f"attnviz_{safe_name(result.model['attention'] or 'plain')}.zip"
-        key = (cmap, alpha, norm, settings["topk"], settings["query"])
-        path = self.store.zip_for(result, key, lambda folder: export_zip(result, settings, folder / name))
-        progress(1.0, desc="zip ready")
-        return str(path)
+        state = kept(state, "Run an analysis first: there is nothing to download yet.")
+        return str(zip_file(self.store, state, Display(cmap, alpha, norm, topk), progress))
 
-    # -- checks, compare, live panel, dataset ----------------------------------------------------------------------
-    def _model_of(self, result: Result) -> Any:
+    # -- checks, compare, live panel -------------------------------------------------------------------------------
+    def _model_of(self, result: Any) -> Any:
         """The cached model a result came from (built again, with the same options, if it left the cache)."""
         s = result.settings
         try:
-            return load_model(
+            return cached_model(
                 s["arch"], s["attention"], s["weights"], s["device"], self.cache, **self.config.load_options(s["arch"])
             )
         except (ValueError, AnalyzeError) as e:
-            raise gr.Error(str(e)) from None
+            raise user_error(str(e)) from None
 
-    def pick_channel(
-        self, state: dict | None, cmap: str, alpha: float, block: str | None, evt: gr.SelectData
-    ) -> tuple[Any, str]:
-        """Selecting a bar of the gate chart shows that channel of the block's output over the image in the large
-        view (one forward of the kept input, reading that module's output), with its index and gate value."""
-        if not state or "result" not in state:
-            raise gr.Error("Run an analysis first.")
-        picked = evt.index[0] if isinstance(evt.index, (list, tuple)) and evt.index else evt.index
-        try:
-            c = int(str(picked).lstrip("c"))
-        except ValueError:
-            raise gr.Error(f"not a channel of the chart: {picked!r}") from None
-        result: Result = state["result"]
-        views = build_views(result, state.get("query"))
-        view = next((v for v in views if v.key == block), None) or (views[-1] if views else None)
-        gate = next((v for v in views if view is not None and v.block == view.block and v.kind == "channel"), None)
-        owner = owner_module(list(result.activations), gate.key) if gate is not None else None
-        if gate is None or owner is None or not 0 <= c < gate.data.shape[0]:
-            raise gr.Error("This block has no channel gate to pick a channel from.")
-        model = self._model_of(result)
-        fmap = channel_activation(model, result, owner, c)  # (h, w) float32
-        large = _resized(result.image, display_size(result.image.size, VIEW_SIDE))
-        lo, hi = float(fmap.min()), float(fmap.max())
-        big = overlay(np.asarray(large), (fmap - lo) / max(hi - lo, 1e-12), cmap, alpha)
-        note = (
-            f"channel {c} of {owner}: gate {float(gate.data[c]):.4f}; its output activation over the image "
-            f"(min-max {lo:.4g} to {hi:.4g}) is in the large view"
-        )
-        return big, note
-
-    def render_checks(self, state: dict | None, cmap: str, alpha: float, norm: str, block: str | None) -> tuple:
+    def render_checks(
+        self, state: AppState | None, cmap: str, alpha: float, norm: str, block: str | None
+    ) -> tuple[Any, ...]:
         """The Checks panel from the kept Result's checks (no model runs): the ablation chart, the selected block's
         view, its Grad-CAM and its randomised view (one normalisation and overlay), their scores, the sanity line."""
-        if not state or "result" not in state:
+        if state is None:
             return None, None, None, None, "Run an analysis first, then press **Run checks**.", ""
-        return checks_panel(state["result"], block, cmap, alpha, norm, state.get("categories"))
+        return checks_panel(state.result, block, cmap, alpha, norm, list(state.categories) or None)
 
     def run_checks(
         self,
-        state: dict | None,
+        state: AppState | None,
         cmap: str,
         alpha: float,
         norm: str,
@@ -407,33 +337,24 @@ class Handlers:
     ) -> tuple[Any, ...]:
         """The Checks button: ablation of every block, Grad-CAM at every block and the randomisation check
         (:func:`attnviz.checks.check_result`, several forwards: only on demand); kept on the Result."""
-        if not state or "result" not in state:
-            raise gr.Error("Run an analysis first: the checks are made on its image and network.")
-        result: Result = state["result"]
-        model = self._model_of(result)
+        state = kept(state, "Run an analysis first: the checks are made on its image and network.")
+        model = self._model_of(state.result)
         progress(0.05, desc="checks: ablation, Grad-CAM, randomised weights")
-        query = state.get("query") or (0.5, 0.5)
         try:
-            check_result(result, model=model, query=query)
+            check_result(state.result, model=model, query=state.query or (0.5, 0.5))
         except (RuntimeError, ValueError) as e:
-            raise gr.Error(f"The checks could not run on this network: {e}") from None
-        state = {**state, "categories": list(model.weights_meta.get("categories", []))}
+            raise user_error(f"The checks could not run on this network: {e}") from None
+        state = dataclasses.replace(state, categories=tuple(meta_of(model).categories))
         return (state, *self.render_checks(state, cmap, alpha, norm, block))
 
-    def compare_choices(self) -> list[tuple[str, str]]:
-        """What the current result can be compared with: another attention type (same network and weights) or
-        another listed network (same attention type)."""
-        attentions = [(f"attention type: {a}", f"attention:{a}") for a in list_attentions()]
-        return attentions + [(f"network: {label}", f"network:{value}") for label, value in self.arch_choices()]
-
-    def _other_side(self, result: Result, other: str) -> tuple[str | None, str, str]:
+    def _other_side(self, result: Any, other: str) -> tuple[str | None, str, str]:
         """(attention, network, weights) of the comparison's B side."""
         s = result.settings
         kind, _, value = other.partition(":")
         if kind == "attention":
             if s["arch"] not in ARCHS:
-                raise gr.Error(f"{s['arch']} brings its own attention: compare it with another network instead.")
-            return self.choice(value, s["arch"], s["weights"])
+                raise user_error(f"{s['arch']} brings its own attention: compare it with another network instead.")
+            return choose_network(value, s["arch"], s["weights"])
         arch = value
         weights = s["weights"]
         if arch != s["arch"] and parse_weights(weights) not in (Weights.RANDOM, Weights.IMAGENET):  # one network's
@@ -442,7 +363,7 @@ class Handlers:
 
     def run_compare(
         self,
-        state: dict | None,
+        state: AppState | None,
         other: str | None,
         cmap: str,
         alpha: float,
@@ -450,55 +371,41 @@ class Handlers:
     ) -> tuple[Any, ...]:
         """The Compare button: the kept result (A) against the same image under another attention type or network
         (B), one shared normalisation per pair and their difference (:func:`attnviz.compare.compare`)."""
-        if not state or "result" not in state:
-            raise gr.Error("Run an analysis first: it is the comparison's A side.")
-        if other not in {value for _, value in self.compare_choices()}:
-            raise gr.Error("Pick what to compare with from the list.")
-        a: Result = state["result"]
+        state = kept(state, "Run an analysis first: it is the comparison's A side.")
+        if other not in {value for _, value in compare_choices(self.config)}:
+            raise user_error("Pick what to compare with from the list.")
+        a = state.result
         attention, arch, weights = self._other_side(a, other)
         s = a.settings
         if (attention, arch, weights) == (s["attention"], s["arch"], s["weights"]):
-            raise gr.Error("That is what is shown already: pick another attention type or network.")
-        try:
-            b = analyze(
-                a.image,
-                attention=attention,
-                arch=arch,
-                weights=weights,
-                device=self.config.device,
-                size=self.config.size,
-                cache=self.cache,
-                **self.config.load_options(arch),
-            )
-        except (ValueError, AnalyzeError, ImageError) as e:
-            raise gr.Error(str(e)) from None
+            raise user_error("That is what is shown already: pick another attention type or network.")
+        b = self._analyze(a.image, attention, arch, weights)
         t0 = time.perf_counter()
-        cmp = compare(a, b, label_a=_side_label(a), label_b=_side_label(b), query=state.get("query"))
+        cmp = compare(a, b, label_a=side_label(a), label_b=side_label(b), query=state.query)
         b.timings["compare"] = (time.perf_counter() - t0) * 1e3
-        state = {**state, "compare": cmp}
+        state = dataclasses.replace(state, compare=cmp)
         return (state, *self.render_compare(state, cmap, alpha, None))
 
-    def render_compare(self, state: dict | None, cmap: str, alpha: float, pair: str | None) -> tuple[Any, ...]:
+    def render_compare(self, state: AppState | None, cmap: str, alpha: float, pair: str | None) -> tuple[Any, ...]:
         """The Compare panel from the kept comparison (none, or one made on another result: the placeholders)."""
-        cmp = (state or {}).get("compare")
-        if cmp is not None and cmp.a is not state.get("result"):
-            cmp = None
+        cmp = state.compare if state is not None else None
         t0 = time.perf_counter()
         a, b, diff, text, key, keys = compare_panel(cmp, pair, cmap, alpha)
         if cmp is not None:
             cmp.b.timings["render"] = (time.perf_counter() - t0) * 1e3
         return a, b, diff, text, gr.Dropdown(choices=keys, value=key)
 
-    def live_panel(self, state: dict | None = None) -> str:
+    def live_panel(self, state: AppState | None = None) -> str:
         """Hooks installed now (0 between requests), the last request's latency by part, peak GPU memory and the
         model cache's contents."""
-        state = state or {}
         models = (self.cache or DEFAULT_CACHE).models()
         device = self.config.device or default_device()
-        return live_text(models, state.get("result"), device, state.get("compare"))
+        if state is None:
+            return live_text(models, None, device, None)
+        return live_text(models, state.result, device, state.compare)
 
     def panels(
-        self, state: dict | None, cmap: str, alpha: float, norm: str, block: str | None, pair: str | None
+        self, state: AppState | None, cmap: str, alpha: float, norm: str, block: str | None, pair: str | None
     ) -> tuple[Any, ...]:
         """After each request, in one event: the Checks and Compare panels follow the kept result (placeholders for a
         new one), and the live panel updates."""
@@ -508,16 +415,17 @@ class Handlers:
             self.live_panel(state),
         )
 
+    # -- the Dataset tab -------------------------------------------------------------------------------------------
     def _stats_folder(self, folder: str | None) -> tuple[Path, dict]:
         if not self._typed_paths_allowed():
-            raise gr.Error(
+            raise user_error(
                 "Stats folders typed into the page are opened only when the app is bound to 127.0.0.1 "
                 "(the page would read the server's disk)."
             )
         try:
             return resolve_report(folder or "")
         except ValueError as e:
-            raise gr.Error(str(e)) from None
+            raise user_error(str(e)) from None
 
     def open_report(self, folder: str | None) -> tuple[Any, ...]:
         """The Dataset tab: a finished ``attnviz stats`` folder's headline numbers, figures and first table (files
@@ -531,23 +439,3 @@ class Handlers:
         """One table of the opened stats folder."""
         _, report = self._stats_folder(folder)
         return report_table(report, name)
-
-    # -- text ------------------------------------------------------------------------------------------------------
-    def status(self, result: Result, extra: list[str]) -> str:
-        t = result.timings
-        timing = " · ".join(f"{k} {v:.0f} ms" for k, v in t.items())
-        lines = []
-        if result.warning:
-            lines.append(f"⚠️ **{result.warning}**")
-        if result.capture_warning:
-            lines.append(f"⚠️ **{result.capture_warning}**")
-        m = result.model
-        lines.append(
-            f"{m['arch']} + {m['attention'] or 'no attention'} · weights: {m['weights_source']} · "
-            f"device: {result.settings['device']} · input {result.input_size[0]}×{result.input_size[1]}"
-        )
-        lines.append(timing)
-        if m.get("measured"):
-            lines.append(measured_line(m["measured"]))
-        lines += [f"note: {n}" for n in result.notes + extra]
-        return "\n\n".join(lines)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..checks import WARN_ABOVE, BlockCheck, Checks
 from ..compare import Comparison
-from ..render import display_size, normalize, overlay, upsample
+from ..render import diff_overlay, display_size, normalize, overlay
 
 __all__ = [
     "PANEL_SIDE",
@@ -159,17 +159,6 @@ def checks_panel(
 # -- compare -----------------------------------------------------------------------------------------------------
 
 
-def _diff_image(image: np.ndarray, diff: np.ndarray, alpha: float) -> np.ndarray:
-    """The difference map (-1..1) in a diverging colormap (red: A more, blue: B more) over the image."""
-    import cv2
-    from matplotlib import colormaps
-
-    h, w = image.shape[:2]
-    d01 = np.clip((upsample(diff, (w, h)) + 1.0) / 2.0, 0.0, 1.0)
-    colour = (colormaps["RdBu_r"](d01)[..., :3] * 255).round().astype(np.uint8)
-    return cv2.addWeighted(image, 1.0 - alpha, colour, alpha, 0.0) if alpha < 1 else colour
-
-
 def compare_panel(cmp: Comparison | None, key: str | None, cmap: str, alpha: float) -> tuple[Any, ...]:
     """(A, B, A − B, text, pair key, pair keys) for the compared pair ``key`` (default: the last)."""
     if cmp is None:
@@ -190,7 +179,7 @@ def compare_panel(cmp: Comparison | None, key: str | None, cmap: str, alpha: flo
         "\n".join([f"| {cmp.unit} | Spearman | top-20 % IoU |", "|---|---|---|", *rows]),
     ]
     lines += [f"⚠️ {side}: {r.warning}" for side, r in (("A", cmp.a), ("B", cmp.b)) if r.warning]
-    return a, b, _diff_image(image, p.diff, max(alpha, 0.5)), "\n\n".join(lines), key, keys
+    return a, b, diff_overlay(image, p.diff, max(alpha, 0.5)), "\n\n".join(lines), key, keys
 
 
 # -- live panel --------------------------------------------------------------------------------------------------

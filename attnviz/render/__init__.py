@@ -13,7 +13,7 @@ from .encode import encode_jpeg, encode_png
 from .gates import FLAT_TOLERANCE, channel_stats, channel_table  # noqa: F401
 from .geometry import display_size, pairwise_query, query_cell, tile_maps, upsample
 from .normalize import NORM_MODES, normalize, value_range
-from .overlay import overlay
+from .overlay import DIFF_CMAP, diff_overlay, overlay
 from .panel import figure_png
 
 #: Drawn with matplotlib, imported on first use (a plain overlay never loads it).
@@ -38,6 +38,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "COLORMAPS",
+    "DIFF_CMAP",
     "NORM_MODES",
     "apply_colormap",
     "branch_chart",
@@ -47,6 +48,7 @@ __all__ = [
     "channel_stats",
     "channel_table",
     "colormap_lut",
+    "diff_overlay",
     "display_size",
     "encode_jpeg",
     "encode_png",

@@ -38,7 +38,7 @@ def test_500_analyze_calls_keep_memory_flat(device: str, monkeypatch: pytest.Mon
     def run(n: int) -> None:
         for i in range(n):
             state, predictions, *_ = app.run_analysis(str(ASSET), ATTENTIONS[i % len(ATTENTIONS)], *MODEL)
-            assert len(predictions) == 5 and state["result"].settings["device"] == device
+            assert len(predictions) == 5 and state.result.settings["device"] == device
 
     run(WARMUP)  # models built, allocator pools filled
     gc.collect()
