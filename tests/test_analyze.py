@@ -18,6 +18,8 @@ import attnviz
 from attnviz.capture.views import build_views
 from attnviz.export import export_zip, safe_name, write_folder
 from attnviz.pipeline import AnalyzeError, ModelCache, analyze
+from attnviz.sources.loading import build
+from attnviz.sources.spec import model_request
 from tests.images import ASSET
 
 NAMES = attnviz.list_attentions()
@@ -123,8 +125,8 @@ def test_random_weights_seed_no_global_generator(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(torch, "manual_seed", lambda seed: seeded.append("torch.manual_seed"))
     torch.random.default_generator.manual_seed(1234)
     state = torch.get_rng_state()
-    a = analyze_mod._build("resnet18", "cbam", "random")
-    b = analyze_mod._build("resnet18", "cbam", "random")
+    a = build(model_request("resnet18", "cbam", "random"))
+    b = build(model_request("resnet18", "cbam", "random"))
     assert torch.equal(torch.get_rng_state(), state) and seeded == []
     sa, sb = a.state_dict(), b.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

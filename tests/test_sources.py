@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from attnviz.pipeline.core import model_request
-from attnviz.sources.spec import Weights, parse_weights
+from attnviz.sources.spec import Weights, model_request, parse_weights
 
 
 def test_spellings_map_to_one_source() -> None:
@@ -17,6 +16,10 @@ def test_spellings_map_to_one_source() -> None:
 
 
 def test_the_cache_keys_one_value_per_source() -> None:
-    assert model_request("resnet18", "se", None) == ("resnet18", "se", "random")
-    assert model_request("seresnet50.ra2_in1k", "cbam", "pretrained") == ("timm:seresnet50.ra2_in1k", None, "imagenet")
+    assert model_request("resnet18", "se", None).key == ("resnet18", "se", "random")
+    assert model_request("seresnet50.ra2_in1k", "cbam", "pretrained").key == (
+        "timm:seresnet50.ra2_in1k",
+        None,
+        "imagenet",
+    )
     assert model_request("timm:resnet18", None, "imagenet") == model_request("timm:resnet18", None, "pretrained")

@@ -99,9 +99,11 @@ def test_statistics_equal_a_direct_computation(scenes, tmp_path) -> None:
     blocks = pd.read_csv(out / "tables" / "blocks.csv")
     loc = pd.read_csv(out / "tables" / "localisation.csv").set_index("name")
     listing = list_data(scenes / "images")
-    from attnviz.pipeline.core import _build, model_input
+    from attnviz.pipeline.core import model_input
+    from attnviz.sources.loading import build
+    from attnviz.sources.spec import model_request
 
-    model = _build("resnet18", "se", "random").eval()
+    model = build(model_request("resnet18", "se", "random")).eval()
     per_class: dict[int, list[np.ndarray]] = {}
     hits: dict[str, list[float]] = {}
     for rel, y in zip(listing.files, listing.labels, strict=True):

@@ -94,8 +94,8 @@ class AppConfig:
         options: dict[str, object] = {"offline": True} if self.offline else {}
         if arch == self.served and self.labels:
             options["labels"] = self.labels
-        from ..sources.own import ARCHS
+        from ..sources.spec import is_own
 
-        if arch == self.served and self.size and arch not in ARCHS:
+        if arch == self.served and self.size and not is_own(arch):
             options["input_size"] = self.size  # --size declares the input size of a network not attnviz's
         return options

@@ -19,6 +19,7 @@ from torch import nn
 from ..checks import WARN_ABOVE, BlockCheck, Checks
 from ..compare import Comparison
 from ..render import diff_overlay, display_size, normalize, overlay
+from ..sources.meta import meta_of
 
 __all__ = [
     "PANEL_SIDE",
@@ -210,7 +211,7 @@ def _model_line(model: nn.Module) -> str:
     params = sum(p.numel() for p in model.parameters()) / 1e6
     device = next((str(p.device) for p in model.parameters()), "?")
     attention = getattr(model, "attention", None) or "no attention"
-    return f"- {type(model).__name__} · {attention} · {model.weights_source} · {device} · {params:.1f} M parameters"
+    return f"- {type(model).__name__} · {attention} · {meta_of(model).source} · {device} · {params:.1f} M parameters"
 
 
 def _ms(timings: dict[str, float]) -> str:

@@ -221,12 +221,13 @@ def check_result(result: Any, model: nn.Module | None = None, cache: Any = None,
         cache: the :class:`~attnviz.pipeline.core.ModelCache` it came from.
         kwargs: for :func:`run_checks` (``target``, ``gradcam_on``, ``randomise``, ``seed``, ``query``, ...).
     """
-    from ..pipeline.core import load_model, model_input
+    from ..pipeline.core import cached_model, model_input
+    from ..sources.meta import meta_of
 
     s = result.settings
     if model is None:
-        model = load_model(s["arch"], s["attention"], s["weights"], s["device"], cache)
-    x = model_input(result.image, model.weights_meta, s["size"]).to(s["device"])
+        model = cached_model(s["arch"], s["attention"], s["weights"], s["device"], cache)
+    x = model_input(result.image, meta_of(model).preprocess, s["size"]).to(s["device"])
     checks = run_checks(model, x, **kwargs)
     result.checks = checks
     return checks

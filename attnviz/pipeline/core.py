@@ -23,9 +23,10 @@ from PIL import Image
 from torch import nn
 
 from ..capture.recorder import AttentionMap
-from ..sources.own import ARCHS
-from ..sources.spec import Weights, parse_weights
-from .image import fixed_size, preprocess
+from ..sources.loading import build
+from ..sources.meta import Preprocess, meta_of, warm_size
+from ..sources.spec import model_request
+from .image import preprocess
 
 __all__ = ["AnalyzeError", "ModelCache", "Result", "default_device"]
 
@@ -118,13 +119,6 @@ def _is_oom(e: BaseException) -> bool:
     )
 
 
-def warm_size(meta: dict[str, Any]) -> tuple[int, int]:
-    """(H, W) of the warm-up forward: the size the network was found to run at (a user's network with a fixed
-    pooling head needs its own), else a small 64 x 64 (attnviz's ResNets run at any size)."""
-    size = meta.get("input_size")
-    return fixed_size(meta) or ((int(size[-2]), int(size[-1])) if size else (64, 64))
-
-
 def default_device() -> str:
     """``"cuda"`` when a GPU is available, else ``"cpu"``."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -145,18 +139,18 @@ class ModelCache:
     def get(self, arch: str, attention: str | None, weights: str | None, device: str, **options: Any) -> nn.Module:
         """The model ``arch`` (any spec :func:`attnviz.load_model` takes) with ``weights`` on ``device``, built on
         first use. ``options``: ``labels``, ``offline``, ``trust_pickle`` for :func:`attnviz.load_model`."""
-        arch, attention, weights = model_request(arch, attention, weights)
-        key = (arch, attention, weights, device, tuple(sorted(options.items())))
+        request = model_request(arch, attention, weights)
+        key = (request, device, tuple(sorted(options.items())))
         with self._lock:
             model = self._models.get(key)
             if model is not None:
                 self._models.move_to_end(key)
                 return model
-            model = _build(arch, attention, weights, **options).to(device).eval()
+            model = build(request, **options).to(device).eval()
             if device == "cuda":  # cuDNN's fastest (bfloat16, tensor core) convolutions take NHWC
                 model = model.to(memory_format=torch.channels_last)
             with torch.inference_mode():
-                h, w = warm_size(model.weights_meta)
+                h, w = warm_size(meta_of(model).preprocess)
                 model(torch.zeros(1, 3, h, w, device=device))  # warm-up: allocator, kernels
             self._models[key] = model
             evicted = len(self._models) > self.maxsize
@@ -222,40 +216,6 @@ def _malloc_trim() -> Any:
         return None
 
 
-def model_request(arch: str, attention: str | None, weights: str | None) -> tuple[str, str | None, str]:
-    """(spec, attention, weights) as the cache keys them: one of timm's listed networks named without ``timm:``
-    gets it; attention applies to attnviz's own ResNets only (other networks bring their own); weights are a
-    :class:`~attnviz.sources.spec.Weights` value or a checkpoint path (``None``/``"none"``: random; ``"pretrained"``:
-    ImageNet)."""
-    from ..sources.timm import TIMM_MODELS
-
-    if arch in TIMM_MODELS:
-        arch = f"timm:{arch}"
-    if arch not in ARCHS:
-        attention = None
-    return arch, attention, str(parse_weights(weights))
-
-
-def _build(arch: str, attention: str | None, weights: str, **options: Any) -> nn.Module:
-    """The network through :func:`attnviz.load_model`: attnviz's ResNet with ``attention`` inserted, a timm or
-    torchvision network (pretrained unless random), or the user's own (``file.py:fn``, ``pkg.mod:fn``).
-
-    Random weights are drawn from a fixed seed, so a model rebuilt after leaving the cache gives the same maps,
-    without touching the caller's generators: models are built on the CPU, so only the CPU generator is seeded,
-    and its state is restored afterwards; CUDA's (and any other device's) are neither seeded nor read
-    (``torch.manual_seed`` would reseed them all)."""
-    from ..sources.loading import load_model as load_spec
-
-    source = parse_weights(weights)
-    if source is Weights.RANDOM:
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(0)
-            return load_spec(arch, None, attention=attention, pretrained=False, **options)
-    if source is Weights.IMAGENET and arch not in ARCHS:  # a library network's own pretrained weights
-        return load_spec(arch, None, attention=attention, **options)
-    return load_spec(arch, str(source), attention=attention, **options)
-
-
 NOT_LOGITS = "the model's output is not class logits (B, classes): no predictions, its attention maps only"
 
 
@@ -273,7 +233,7 @@ def channel_activation(model: nn.Module, result: Result, module: str, channel: i
     from ..capture.recorder import model_lock
 
     target = model.get_submodule(module)
-    x = model_input(result.image, model.weights_meta, int(result.settings["size"]))
+    x = model_input(result.image, meta_of(model).preprocess, int(result.settings["size"]))
     device = next(model.parameters(), torch.empty(0)).device
     got: list[torch.Tensor] = []
 
@@ -289,14 +249,11 @@ def channel_activation(model: nn.Module, result: Result, module: str, channel: i
     return got[0].numpy()
 
 
-def short_side(meta: dict[str, Any], size: int | None) -> int:
-    """The short side images are resized to: ``size``, else the weights' own (``resize_size``), else 224."""
-    return size or int(meta.get("resize_size", [224])[0])
-
-
-def model_input(image: Image.Image, meta: dict[str, Any], short: int) -> torch.Tensor:
-    """(1, 3, H, W) input for a model with weights metadata ``meta`` (its mean, std and any fixed input size)."""
-    return preprocess(image, short, meta["mean"], meta["std"], fixed=fixed_size(meta))
+def model_input(image: Image.Image, meta: Preprocess | dict[str, Any], short: int) -> torch.Tensor:
+    """(1, 3, H, W) input for a model with preprocessing ``meta`` (:class:`~attnviz.sources.meta.Preprocess`, or
+    the older ``weights_meta`` dict): its mean, std and any fixed input size."""
+    pre = Preprocess.of(meta)
+    return preprocess(image, short, list(pre.mean), list(pre.std), fixed=pre.fixed_size)
 
 
 def run_settings(
@@ -323,7 +280,7 @@ def check_device(device: str | None) -> str:
     return device
 
 
-def load_model(
+def cached_model(
     arch: str,
     attention: str | None,
     weights: str | None,
@@ -346,29 +303,3 @@ def load_model(
             raise AnalyzeError(f"cannot load {arch} with {attention} ({weights} weights): {e}") from None
     release_after_oom(cache)  # outside the except block: the half-built model is gone with the traceback
     raise AnalyzeError(f"cannot load {arch} with {attention}: {OOM_MESSAGE}")
-
-
-def model_info(model: nn.Module, arch: str, attention: str | None, weights: str | None) -> dict[str, Any]:
-    """What :attr:`Result.model` says about a loaded model."""
-    arch, attention, weights = model_request(arch, attention, weights)
-    if arch not in ARCHS:
-        attention = getattr(model, "attention", None)  # the network's own (timm: se, eca, sk, splat, gc, bot)
-    return {
-        "arch": arch,
-        "attention": attention,
-        "weights": weights or "random",
-        "weights_source": model.weights_source,
-        "trained": model.weights_source != "random",
-        "untrained_attention": bool(model.untrained_attention) and attention is not None,
-        # the checkpoint's measured held-out scores (attnviz eval), when its model card has them
-        "measured": _measured(getattr(model, "weights_card", None) or {}),
-    }
-
-
-def _measured(card: dict[str, Any]) -> dict[str, Any] | None:
-    """The headline of a card's held-out scene scores, with its real-photo top-1 when it has one."""
-    summary = card.get("test", {}).get("summary")
-    photos = card.get("real_photos")
-    if summary is None or not photos:
-        return summary
-    return {**summary, "real_photos_accuracy": photos.get("accuracy")}

@@ -26,6 +26,8 @@ from PIL import Image
 from torch import nn
 
 from ..capture.recorder import AttentionMap, AttentionRecorder
+from ..sources.loading import model_info
+from ..sources.meta import meta_of, short_side
 from .core import (
     NOT_LOGITS,
     OOM_MESSAGE,
@@ -33,13 +35,11 @@ from .core import (
     ModelCache,
     Result,
     _is_oom,
+    cached_model,
     check_device,
-    load_model,
-    model_info,
     model_input,
     release_after_oom,
     run_settings,
-    short_side,
     top_classes,
 )
 from .image import Decoded, ImageError, decode_image
@@ -148,13 +148,13 @@ def analyze_many(
         decode_workers = 2 if device == "cuda" else 0
     if batch_size < 1 or decode_workers < 0:
         raise ValueError(f"batch_size must be >= 1 and decode_workers >= 0, got {batch_size} and {decode_workers}")
-    model = load_model(arch, attention, weights, device, cache, **options)
-    meta = model.weights_meta
-    short = short_side(meta, size)
+    model = cached_model(arch, attention, weights, device, cache, **options)
+    meta = meta_of(model)
+    short = short_side(meta.preprocess, size)
     common = {
         "model": model_info(model, arch, attention, weights),
         "settings": run_settings(arch, attention, weights, device, short, topk),
-        "categories": meta["categories"],
+        "categories": meta.categories,
     }
 
     def prepare(source: Source) -> _Item | ImageError:
@@ -162,7 +162,7 @@ def analyze_many(
             t0 = time.perf_counter()
             decoded = decode_image(source)
             t1 = time.perf_counter()
-            x = model_input(decoded.image, meta, short)
+            x = model_input(decoded.image, meta.preprocess, short)
             t2 = time.perf_counter()
         except ImageError as e:
             return e
@@ -281,7 +281,7 @@ def _forward(
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda),
         ):
             output = model(x)
-        top = top_classes(output, model.weights_meta["categories"], topk)
+        top = top_classes(output, meta_of(model).categories, topk)
         t1 = time.perf_counter()
         maps = rec.maps  # maps and activations: one transfer, the batch's one wait
         acts = rec.activations

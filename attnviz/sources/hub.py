@@ -214,26 +214,33 @@ def torchvision_cache_file(weights: Any) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
 
 
-def torchvision_state_dict(weights: Any, *, offline: bool | None = None, progress: bool = True) -> dict[str, Tensor]:
+def torchvision_state_dict(
+    weights: Any, *, offline: bool | None = None, progress: bool = True, what: str | None = None
+) -> dict[str, Tensor]:
     """``weights.get_state_dict`` (torchvision's Weights API): the cached file, else downloaded there unless offline.
-    Read with ``weights_only=True``.
+    Read with ``weights_only=True``. The one place torchvision's weights are fetched (its networks, and the
+    backbones of attnviz's ResNets); ``what`` names them in the errors (default ``torchvision <weights>``).
 
     Raises:
         OfflineError: offline and not cached (at once, no request).
         ValueError: the download failed, or the file does not read as a state dict.
     """
+    what = what or f"torchvision {weights}"
     path = torchvision_cache_file(weights)
     how = f"place that file there (from {weights.url})"
     if not path.is_file():
         why = offline_reason(offline)
         if why is not None:
             raise OfflineError(
-                f"torchvision {weights}: offline ({why}), and its weights are not cached (missing: {path}). "
+                f"{what}: offline ({why}), and its weights are not cached (missing: {path}). "
                 f"To get it, run once without --offline (torchvision downloads it there), or {how}"
             )
     try:
         return weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except Exception as e:  # no network (URLError), a timeout, a bad hash, a full disk, an unsafe pickle
         reason = getattr(e, "reason", None) or f"{type(e).__name__}: {e}"
-        verb = "could not be read" if path.is_file() else "are not cached and could not be downloaded"
-        raise ValueError(f"torchvision {weights}: the weights {verb} ({path}: {reason}); {how}") from None
+        if path.is_file():
+            raise ValueError(f"{what}: the weights could not be read ({path}: {reason}); {how}") from None
+        raise ValueError(
+            f"{what}: the weights are not cached ({path}) and could not be downloaded ({reason}); {how}"
+        ) from None

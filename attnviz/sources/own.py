@@ -1,106 +1,51 @@
-"""build_model(): torchvision's ResNet with attention blocks at the paper's placement.
-
-The change is configuration only: torchvision's own ``ResNet`` is built with block classes that carry an
-optional ``attn`` module, then blocks are inserted where the registry's placement says. Module names stay
-torchvision's (``conv1``, ``bn1``, ``layer1..4``, ``fc``), so an ImageNet state dict loads with
-``strict=False`` and the only missing keys are attention parameters (see :mod:`attnviz.sources.weights`).
-
-Placements (ATTENTION.md, "Placement in a ResNet"):
-  post  ``block.attn`` at the end of the residual branch, after the last BN, before ``out += identity``
-  mid   ``block.attn`` right after the 3x3 conv (``conv2``), before ``bn2`` (SimAM's official placement)
-  conv  ``block.conv2`` replaced by the block, carrying its stride (SK, EPSA, MHSA)
-  stage a residual module appended to ``layerK`` (``layerK.<n>``), after the stage's last block (DA, EA)
-"""
+"""attnviz's own ResNets as a source: :func:`build_model` (the architecture of :mod:`attnviz.sources.resnets` with
+weights from :mod:`attnviz.sources.weights`) and the ``"own"`` loader :func:`attnviz.load_model` dispatches to."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from torch import Tensor, nn
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torch import nn
 
-from ..blocks import attention_modules, create_attention, get_attention  # attention_modules: re-exported
+from .meta import ModelMeta, attach_meta
+from .registry import LoadOptions, register_source
+from .resnets import ARCHS, AttnBasicBlock, AttnBottleneck, attention_modules, count_parameters, resnet
+from .spec import ModelSpec, Weights
+from .weights import imagenet_meta, own_weights, weights_card
 
 __all__ = ["ARCHS", "AttnBasicBlock", "AttnBottleneck", "attention_modules", "build_model", "count_parameters"]
 
-#: arch -> (block type, blocks per stage), as torchvision.
-ARCHS: dict[str, tuple[type[nn.Module], list[int]]] = {}
 
-
-class AttnBasicBlock(BasicBlock):
-    """torchvision's BasicBlock with an optional attention module ``attn`` at ``attn_at`` ('post' or 'mid')."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.attn: nn.Module | None = None
-        self.attn_at = "post"
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.conv2(out)
-        if self.attn is not None and self.attn_at == "mid":
-            out = self.attn(out)
-        out = self.bn2(out)
-        if self.attn is not None and self.attn_at == "post":
-            out = self.attn(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        return self.relu(out + identity)
-
-
-class AttnBottleneck(Bottleneck):
-    """torchvision's Bottleneck (stride on the 3x3) with an optional attention module ``attn``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.attn: nn.Module | None = None
-        self.attn_at = "post"
-
-    def forward(self, x: Tensor) -> Tensor:
-        identity = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.conv2(out)
-        if self.attn is not None and self.attn_at == "mid":
-            out = self.attn(out)
-        out = self.relu(self.bn2(out))
-        out = self.bn3(self.conv3(out))
-        if self.attn is not None and self.attn_at == "post":
-            out = self.attn(out)
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        return self.relu(out + identity)
-
-
-ARCHS.update(
-    resnet18=(AttnBasicBlock, [2, 2, 2, 2]),
-    resnet34=(AttnBasicBlock, [3, 4, 6, 3]),
-    resnet50=(AttnBottleneck, [3, 4, 6, 3]),
-    resnet101=(AttnBottleneck, [3, 4, 23, 3]),
-)
-
-
-def _insert(model: ResNet, attention: str, kwargs: dict[str, Any]) -> None:
-    spec = get_attention(attention)
-    for stage in spec.stages:
-        layer: nn.Sequential = getattr(model, f"layer{stage}")
-        if spec.placement == "stage":
-            layer.append(create_attention(attention, _block_out(layer[-1]), **kwargs))
-            continue
-        for block in layer:
-            if spec.placement == "conv":
-                conv = block.conv2
-                block.conv2 = create_attention(attention, conv.in_channels, stride=conv.stride[0], **kwargs)
-                if spec.owns_norm:
-                    block.bn2 = nn.Identity()
-            else:
-                width = block.conv2.out_channels if spec.placement == "mid" else _block_out(block)
-                block.attn = create_attention(attention, width, **kwargs)
-                block.attn_at = spec.placement
-
-
-def _block_out(block: nn.Module) -> int:
-    return block.bn3.num_features if isinstance(block, Bottleneck) else block.bn2.num_features
+def _build(
+    arch: str,
+    attention: str | None,
+    *,
+    num_classes: int | None = None,
+    weights: str | Path | Weights | None = None,
+    attention_kwargs: dict[str, Any] | None = None,
+    trust_pickle: bool = False,
+    offline: bool | None = None,
+) -> tuple[nn.Module, ModelMeta]:
+    """:func:`build_model`'s work: the model (eval mode) and its metadata, not yet attached."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
+    card = weights_card(weights, arch, attention)
+    if card and num_classes is not None and num_classes != len(card["classes"]):
+        raise ValueError(f"these weights have {len(card['classes'])} classes, not num_classes={num_classes}")
+    num_classes = len(card["classes"]) if card else 1000 if num_classes is None else num_classes
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    model = resnet(arch, attention, num_classes, attention_kwargs)
+    labels, pre = imagenet_meta(arch)
+    if num_classes != len(labels):
+        labels = tuple(f"class {i}" for i in range(num_classes))
+    meta = ModelMeta(arch, attention, "random", attention is not None, labels, preprocess=pre)
+    if weights is not None:
+        _, fields = own_weights(model, weights, (arch, attention), trust_pickle=trust_pickle, offline=offline)
+        meta = replace(meta, **fields)
+    return model.eval(), meta
 
 
 def build_model(
@@ -127,42 +72,32 @@ def build_model(
             such a file is refused (:class:`attnviz.sources.checkpoint.PickledModelError`).
 
     Returns:
-        The model in eval mode, with ``model.arch``, ``model.attention``, ``model.weights_source`` and
-        ``model.weights_meta`` (categories, mean, std: torchvision's ImageNet metadata for 1000 classes, until
-        a source with its own replaces them) set.
+        The model in eval mode, with its :class:`~attnviz.sources.meta.ModelMeta` attached
+        (:func:`attnviz.sources.meta.meta_of`): labels and preprocessing from torchvision's ImageNet metadata for
+        1000 classes, until a source with its own (a model card) replaces them.
 
     Raises:
         ValueError: unknown arch, attention or weights, or block arguments the block rejects.
     """
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; valid archs: {', '.join(ARCHS)}")
-    from .weights import torchvision_meta, weights_card
-
-    card = weights_card(weights, arch, attention)
-    if card and num_classes is not None and num_classes != len(card["classes"]):
-        raise ValueError(f"these weights have {len(card['classes'])} classes, not num_classes={num_classes}")
-    num_classes = len(card["classes"]) if card else 1000 if num_classes is None else num_classes
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
-    block, layers = ARCHS[arch]
-    model = ResNet(block, layers, num_classes=num_classes)  # type: ignore[arg-type]
-    if attention is not None:
-        _insert(model, attention, dict(attention_kwargs or {}))
-    model.arch = arch  # type: ignore[assignment]
-    model.attention = attention  # type: ignore[assignment]
-    model.weights_source = "random"  # type: ignore[assignment]
-    model.untrained_attention = attention is not None  # type: ignore[assignment]
-    meta = torchvision_meta(arch)
-    if num_classes != len(meta["categories"]):
-        meta["categories"] = [f"class {i}" for i in range(num_classes)]
-    model.weights_meta = meta  # type: ignore[assignment]
-    if weights is not None:
-        from .weights import load_weights
-
-        load_weights(model, weights, trust_pickle=trust_pickle)
-    return model.eval()
+    model, meta = _build(
+        arch,
+        attention,
+        num_classes=num_classes,
+        weights=weights,
+        attention_kwargs=attention_kwargs,
+        trust_pickle=trust_pickle,
+    )
+    return attach_meta(model, meta)
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of parameters (trainable or not)."""
-    return sum(p.numel() for p in model.parameters())
+@register_source("own")
+def load_own(spec: ModelSpec, options: LoadOptions) -> tuple[nn.Module, ModelMeta]:
+    """attnviz's ResNet ``spec.name`` with ``options.attention`` inserted; weights ``demo``, ``imagenet`` (refused at
+    once when offline and not cached), ``random``/``None`` or a file."""
+    weights = None if options.weights is Weights.RANDOM else options.weights
+    model, meta = _build(
+        spec.name, options.attention, weights=weights, trust_pickle=options.trust_pickle, offline=options.offline
+    )
+    n = len(meta.labels or ())
+    labels = "model card" if meta.card else "ImageNet-1k (torchvision)" if n == 1000 else "class i"
+    return model, replace(meta, labels_source=labels, num_outputs=n)

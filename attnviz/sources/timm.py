@@ -2,89 +2,52 @@
 
 Their attention is captured by :class:`~attnviz.AttentionRecorder` through the exact adapters for timm's classes
 (:mod:`attnviz.capture.adapters`: SEModule, EcaModule, SelectiveKernel, SplitAttn, GlobalContext, BottleneckAttn, ...);
-nothing is added to the model. Any other timm network loads through ``attnviz.load_model("timm:NAME")``.
+nothing is added to the model. Any other timm network loads through ``attnviz.load_model("timm:NAME")``: this
+module is also the ``"timm"`` source that :func:`attnviz.load_model` dispatches to.
 
-Weights come from the Hugging Face hub cache (``$HF_HOME/hub``, read by ``huggingface_hub``): a cached
-``model.safetensors`` is handed to timm's own pretrained loader as a file, with no network; otherwise timm
-downloads it, when the hub can be reached. timm is imported only when a model is built.
+Weights come through :func:`attnviz.sources.hub.create_timm`: a file in the Hugging Face hub cache
+(``$HF_HOME/hub``) is handed to timm's own pretrained loader, with no network; otherwise timm downloads it, when
+downloads are allowed and the hub can be reached. timm is imported only when a model is built.
 """
 
 from __future__ import annotations
 
-import os
+import difflib
+import math
 import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any
+from pathlib import Path
 
 from torch import nn
 
+from .catalog import TIMM_ATTENTION, TIMM_MODELS
+from .hub import create_timm, offline_reason, timm_weights
+from .meta import ModelMeta, Preprocess, attach_meta
+from .registry import LoadOptions, register_source
+from .spec import ModelSpec, Weights
+from .weights import imagenet_meta, load_user_checkpoint
+
 __all__ = [
+    "TIMM_ATTENTION",
     "TIMM_MODELS",
     "build_timm_model",
+    "load_timm",
     "timm_availability",
+    "timm_meta",
+    "timm_name",
 ]
-
-#: timm model name (with its pretrained tag) -> a short description: attention, paper, ImageNet top-1 (timm's).
-TIMM_MODELS: dict[str, str] = {
-    "seresnet50.ra2_in1k": "SE-ResNet-50: squeeze-and-excitation channel gates (SENet, Hu et al., CVPR 2018); 80.3 %",
-    "ecaresnet50d.miil_in1k": "ECA-ResNet-50d: efficient channel attention (ECA-Net, Wang et al., CVPR 2020); 80.6 %",
-    "skresnet34.ra_in1k": "SK-ResNet-34: selective kernel branch weights (SKNet, Li et al., CVPR 2019); 77.0 %",
-    "resnest50d.in1k": "ResNeSt-50d: split attention over radix splits (ResNeSt, Zhang et al., 2020); 81.0 %",
-    "gcresnet50t.ra2_in1k": "GC-ResNet-50t: global context spatial softmax (GCNet, Cao et al., ICCVW 2019); 80.9 %",
-    "botnet26t_256.c1_in1k": "BoTNet-26t: multi-head self-attention, 256 px only (BoTNet, Srinivas et al., "
-    "CVPR 2021); 79.3 %",
-}
-
-#: timm model name -> the short attention label set as ``model.attention``.
-TIMM_ATTENTION: dict[str, str] = {
-    "seresnet50.ra2_in1k": "se",
-    "ecaresnet50d.miil_in1k": "eca",
-    "skresnet34.ra_in1k": "sk",
-    "resnest50d.in1k": "splat",
-    "gcresnet50t.ra2_in1k": "gc",
-    "botnet26t_256.c1_in1k": "bot",
-}
 
 #: Seconds a hub reachability probe may take; its answer is kept for ``_PROBE_TTL_S``.
 HUB_PROBE_TIMEOUT_S = 2.0
 _PROBE_TTL_S = 60.0
-_WEIGHT_FILE = "model.safetensors"  # what timm's hub loader reads first (timm.models._hub.HF_SAFE_WEIGHTS_NAME)
+_IMAGENET_LABELS = "ImageNet (timm config)"
 
 
-# -- weights ---------------------------------------------------------------------------------------------------------
 def _check_name(name: str) -> None:
     if name not in TIMM_MODELS:
         raise ValueError(f"unknown timm model {name!r}; valid names: {', '.join(TIMM_MODELS)}")
-
-
-def _hub_cache_dir() -> str:
-    from huggingface_hub import constants
-
-    return str(constants.HF_HUB_CACHE)
-
-
-def _repo_cache(name: str) -> str:
-    return os.path.join(_hub_cache_dir(), f"models--timm--{name}")
-
-
-def _cached_file(name: str) -> str | None:
-    """Path of ``timm/<name>``'s ``model.safetensors`` in the hub cache (revision ``main``), or ``None``."""
-    from .hub import hf_cached_file
-
-    return hf_cached_file(f"timm/{name}", _WEIGHT_FILE)
-
-
-def _downloads_off() -> str | None:
-    """The variable that turns downloads off (``HF_HUB_OFFLINE``, read by huggingface_hub at import or now, or
-    attnviz's ``ATTNVIZ_OFFLINE``, the app's default), or ``None`` (see :func:`attnviz.sources.hub.offline_reason`)."""
-    import huggingface_hub.constants  # noqa: F401  (its HF_HUB_OFFLINE, read at import, counts too)
-
-    from .hub import offline_reason
-
-    why = offline_reason()
-    return why.removesuffix("=1") if why else None
 
 
 _PROBES: dict[str, tuple[float, str | None]] = {}
@@ -126,34 +89,57 @@ def timm_availability(name: str) -> tuple[bool, str]:
     """
     _check_name(name)
     try:
-        import huggingface_hub  # noqa: F401
+        import huggingface_hub.constants  # noqa: F401  (its HF_HUB_OFFLINE, read at import, counts too)
         import timm  # noqa: F401
     except ImportError as e:
         return False, f"{e.name} is not installed (pip install timm, which brings huggingface_hub)"
-    path = _cached_file(name)
-    if path is not None:
-        return True, f"cached: {path}"
-    where = f"not in the Hugging Face cache ({_repo_cache(name)})"
-    off = _downloads_off()
+    w = timm_weights(name)
+    if w is not None and w.cached is not None:
+        return True, f"cached: {w.cached}"
+    where = f"not in the Hugging Face cache ({w.cache if w is not None else 'none: timm has no weights for it'})"
+    off = offline_reason()
     if off is not None:
-        return False, f"{where} and downloads are off ({off}=1)"
+        return False, f"{where} and downloads are off ({off})"
     error = _hub_error()
     if error is not None:
         return False, f"{where} and {error}"
     return True, f"not cached; timm downloads it from the hub (timm/{name}) on first use"
 
 
-def _meta(model: nn.Module) -> dict[str, Any]:
-    """Labels and preprocessing for ``model``: :func:`attnviz.sources.loading.timm_meta` (timm's pretrained config),
-    which
-    must give ImageNet-1k's categories for these networks."""
-    from .loading import timm_meta
+def timm_meta(model: nn.Module) -> tuple[tuple[str, ...] | None, Preprocess]:
+    """Labels and preprocessing of a timm model from its pretrained config: ImageNet class names (1k: torchvision's
+    order, which is timm's; 21k/22k: timm's descriptions; ``None`` for other classes), and
+    ``timm.data.resolve_data_config``'s mean, std, input size, crop_pct, interpolation; the short side is
+    input size / crop_pct (timm resizes before its centre crop)."""
+    from timm.data import resolve_data_config
 
-    meta = timm_meta(model)
-    n = int(model.pretrained_cfg.get("num_classes", 1000))
-    if not meta["categories"] or len(meta["categories"]) != n or n != 1000:
-        raise ValueError(f"{model.pretrained_cfg.get('architecture')}: {n} classes, not ImageNet-1k")
-    return meta
+    cfg = resolve_data_config(model=model)
+    pcfg = getattr(model, "pretrained_cfg", None) or {}
+    h, w = cfg["input_size"][1:]
+    crop = float(cfg.get("crop_pct") or 0.875)
+    pre = Preprocess(
+        mean=tuple(float(v) for v in cfg["mean"]),
+        std=tuple(float(v) for v in cfg["std"]),
+        resize=math.floor(min(h, w) / crop),
+        input_size=(int(h), int(w)),
+        crop_pct=crop,
+        interpolation=str(cfg.get("interpolation", "bicubic")),
+        fixed=bool(pcfg.get("fixed_input_size", False)),
+    )
+    n = int(getattr(model, "num_classes", 0) or 0)
+    labels: tuple[str, ...] | None = None
+    try:
+        from timm.data import ImageNetInfo, infer_imagenet_subset
+
+        subset = infer_imagenet_subset(model)
+    except ImportError:
+        subset = "imagenet-1k" if n == 1000 else None
+    if subset == "imagenet-1k" and n == 1000:
+        labels = imagenet_meta("resnet50")[0]
+    elif subset:
+        names = tuple(d.split(",")[0].strip() for d in ImageNetInfo(subset).label_descriptions())
+        labels = names if len(names) == n else None
+    return labels, pre
 
 
 def build_timm_model(name: str, *, pretrained: bool = True) -> nn.Module:
@@ -165,10 +151,9 @@ def build_timm_model(name: str, *, pretrained: bool = True) -> nn.Module:
             else downloaded by timm when the hub can be reached. ``False``: timm's random initialisation.
 
     Returns:
-        The model, with ``arch`` (the timm name), ``attention`` (``"se"``, ``"eca"``, ``"sk"``, ``"splat"``,
-        ``"gc"``, ``"bot"``), ``weights_source``, ``untrained_attention`` (``not pretrained``) and
-        ``weights_meta`` (categories, mean, std, resize_size, input_size, crop_pct, interpolation,
-        fixed_input_size: botnet26t_256 runs at 256 x 256 only).
+        The model, with its :class:`~attnviz.sources.meta.ModelMeta` attached: spec (the timm name), attention
+        (``"se"``, ``"eca"``, ``"sk"``, ``"splat"``, ``"gc"``, ``"bot"``), source, untrained (``not pretrained``),
+        ImageNet-1k labels and timm's preprocessing (botnet26t_256 runs at 256 x 256 only).
 
     Raises:
         ValueError: unknown name; timm not installed; pretrained weights not cached and not downloadable
@@ -184,28 +169,75 @@ def build_timm_model(name: str, *, pretrained: bool = True) -> nn.Module:
         model = timm.create_model(name, pretrained=False)
         source = "random"
     else:
-        path = _cached_file(name)
-        if path is not None:
-            try:  # timm's own pretrained loader, reading the cached file (no hub request, no retries)
-                model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": path})
-            except Exception as e:
-                raise ValueError(f"cached weights for {name} ({path}) do not load: {type(e).__name__}: {e}") from None
-        else:
+        w = timm_weights(name)
+        if w is None or w.cached is None:
             ok, reason = timm_availability(name)
             if not ok:
                 raise ValueError(f"pretrained weights for {name} are unavailable: {reason}")
-            from .hub import hf_no_telemetry
-
-            hf_no_telemetry()  # no agent-registry request before the download
-            try:
-                model = timm.create_model(name, pretrained=True)
-            except Exception as e:
-                why = f"{type(e).__name__}: {e}"
-                raise ValueError(f"pretrained weights for {name} could not be fetched: {why}") from None
+        model = create_timm(name)  # the cached file, else timm's download
         source = f"timm {name} (ImageNet)"
-    model.arch = name  # type: ignore[assignment]
-    model.attention = TIMM_ATTENTION[name]  # type: ignore[assignment]
-    model.weights_source = source  # type: ignore[assignment]
-    model.untrained_attention = not pretrained  # type: ignore[assignment]
-    model.weights_meta = _meta(model)  # type: ignore[assignment]
-    return model.eval()
+    labels, pre = timm_meta(model)
+    n = int(model.pretrained_cfg.get("num_classes", 1000))
+    if not labels or len(labels) != n or n != 1000:
+        raise ValueError(f"{model.pretrained_cfg.get('architecture')}: {n} classes, not ImageNet-1k")
+    meta = ModelMeta(name, TIMM_ATTENTION[name], source, not pretrained, labels, _IMAGENET_LABELS, pre, n)
+    return attach_meta(model, meta).eval()
+
+
+# -- the "timm" source -----------------------------------------------------------------------------------------------
+def timm_name(spec: ModelSpec) -> str:
+    """The timm model name of a ``timm:NAME`` spec, checked against timm's registry (close names suggested)."""
+    import timm
+    from timm.models import split_model_name_tag
+
+    name = spec.name
+    if not name:
+        raise ValueError("timm: needs a model name, e.g. timm:resnet18 or timm:seresnet50.ra2_in1k")
+    if name.startswith("hf-hub:") or name.startswith("hf_hub:"):
+        raise ValueError(f"{spec}: hub-only timm models (hf-hub:) are not supported; use a timm model name")
+    if not timm.is_model(split_model_name_tag(name)[0]):
+        close = difflib.get_close_matches(name, timm.list_models() + timm.list_pretrained(), n=5, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see timm.list_models()"
+        raise ValueError(f"unknown timm model {name!r}{hint}")
+    return name
+
+
+@register_source("timm")
+def load_timm(spec: ModelSpec, options: LoadOptions) -> tuple[nn.Module, ModelMeta]:
+    """Any timm model: pretrained through :func:`attnviz.sources.hub.create_timm` (the default), random
+    (``Weights.RANDOM`` or ``pretrained=False``), or a checkpoint file (the classifier rebuilt to the file's
+    class count)."""
+    import timm
+
+    name = timm_name(spec)
+    w = options.weights
+    if w is Weights.DEMO:
+        raise ValueError(f"demo weights are attnviz's resnet18 only; {spec} has none")
+    random = w is Weights.RANDOM or (not isinstance(w, Path) and not options.pretrained)
+    if isinstance(w, Path) or random:
+        timm_weights(name)  # an invalid pretrained tag is an error here too (no network)
+        model = timm.create_model(name, pretrained=False)
+        attention = TIMM_ATTENTION.get(name)
+        if not isinstance(w, Path):
+            labels, pre = timm_meta(model)
+            said = _IMAGENET_LABELS if labels else "class i"
+            return model, ModelMeta(spec.text, attention, "random", True, labels, said, pre, int(model.num_classes))
+        model = load_user_checkpoint(
+            model,
+            w,
+            spec.text,
+            trust_pickle=options.trust_pickle,
+            rebuild=lambda n: timm.create_model(name, pretrained=False, num_classes=n),
+        )
+        _, pre = timm_meta(model)  # the file's classes, not the pretrained config's
+        meta = ModelMeta(spec.text, attention, f"file {w.name}", False, None, "class i", pre, int(model.num_classes))
+        return model, meta
+    model = create_timm(name, offline=options.offline, progress=options.progress)
+    labels, pre = timm_meta(model)
+    cfg = model.pretrained_cfg
+    full = f"{cfg.get('architecture')}.{cfg.get('tag')}" if cfg.get("tag") else name
+    dataset = "ImageNet" if labels and len(labels) == 1000 else "pretrained"
+    said = _IMAGENET_LABELS if labels else "class i"
+    source = f"timm {full} ({dataset})"
+    meta = ModelMeta(spec.text, TIMM_ATTENTION.get(full), source, False, labels, said, pre, int(model.num_classes))
+    return model, meta

@@ -18,9 +18,9 @@ only with ``trust_pickle``), :func:`unwrap_state_dict` finds the state dict (pla
 from __future__ import annotations
 
 import functools
-import os
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,10 @@ from .checkpoint import (
     read_checkpoint_object,
     tensors_sha256,
 )
+from .hub import OfflineError, offline_reason, torchvision_cache_file, torchvision_state_dict
+from .meta import ModelMeta, Preprocess, attach_meta, meta_of
+from .resnets import ARCHS, resnet
+from .spec import Weights, parse_weights
 
 __all__ = [
     "LoadReport",
@@ -49,11 +53,25 @@ __all__ = [
     "unwrap_state_dict",
     "load_backbone_state_dict",
     "load_checkpoint_file",
+    "load_user_checkpoint",
     "load_weights",
+    "imagenet_meta",
+    "imagenet_state_dict",
     "imagenet_weights",
-    "torchvision_meta",
     "weights_card",
 ]
+
+#: (arch or the network's name, attention) of the model weights are loaded into: named in the misfit messages.
+Ident = tuple[str | None, str | None]
+
+
+def _ident(model: nn.Module) -> Ident:
+    """(arch, attention) of a model attnviz made, from its metadata; (class name, None) for any other."""
+    try:
+        meta = meta_of(model)
+    except ValueError:
+        return type(model).__name__, None
+    return meta.spec, meta.attention
 
 
 @dataclass
@@ -111,8 +129,6 @@ def _listed(keys: list[str], n: int = 6) -> str:
 def _resnet_arch(keys: set[str]) -> tuple[str | None, str]:
     """(attnviz's arch name or ``None``, a description) of a ResNet layout read from key names: blocks per stage
     (``layerK.i.bn1``) and bottleneck (``conv3``) or basic blocks. ``(None, "")`` when the keys are no ResNet's."""
-    from .own import ARCHS
-
     blocks: dict[int, set[int]] = {k: set() for k in range(1, 5)}
     for key in keys:
         m = _BLOCK_KEY.match(key)
@@ -133,11 +149,9 @@ def _resnet_arch(keys: set[str]) -> tuple[str | None, str]:
 def _arch_shapes(arch: str, attention: str | None, num_classes: int) -> dict[str, tuple[int, ...]] | None:
     """Key -> shape of attnviz's ``arch`` with ``attention`` (built on the meta device: no memory, no init cost);
     ``None`` when it cannot be built so."""
-    from .own import build_model
-
     try:
         with torch.device("meta"):
-            model = build_model(arch, attention, num_classes=num_classes)
+            model = resnet(arch, attention, num_classes=num_classes)
     except Exception:
         return None
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -191,7 +205,7 @@ def describe_state_dict(sd: dict[str, Tensor]) -> dict[str, Any] | None:
     return {"arch": arch, "attention": names, "classes": classes, "exact": best == 0, "text": text}
 
 
-def _guess_line(sd: dict[str, Tensor], model: nn.Module, own_arch: bool) -> str | None:
+def _guess_line(sd: dict[str, Tensor], ident: Ident, own_arch: bool) -> str | None:
     """The line of a misfit message that says what the file looks like, and how to load it as that (for a file
     that is no ResNet's: a line only when ``own_arch``, the model being one of attnviz's)."""
     try:
@@ -203,7 +217,7 @@ def _guess_line(sd: dict[str, Tensor], model: nn.Module, own_arch: bool) -> str 
     if guess["arch"] is None or not guess["exact"]:
         return f"the file looks like {guess['text']}"
     arch, attention, classes = guess["arch"], guess["attention"][0], guess["classes"]
-    same = (arch, attention) == (getattr(model, "arch", None), getattr(model, "attention", None))
+    same = (arch, attention) == ident
     if same:  # only the classifier differs
         return (
             f"the file looks like {guess['text']}: the model has another number of classes; build it with "
@@ -219,13 +233,13 @@ def _guess_line(sd: dict[str, Tensor], model: nn.Module, own_arch: bool) -> str 
 
 
 def misfit_message(
-    head: str, groups: list[tuple[str, list[str]]], sd: dict[str, Tensor], model: nn.Module, own_arch: bool = True
+    head: str, groups: list[tuple[str, list[str]]], sd: dict[str, Tensor], ident: Ident, own_arch: bool = True
 ) -> str:
-    """A message for weights that do not fit ``model``: ``head``, then each non-empty group of keys (title, count,
-    the first few), then which network the file looks like (:func:`describe_state_dict`)."""
+    """A message for weights that do not fit the model ``ident`` names: ``head``, then each non-empty group of keys
+    (title, count, the first few), then which network the file looks like (:func:`describe_state_dict`)."""
     lines = [head]
     lines += [f"  {title}: {_listed(keys)}" for title, keys in groups if keys]
-    guess = _guess_line(sd, model, own_arch)
+    guess = _guess_line(sd, ident, own_arch)
     if guess:
         lines.append(f"  {guess}")
     return "\n".join(lines)
@@ -247,12 +261,15 @@ def _misfits(sd: dict[str, Tensor], own: dict[str, Tensor]) -> list[tuple[str, l
     ]
 
 
-def load_backbone_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) -> LoadReport:
+def load_backbone_state_dict(
+    model: nn.Module, state_dict: dict[str, Tensor], *, ident: Ident | None = None
+) -> LoadReport:
     """Load a plain-ResNet state dict (e.g. torchvision ImageNet) into ``model`` with ``strict=False``,
     checking that the only keys that do not match are attention keys.
 
     An attention block that declares ``backbone_keys`` (``sk_pre``, ``epsa_pre``) takes the tensors of the modules
     it replaced under its own names (:attr:`LoadReport.mapped`); those then count as loaded, not as attention.
+    ``ident``: (arch, attention) named in the errors (default: the model's metadata).
 
     Raises:
         ValueError: a key is missing that is not an attention parameter, an unexpected key is not part of a
@@ -285,14 +302,14 @@ def load_backbone_state_dict(model: nn.Module, state_dict: dict[str, Tensor]) ->
 
     bad_unexpected = [k for k in unexpected if not replaced(k)]
     if mismatched or bad_missing or bad_unexpected:
-        what = getattr(model, "arch", type(model).__name__), getattr(model, "attention", None)
+        what = ident or _ident(model)
         groups = [
             ("shape mismatches", mismatched),
             ("missing keys that are not attention parameters", bad_missing),
             ("unexpected keys", bad_unexpected),
         ]
         head = f"this state dict does not fit {what[0]} with attention={what[1]!r}:"
-        raise ValueError(misfit_message(head, groups, state_dict, model))
+        raise ValueError(misfit_message(head, groups, state_dict, what))
     model.load_state_dict(sd, strict=False)
     report.missing_attention = [k for k in missing if _under(k, prefixes)]
     report.replaced = [k for k in unexpected if replaced(k)]
@@ -304,62 +321,46 @@ def imagenet_weights(arch: str) -> Any:
     return get_model_weights(arch).DEFAULT
 
 
-def torchvision_meta(arch: str) -> dict[str, Any]:
-    """Preprocessing and labels from torchvision's ImageNet weights enum for ``arch`` (no download):
-    ``categories``, ``mean``, ``std``, ``resize_size``."""
+def imagenet_meta(arch: str) -> tuple[tuple[str, ...], Preprocess]:
+    """Labels and preprocessing from torchvision's ImageNet weights enum for ``arch`` (no download)."""
     w = imagenet_weights(arch)
     t = w.transforms()
-    return {
-        "categories": list(w.meta["categories"]),
-        "mean": list(t.mean),
-        "std": list(t.std),
-        "resize_size": list(t.resize_size),
-    }
+    pre = Preprocess(tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std), int(t.resize_size[0]))
+    return tuple(w.meta["categories"]), pre
 
 
-def _offline() -> bool:
-    """Whether downloads are off (``ATTNVIZ_OFFLINE=1``, the app's default): weights come from local caches only."""
-    return os.environ.get("ATTNVIZ_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def _imagenet_state_dict(arch: str) -> dict[str, Tensor]:
-    """torchvision's ImageNet state dict for ``arch`` from ``$TORCH_HOME/hub/checkpoints``, downloaded there first
-    unless downloads are off.
+def imagenet_state_dict(arch: str, offline: bool | None = None) -> dict[str, Tensor]:
+    """torchvision's ImageNet state dict for ``arch`` (:func:`attnviz.sources.hub.torchvision_state_dict`: the
+    cached file in ``$TORCH_HOME/hub/checkpoints``, else downloaded there unless downloads are off).
 
     Raises:
-        ValueError: the file is not cached and downloads are off, or the download failed; the message names the
-            file and where it belongs.
+        OfflineError: the file is not cached and downloads are off (the message names the file and where it belongs).
+        ValueError: the download failed, or the file does not read.
     """
     w = imagenet_weights(arch)
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
-    if not cached.is_file() and _offline():
-        raise ValueError(
-            f"ImageNet weights for {arch} are not in the cache ({cached}) and downloads are off "
-            "(ATTNVIZ_OFFLINE=1): place that file there, or pick other weights"
+    cached, off = torchvision_cache_file(w), offline_reason(offline)
+    if off is not None and not cached.is_file():
+        raise OfflineError(
+            f"ImageNet weights for {arch} are not in the cache ({cached}) and downloads are off ({off}): "
+            "run once without --offline, or place that file there"
         )
-    try:
-        # weights_only: torch.hub's default is False, and a cached file may have been replaced by a code-running pickle
-        return w.get_state_dict(progress=False, check_hash=False, weights_only=True)
-    except OSError as e:  # no network (URLError), a timeout, a full disk
-        raise ValueError(
-            f"ImageNet weights for {arch} are not in the cache ({cached}) and could not be downloaded "
-            f"({getattr(e, 'reason', None) or e}): place that file there, or pick other weights"
-        ) from None
+    return torchvision_state_dict(w, offline=offline, progress=False, what=f"ImageNet weights for {arch}")
 
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
-def weights_card(weights: str | Path | None, arch: str, attention: str | None) -> dict[str, Any]:
+def weights_card(weights: str | Path | Weights | None, arch: str, attention: str | None) -> dict[str, Any]:
     """The model card a weight source brings (``{}`` for none, random, imagenet or a file without a card).
 
     Raises:
         ValueError: the card's architecture or attention differs from the model asked for (both are named),
             or ``"demo"`` is asked for an architecture or attention that has no shipped checkpoint.
     """
-    if weights in (None, "random", "imagenet"):
+    source = parse_weights(weights)
+    if source in (Weights.RANDOM, Weights.IMAGENET):
         return {}
-    if weights == "demo":
+    if source is Weights.DEMO:
         from .demo import DEMO_ARCH, demo_dir, demo_file
 
         path = demo_file(attention)
@@ -374,7 +375,7 @@ def weights_card(weights: str | Path | None, arch: str, attention: str | None) -
                 )
             raise ValueError(f"no demo checkpoint for attention={attention!r}: {path.name} is not in {demo_dir()}")
     else:
-        path = Path(str(weights))
+        path = Path(source)
         if path.suffix not in CHECKPOINT_SUFFIXES and not path.exists():
             raise ValueError(
                 f"unknown weights {weights!r}; use None, 'demo', 'imagenet', or a path to a .safetensors/.pt file"
@@ -390,16 +391,16 @@ def weights_card(weights: str | Path | None, arch: str, attention: str | None) -
     return card
 
 
-def _load_file(model: nn.Module, path: Path, trust_pickle: bool = False) -> dict[str, Any]:
-    """Load a full or delta checkpoint into ``model``; returns its card.
+def _load_own_checkpoint(model: nn.Module, path: Path, ident: Ident, trust_pickle: bool = False) -> dict[str, Any]:
+    """Load one of attnviz's checkpoints (full, or a delta naming its base) into ``model``; returns its card.
 
     Raises:
-        ValueError: the file does not read (:func:`attnviz.sources.checkpoint.read_checkpoint_object`), or does not fit:
-            the message counts and names the missing, unexpected and misshapen keys, and says which network the
+        ValueError: the file does not read (:func:`attnviz.sources.checkpoint.read_checkpoint_object`), or does not
+            fit: the message counts and names the missing, unexpected and misshapen keys, and says which network the
             file looks like.
     """
     sd, card = read_checkpoint(path, trust_pickle=trust_pickle)
-    what = f"{getattr(model, 'arch', None)} with attention={getattr(model, 'attention', None)!r}"
+    what = f"{ident[0]} with attention={ident[1]!r}"
     base = card.get("base")
     if base:
         base_path = path.parent / str(base.get("file"))
@@ -408,65 +409,86 @@ def _load_file(model: nn.Module, path: Path, trust_pickle: bool = False) -> dict
         base_sd = load_checkpoint_file(base_path)
         if base.get("sha256") and tensors_sha256(base_sd) != base["sha256"]:
             raise ValueError(f"checkpoint {path.name} builds on {base_path.name}, but that file's weights have changed")
-        load_backbone_state_dict(model, base_sd)
+        load_backbone_state_dict(model, base_sd, ident=ident)
         groups = _misfits(sd, model.state_dict())[1:]  # a delta holds some keys: none is missing
         if any(keys for _, keys in groups):
             head = f"checkpoint {path.name} (a delta on {base_path.name}) does not fit {what}:"
-            raise ValueError(misfit_message(head, groups, sd, model, own_arch=False))
+            raise ValueError(misfit_message(head, groups, sd, ident, own_arch=False))
         model.load_state_dict(sd, strict=False)
         return card
     groups = _misfits(sd, model.state_dict())
     if any(keys for _, keys in groups):
-        raise ValueError(misfit_message(f"checkpoint {path.name} does not fit {what}:", groups, sd, model))
+        raise ValueError(misfit_message(f"checkpoint {path.name} does not fit {what}:", groups, sd, ident))
     model.load_state_dict(sd, strict=False)
     return card
 
 
+def own_weights(
+    model: nn.Module,
+    weights: str | Path | Weights,
+    ident: tuple[str, str | None],
+    *,
+    trust_pickle: bool = False,
+    offline: bool | None = None,
+) -> tuple[LoadReport | None, dict[str, Any]]:
+    """Load ``weights`` into attnviz's ResNet ``model`` (``ident``: its arch and attention); returns the backbone
+    report (ImageNet) and the :class:`~attnviz.sources.meta.ModelMeta` fields the weights decide."""
+    arch, attention = ident
+    source = parse_weights(weights)
+    if source is Weights.IMAGENET:
+        if arch not in ARCHS:
+            raise ValueError("ImageNet weights need a model from attnviz.build_model (its arch is not known)")
+        report = load_backbone_state_dict(model, imagenet_state_dict(arch, offline), ident=ident)
+        labels, pre = imagenet_meta(arch)
+        return report, {
+            "source": f"imagenet ({imagenet_weights(arch)})",
+            "labels": labels,
+            "preprocess": pre,
+            "untrained": bool(report.missing_attention),
+        }
+    if source is Weights.DEMO:
+        from .demo import demo_file
+
+        p = demo_file(attention)
+        weights_card(source, str(arch), attention)  # clear errors before reading
+        said = f"demo ({p.name})"
+    elif source is Weights.RANDOM:
+        return None, {}
+    else:
+        p = source
+        weights_card(p, str(arch), attention)  # unknown source, missing file, wrong model
+        said = f"file {p.name}"
+    card = _load_own_checkpoint(model, p, (arch, attention), trust_pickle)
+    fields: dict[str, Any] = {"source": said, "untrained": False}
+    if card:
+        pre = Preprocess(tuple(card["mean"]), tuple(card["std"]), int(card.get("input_size", 224)))
+        fields.update(labels=tuple(card["classes"]), preprocess=pre, card=card)
+    return None, fields
+
+
 def load_weights(model: nn.Module, weights: str | Path, *, trust_pickle: bool = False) -> LoadReport | None:
-    """Load ``weights`` into a model made by :func:`attnviz.build_model` and record the source on it.
+    """Load ``weights`` into a model made by :func:`attnviz.build_model` and record the source in its metadata.
 
     Sources: ``"imagenet"`` (torchvision, attention untrained), ``"demo"`` (the shipped checkpoints, see
-    :mod:`attnviz.sources.demo`), or a checkpoint file (full, or a delta naming its base). Sets
-    ``model.weights_source``,
-    ``model.untrained_attention`` and ``model.weights_meta`` (categories, mean, std, resize size) from the
-    source's metadata or model card. ``trust_pickle``: a file that holds pickled objects may run its code.
+    :mod:`attnviz.sources.demo`), or a checkpoint file (full, or a delta naming its base). The model's
+    :class:`~attnviz.sources.meta.ModelMeta` gets the source, whether the attention is untrained, and the
+    source's labels and preprocessing (its metadata or model card). ``trust_pickle``: a file that holds pickled
+    objects may run its code.
 
     Raises:
         ValueError: an unknown source, or weights that do not fit (the message says which keys).
     """
-    arch = getattr(model, "arch", None)
-    if weights == "imagenet":
-        if arch is None:
-            raise ValueError("ImageNet weights need a model from attnviz.build_model (model.arch is not set)")
-        w = imagenet_weights(arch)
-        report = load_backbone_state_dict(model, _imagenet_state_dict(arch))
-        model.weights_source = f"imagenet ({w})"  # type: ignore[assignment]
-        model.weights_meta = torchvision_meta(arch)  # type: ignore[assignment]
-        model.untrained_attention = bool(report.missing_attention)  # type: ignore[assignment]
-        return report
-    if weights == "demo":
-        from .demo import demo_file
-
-        p = demo_file(getattr(model, "attention", None))
-        weights_card(weights, str(arch), getattr(model, "attention", None))  # clear errors before reading
-        source = f"demo ({p.name})"
-    else:
-        p = Path(str(weights))
-        weights_card(p, str(arch), getattr(model, "attention", None))  # unknown source, missing file, wrong model
-        source = f"file {p.name}"
-    card = _load_file(model, p, trust_pickle)
-    model.weights_source = source  # type: ignore[assignment]
-    model.untrained_attention = False  # type: ignore[assignment]
-    if card:
-        size = int(card.get("input_size", 224))
-        model.weights_meta = {  # type: ignore[assignment]
-            "categories": list(card["classes"]),
-            "mean": list(card["mean"]),
-            "std": list(card["std"]),
-            "resize_size": [size],
-        }
-        model.weights_card = card  # type: ignore[assignment]
-    return None
+    try:
+        meta: ModelMeta | None = meta_of(model)
+    except ValueError:
+        meta = None
+    if meta is None and parse_weights(weights) is Weights.IMAGENET:
+        raise ValueError("ImageNet weights need a model from attnviz.build_model (model.arch is not set)")
+    ident = (meta.spec, meta.attention) if meta is not None else _ident(model)
+    report, fields = own_weights(model, weights, ident, trust_pickle=trust_pickle)
+    if meta is not None and fields:
+        attach_meta(model, replace(meta, **fields))
+    return report
 
 
 # -- users' checkpoints ----------------------------------------------------------------------------------------------
@@ -532,8 +554,11 @@ def match_keys(sd: dict[str, Tensor], own: set[str]) -> tuple[dict[str, Tensor],
     return sd, removed
 
 
-def fit_state_dict(model: nn.Module, sd: dict[str, Tensor], name: str = "checkpoint") -> list[str]:
-    """Load ``sd`` into ``model`` exactly (after :func:`match_keys`); returns the prefixes removed.
+def fit_state_dict(
+    model: nn.Module, sd: dict[str, Tensor], name: str = "checkpoint", what: str | None = None
+) -> list[str]:
+    """Load ``sd`` into ``model`` exactly (after :func:`match_keys`); returns the prefixes removed. ``what``: the
+    network named in the errors (default: the model's class).
 
     Raises:
         ValueError: keys missing, unexpected, or of another shape: the message names them.
@@ -542,10 +567,48 @@ def fit_state_dict(model: nn.Module, sd: dict[str, Tensor], name: str = "checkpo
     sd, removed = match_keys(sd, set(own))
     groups = _misfits(sd, own)
     if any(keys for _, keys in groups):
-        what = getattr(model, "arch", None) or type(model).__name__
-        msg = misfit_message(f"{name} does not fit {what}:", groups, sd, model, own_arch=False)
+        what = what or type(model).__name__
+        msg = misfit_message(f"{name} does not fit {what}:", groups, sd, (what, None), own_arch=False)
         if removed:
             msg += f"\n  (prefixes removed from the file's keys: {', '.join(removed)})"
         raise ValueError(msg)
     model.load_state_dict(sd, strict=False)
     return removed
+
+
+def load_user_checkpoint(
+    model: nn.Module,
+    weights: str | Path,
+    what: str,
+    *,
+    trust_pickle: bool = False,
+    rebuild: Callable[[int], nn.Module] | None = None,
+) -> nn.Module:
+    """Load a user's checkpoint file into ``model`` (a network that is not attnviz's; ``what`` names it in the
+    errors): the state dict found in it (:func:`unwrap_state_dict`), wrapper prefixes removed, loaded exactly
+    (:func:`fit_state_dict`). With ``rebuild``, a file whose only difference is the classifier's size gets a model
+    rebuilt with the file's class count (returned).
+
+    Raises:
+        ValueError: the file does not read, holds no state dict, or does not fit (the keys are named).
+    """
+    p = Path(weights)
+    sd = unwrap_state_dict(read_checkpoint_object(p, trust_pickle=trust_pickle), f"checkpoint {p.name}")
+    if rebuild is not None:
+        n = _head_classes(model, sd)
+        if n is not None:
+            model = rebuild(n)
+    fit_state_dict(model, sd, f"checkpoint {p.name}", what)
+    return model
+
+
+def _head_classes(model: nn.Module, sd: dict[str, Tensor]) -> int | None:
+    """The file's class count when the only shapes that differ are one classifier layer's (Linear or 1x1 conv)."""
+    own = model.state_dict()
+    sd, _ = match_keys(sd, set(own))
+    bad = {k.rpartition(".")[0] for k, v in sd.items() if k in own and tuple(v.shape) != tuple(own[k].shape)}
+    if len(bad) != 1:
+        return None
+    layer = model.get_submodule(next(iter(bad)))
+    key = next(iter(bad)) + ".weight"
+    return int(sd[key].shape[0]) if isinstance(layer, (nn.Linear, nn.Conv2d)) and key in sd else None

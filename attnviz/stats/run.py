@@ -25,6 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..capture.recorder import AttentionRecorder
+from ..sources.meta import meta_of
+from ..sources.spec import model_request
 from .accumulate import BINS, FLAT_TOL, accumulate, merge, new_partial
 from .data import GroundTruth, Listing, StatsDataset, chunks, list_data, rank_env
 
@@ -42,9 +44,9 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _model(spec: str, attention: str | None, weights: str | None, device: torch.device, **options: Any) -> nn.Module:
-    from ..pipeline.core import _build, model_request
+    from ..sources.loading import build
 
-    model = _build(*model_request(spec, attention, weights), **options).to(device).eval()
+    model = build(model_request(spec, attention, weights), **options).to(device).eval()
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -55,9 +57,7 @@ def model_notes(net: nn.Module, short: int) -> list[str]:
     class logits) and attention (none found, or weights it could not read:
     :func:`attnviz.pipeline.core.capture_warning`)."""
     from ..pipeline.core import NOT_LOGITS, capture_warning
-    from ..pipeline.image import fixed_size
-
-    h, w = fixed_size(net.weights_meta) or (short, short)
+    h, w = meta_of(net).preprocess.fixed_size or (short, short)
     param = next(iter(net.parameters()), None)
     x = torch.zeros(1, 3, h, w, device=param.device if param is not None else "cpu")
     with AttentionRecorder(net) as rec, torch.inference_mode():
@@ -157,7 +157,7 @@ def run_stats(
     Raises:
         StatsError: unusable data, a folder holding another run's chunks, a device this rank cannot use.
     """
-    from ..pipeline.core import short_side
+    from ..sources.meta import short_side
     from ..train.loop import backend_for, resolve_device
 
     rank, world, local_rank, local_world = rank_env()
@@ -176,7 +176,7 @@ def run_stats(
         except ValueError as e:
             raise StatsError(str(e)) from None
         net = _model(model, attention, weights, dev, **options)
-        meta = net.weights_meta
+        meta = meta_of(net).weights_meta()
         short = short_side(meta, size)
         notes = model_notes(net, short) if rank == 0 else []
         for note in notes:  # said once, before the run: no accuracy, no attention, weights that cannot be read
@@ -261,7 +261,7 @@ def run_stats(
             "seconds": round(elapsed, 3),
             "images_per_s": round(sum(counts) / elapsed, 2) if sum(counts) and elapsed > 0 else None,
             "chunks": len(all_chunks),
-            "model_weights": net.weights_source,
+            "model_weights": meta_of(net).source,
             "input_short_side": short,
             "notes": notes,
         }

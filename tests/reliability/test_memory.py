@@ -12,7 +12,7 @@ import pytest
 
 from attnviz.app import AppConfig, Handlers
 from attnviz.pipeline import ModelCache, analyze
-from attnviz.pipeline.core import load_model
+from attnviz.pipeline.core import cached_model
 from tests.reliability.conftest import FIGURES, SIZE
 
 ASSET = Path(__file__).parents[2] / "assets" / "rocket.jpg"
@@ -38,10 +38,10 @@ def no_automatic_gc() -> Iterator[None]:
 def test_an_evicted_model_is_freed(arch: str, attention: str | None) -> None:
     """A model analysed once and then pushed out of the cache is gone (no reference, no cycle keeps it)."""
     cache = ModelCache(maxsize=1)
-    ref = weakref.ref(load_model(arch, attention, "random", "cpu", cache))
+    ref = weakref.ref(cached_model(arch, attention, "random", "cpu", cache))
     result = analyze(ASSET, attention=attention, arch=arch, weights="random", device="cpu", size=SIZE, cache=cache)
     assert result.predictions and ref() is not None
-    load_model(SMALL, "eca", "random", "cpu", cache)  # evicts it
+    cached_model(SMALL, "eca", "random", "cpu", cache)  # evicts it
     assert ref() is None, f"{arch} + {attention} is still alive after leaving the cache"
     del result
 
