@@ -13,11 +13,13 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from .meta import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["DEMO_ARCH", "DEMO_MEAN", "DEMO_STD", "demo_categories", "demo_dir", "demo_file", "example", "examples_dir"]
 
 DEMO_ARCH = "resnet18"
-DEMO_MEAN = [0.485, 0.456, 0.406]  # ImageNet statistics, so a user's own ImageNet-normalised images also fit
-DEMO_STD = [0.229, 0.224, 0.225]
+DEMO_MEAN = list(IMAGENET_MEAN)  # ImageNet statistics, so a user's own ImageNet-normalised images also fit
+DEMO_STD = list(IMAGENET_STD)
 
 
 def _data_dir(name: str) -> Path:
