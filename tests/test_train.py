@@ -16,9 +16,10 @@ from PIL import Image
 from attnviz import analyze, build_model
 from attnviz.cli.main import main as cli
 from attnviz.data import SceneConfig, SceneDataset
+from attnviz.pipeline.distributed import backend_for, resolve_device
 from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
 from attnviz.sources.weights import load_backbone_state_dict
-from attnviz.train.loop import TrainConfig, backend_for, delta_keys, fit, freeze_for_attention, resolve_device
+from attnviz.train.loop import TrainConfig, delta_keys, fit, freeze_for_attention
 
 ROOT = Path(__file__).resolve().parent.parent
 

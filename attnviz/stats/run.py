@@ -157,8 +157,8 @@ def run_stats(
     Raises:
         StatsError: unusable data, a folder holding another run's chunks, a device this rank cannot use.
     """
+    from ..pipeline.distributed import backend_for, resolve_device
     from ..sources.meta import short_side
-    from ..train.loop import backend_for, resolve_device
 
     rank, world, local_rank, local_world = rank_env()
     try:
