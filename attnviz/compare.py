@@ -7,16 +7,14 @@ shared normalisation and their difference map.
     cmp.pairs[0].a, cmp.pairs[0].b, cmp.pairs[0].diff, cmp.pairs[0].scores
 
 attnviz compare IMAGE [IMAGE_B] [--attention A [B]] [--model M [M_B]] [--weights W [W_B]] --out DIR
+    runs them from the command line (attnviz.cli.compare).
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,7 @@ from .capture.views import build_views
 from .checks.attribution import agreement, resize
 from .pipeline.core import Result
 
-__all__ = ["Comparison", "Pair", "add_compare_parser", "compare", "compare_files", "spatial_by_unit"]
+__all__ = ["Comparison", "Pair", "compare", "compare_files", "spatial_by_unit"]
 
 
 @dataclass
@@ -154,62 +152,3 @@ def compare_files(cmp: Comparison, cmap: str = "turbo", alpha: float = 0.5) -> l
         files.append((f"{stem}.png", buf.getvalue()))
     files.append(("compare.json", json.dumps(cmp.json(), indent=2).encode()))
     return files
-
-
-def _two(values: list[str] | None, name: str) -> tuple[Any, Any]:
-    if not values:
-        return None, None
-    if len(values) > 2:
-        raise ValueError(f"--{name} takes one or two values, got {len(values)}")
-    return values[0], values[-1]
-
-
-def _cmd_compare(args: argparse.Namespace) -> int:
-    from .cli.main import _default_weights
-    from .pipeline import AnalyzeError, analyze
-    from .pipeline.image import ImageError
-
-    try:
-        img_a, img_b = _two(args.images, "images")
-        att_a, att_b = _two(args.attention, "attention")
-        mod_a, mod_b = _two(args.model, "model")
-        mod_a, mod_b = mod_a or "resnet18", mod_b or "resnet18"
-        w_a, w_b = _two(args.weights, "weights")
-        w_a, w_b = w_a or _default_weights(mod_a), w_b or _default_weights(mod_b)
-        sides = [(img_a, att_a, mod_a, w_a), (img_b, att_b, mod_b, w_b)]
-        if sides[0] == sides[1]:
-            raise ValueError("both sides are the same: give two images, two --attention, --model or --weights values")
-        results = [
-            analyze(i, attention=a, arch=m, weights=w, device=args.device, size=args.size) for i, a, m, w in sides
-        ]
-    except (ValueError, ImageError, AnalyzeError) as e:
-        print(f"attnviz compare: {e}", file=sys.stderr)
-        return 2
-    labels = [f"{Path(i).name} · {m} · {a or 'plain'} · {w}" for i, a, m, w in sides]
-    cmp = compare(results[0], results[1], label_a=labels[0], label_b=labels[1])
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in compare_files(cmp, args.cmap, args.alpha):
-        (out / name).write_bytes(data)
-    for p in cmp.pairs:
-        print(f"{p.key:10} spearman {p.scores['spearman']:+.2f}  top-20% IoU {p.scores['top20_iou']:.2f}")
-    print(f"{len(cmp.pairs)} {cmp.unit} pairs written into {out}/")
-    return 0 if cmp.pairs else 1
-
-
-def add_compare_parser(sub: argparse._SubParsersAction) -> None:
-    """``attnviz compare``: each of --attention, --model, --weights takes one value (both sides) or two (A, B)."""
-    from .blocks import list_attentions
-    from .render import COLORMAPS
-
-    p = sub.add_parser("compare", help="two settings side by side: shared normalisation and difference maps")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="one image (both sides) or two (A, B)")
-    p.add_argument("--attention", nargs="+", choices=list_attentions(), help="one or two attention types")
-    p.add_argument("--model", "--arch", nargs="+", help="one or two model specs (default resnet18)")
-    p.add_argument("--weights", nargs="+", help="one or two: demo, imagenet, random or checkpoint paths")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--cmap", choices=list(COLORMAPS), default="turbo")
-    p.add_argument("--alpha", type=float, default=0.5)
-    p.set_defaults(func=_cmd_compare)

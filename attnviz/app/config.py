@@ -6,12 +6,13 @@ whether a checkpoint path typed into the page may be read from the server's disk
 
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-__all__ = ["LOOPBACK", "STARTUP_NETWORK", "AppConfig"]
+__all__ = ["LOOPBACK", "STARTUP_NETWORK", "AppConfig", "add_serve_arguments"]
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -99,3 +100,23 @@ class AppConfig:
         if arch == self.served and self.size and not is_own(arch):
             options["input_size"] = self.size  # --size declares the input size of a network not attnviz's
         return options
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``attnviz serve`` and ``python app.py`` (here, beside the configuration they make, so that the
+    command line registers them without importing gradio)."""
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=None, help="port (default 7860 or GRADIO_SERVER_PORT)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: CUDA when available")
+    p.add_argument("--size", type=int, default=None, help="short side the model sees (default: the weights')")
+    p.add_argument(
+        "--model",
+        "--arch",
+        dest="model",
+        default=None,
+        help="network shown first: resnet18..resnet101, timm:NAME, torchvision:NAME, path/file.py:fn, pkg.mod:fn",
+    )
+    p.add_argument("--attention", default=None, help="attention type shown first (default cbam)")
+    p.add_argument("--weights", default=None, help="demo | imagenet | random | a checkpoint path")
+    p.add_argument("--labels", default=None, help="class names of --model: one per line, or JSON")
+    p.add_argument("--offline", action="store_true", help="never download (also ATTNVIZ_OFFLINE=1, HF_HUB_OFFLINE=1)")

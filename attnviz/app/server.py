@@ -14,11 +14,11 @@ import gradio as gr
 
 from ..pipeline.core import default_device
 from ..pipeline.image import MAX_BYTES
-from .config import AppConfig
+from .config import AppConfig, add_serve_arguments
 from .handlers import Handlers
 from .layout import build_demo
 
-__all__ = ["config_from_args", "launch", "main", "serve", "startup"]
+__all__ = ["config_from_args", "launch", "main", "serve", "serve_from_args", "startup"]
 
 
 def launch(demo: gr.Blocks, config: AppConfig, handlers: Handlers | None = None, **kwargs: Any) -> gr.Blocks:
@@ -100,15 +100,14 @@ def config_from_args(args: argparse.Namespace) -> AppConfig:
     return AppConfig.from_env(**overrides)
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
+def serve_from_args(args: argparse.Namespace) -> int:
+    """``attnviz serve [...]`` and ``python app.py [...]``, once parsed (options: :func:`add_serve_arguments`)."""
     serve(config_from_args(args))
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python app.py [...]``: the same as ``attnviz serve [...]``."""
-    from ..cli.main import add_serve_arguments
-
     parser = argparse.ArgumentParser(prog="app.py", description="attnviz web app")
     add_serve_arguments(parser)
-    return _cmd_serve(parser.parse_args(argv))
+    return serve_from_args(parser.parse_args(argv))

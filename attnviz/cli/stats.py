@@ -10,17 +10,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .options import add_model_arguments, default_weights, model_options
+
 __all__ = ["add_stats_parser"]
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
     from ..stats.run import StatsError, run_stats
-    from .main import _default_weights, _model_options
 
     if args.masks and args.boxes:
         print("attnviz stats: give --masks or --boxes, not both", file=sys.stderr)
         return 2
-    weights = args.weights if args.weights is not None else _default_weights(args.model)
+    weights = args.weights if args.weights is not None else default_weights(args.model)
     try:
         summary = run_stats(
             args.data,
@@ -38,7 +39,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             workers=args.workers,
             device=args.device,
             restart=args.restart,
-            **_model_options(args),
+            **model_options(args),
         )
     except StatsError as e:
         print(f"attnviz stats: {e}", file=sys.stderr)
@@ -68,12 +69,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 
 def add_stats_parser(sub: argparse._SubParsersAction) -> None:
     """Register ``attnviz stats`` on the CLI's subparsers."""
-    from .main import _add_model_arguments
-
     p = sub.add_parser("stats", help="attention statistics over a dataset (class profiles, gates, localisation)")
     p.add_argument("data", metavar="DATA", help="ImageFolder-style folder (DATA/<class>/*.jpg) or a file list")
     p.add_argument("--out", required=True, help="output folder (tables/, figures/, report.md, shards/)")
-    _add_model_arguments(p, None)
+    add_model_arguments(p, None)
     truth = p.add_mutually_exclusive_group()
     truth.add_argument("--masks", default=None, help="folder of object masks named like the images (nonzero = object)")
     truth.add_argument("--boxes", default=None, help="COCO JSON with the images' boxes")
