@@ -419,3 +419,89 @@ def test_selecting_a_bar_shows_that_channels_activation(app: Handlers) -> None:
     np.testing.assert_allclose(channel_activation(model, result, "layer3.1.attn", 7), seen["o"].numpy(), rtol=1e-6)
     with pytest.raises(gr.Error, match="not a channel"):
         app.pick_channel(state, "gray", 1.0, "layer3.1.attn.tap", gr.SelectData(None, {"index": ["x"], "value": None}))
+
+
+# -- what the page says follows the network it runs (issue 19) ------------------------------------------------------
+
+
+def test_user_errors_are_one_log_line_without_a_traceback(app: Handlers, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import gradio as gr
+
+    with caplog.at_level(logging.WARNING, logger="attnviz.app"), pytest.raises(gr.Error) as err:
+        app.run_analysis(None, "se")
+    assert err.value.print_exception is False  # Gradio prints no traceback for it
+    records = [r for r in caplog.records if r.name == "attnviz.app"]
+    assert [r.getMessage() for r in records] == [
+        "user error: Upload an image first (drag and drop, paste, or pick an example)."
+    ]
+    assert records[0].exc_info is None
+
+
+def test_user_errors_print_no_traceback_in_the_server_log(client: Client, capfd: pytest.CaptureFixture) -> None:
+    from gradio_client.exceptions import AppError
+
+    capfd.readouterr()
+    with pytest.raises(AppError, match="Upload an image first"):
+        client.predict(None, "se", api_name="/analyze")
+    with pytest.raises(AppError, match="checkpoint not found"):  # the library's message, through the page
+        client.predict(handle_file(ASSET), "se", "resnet18", "/nonexistent/x.safetensors", api_name="/analyze")
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err
+
+
+def test_the_page_follows_an_attnviz_network(app: Handlers) -> None:
+    from attnviz.app.choices import FROM_NETWORK, NONE
+
+    state, *out = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    assert out[CHART].visible is True  # CBAM has channel gates: the chart shows
+    menu, examples, note = app.follow_network(state, "cbam", "resnet18")
+    assert menu.value == "cbam" and FROM_NETWORK not in [v for _, v in menu.choices]
+    assert examples.sample_labels == [
+        "astronaut (not a demo category)",
+        "cat (demo: mammal)",
+        "coffee (not a demo category)",
+        "rocket (demo: vehicle)",
+    ]
+    assert note.visible is True
+    # the dropdown had named a network's own attention: attnviz's ResNet ran plain, and the dropdown says so
+    state, *_ = app.run_analysis(ASSET, FROM_NETWORK, "resnet18", "random", "turbo", 0.5, "map", "32", None)
+    assert state.result.model["attention"] is None
+    assert app.follow_network(state, FROM_NETWORK, "resnet18")[0].value == NONE
+
+
+def test_the_page_follows_a_network_with_its_own_attention(app: Handlers) -> None:
+    """A timm network with global-context attention (random weights: no download): the attention dropdown names
+    what it has instead of "none (plain ResNet)", the empty gate chart and its note are hidden (no channel gates),
+    and the examples are not labelled against the demo's categories."""
+    pytest.importorskip("timm")
+    from attnviz.app.choices import FROM_NETWORK, NONE
+
+    spec = "timm:gcresnet50t"
+    served = Handlers(dataclasses.replace(app.config, served=spec, model=spec, attention=None, size=64))
+    state, *out = served.run_analysis(ASSET, NONE, spec, "random", "turbo", 0.5, "map", "32", None)
+    assert {m.kind for m in state.result.maps} == {"spatial"}
+    assert out[CHART].visible is False
+    menu, examples, note = served.follow_network(state, NONE, spec)
+    label = dict((v, k) for k, v in menu.choices)[FROM_NETWORK]
+    assert menu.value == FROM_NETWORK and label.endswith("(the network's own)") and label != NONE
+    assert examples.sample_labels == ["astronaut", "cat", "coffee", "rocket"]
+    assert note.visible is False
+
+
+def test_the_first_screen_names_the_startup_network_s_attention(tmp_path: Path) -> None:
+    """Opened on gcresnet50t (as the app does when it is cached): the attention dropdown names GCNet's attention,
+    the examples carry no demo categories, the chart waits hidden for a network with channel gates."""
+    from attnviz.app import build_demo
+    from attnviz.app.choices import FROM_NETWORK
+    from attnviz.app.config import STARTUP_NETWORK
+
+    config = AppConfig(device="cpu", offline=True, model=STARTUP_NETWORK, attention=None, weights="imagenet")
+    demo = build_demo(config, Handlers(config))
+    blocks = {getattr(b, "elem_id", None): b for b in demo.blocks.values()}
+    menu = blocks["attention-select"]
+    assert menu.value == FROM_NETWORK and ("gc (the network's own)", FROM_NETWORK) in [tuple(c) for c in menu.choices]
+    dataset = next(b for b in demo.blocks.values() if type(b).__name__ == "Dataset")
+    assert dataset.sample_labels == ["astronaut", "cat", "coffee", "rocket"]
+    assert blocks["channel-chart"].visible is False and blocks["channel-note"].visible is False

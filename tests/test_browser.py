@@ -116,6 +116,8 @@ def test_browser_end_to_end(app_server: tuple, tmp_path: Path) -> None:
         page.set_input_files("#image-input input[type=file]", ASSET)
         page.wait_for_selector("#image-input img", timeout=30_000)  # the upload preview
 
+        assert not page.is_visible("#channel-chart")  # no network shown yet: no empty gate chart taking space
+        assert "cat (demo: mammal)" in page.inner_text("#image-tab")  # examples labelled for the demo network
         page.click("#run-button")
         _wait_status(page, "resnet18 + cbam")
         page.wait_for_function(

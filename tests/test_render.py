@@ -601,3 +601,18 @@ def test_diff_overlay_bad_inputs(kwargs: dict, exc: type[Exception], match: str)
     args.update(kwargs)
     with pytest.raises(exc, match=match):
         diff_overlay(**args)
+
+
+def test_encode_png_fast_is_lossless_and_validated(rng: np.random.Generator) -> None:
+    from attnviz.render import encode_png_fast
+
+    rgb = _image(rng, 30, 47)
+    back = np.asarray(Image.open(io.BytesIO(encode_png_fast(rgb))))
+    assert back.shape == rgb.shape and Image.open(io.BytesIO(encode_png_fast(rgb))).mode == "RGB"
+    np.testing.assert_array_equal(back, rgb)  # RGB order kept, every pixel exact
+    grey = rgb[..., 0].copy()
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encode_png_fast(grey)))), grey)
+    with pytest.raises(TypeError, match="arr must be uint8"):
+        encode_png_fast(rgb.astype(np.float32))
+    with pytest.raises(ValueError, match=r"arr must be \(H, W\) or \(H, W, 3\) RGB"):
+        encode_png_fast(np.zeros((4, 4, 4), np.uint8))

@@ -1,15 +1,16 @@
 """Gradio components tuned for attnviz: uploads reach attnviz's decoder untouched; overlays travel as JPEG
-(gallery) or fast PNG (views), through Gradio's own cache."""
+(gallery, encoded in parallel) or fast lossless PNG (views), through Gradio's own cache."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import gradio as gr
 import numpy as np
 from gradio.processing_utils import save_bytes_to_cache
 
-from ..render import encode_jpeg, encode_png
+from ..render import encode_jpeg, encode_png_fast
 
 __all__ = ["DisplayGallery", "DisplayImage", "UploadImage"]
 
@@ -32,37 +33,43 @@ class UploadImage(gr.Image):
         return str(payload.path)
 
 
+#: Encodes and writes a page's images side by side (PIL, OpenCV and file writes release the GIL).
+_ENCODERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="attnviz-encode")
+
+
 class DisplayGallery(gr.Gallery):
     """``gr.Gallery`` that sends numpy images as JPEG (quality 90, no chroma subsampling): Gradio's own PNG
     encoding (zlib level 6) of a page of overlays costs several forward passes; JPEG about a twentieth of that.
-    Items given as PNG bytes (figures already drawn) go as they are."""
+    Items given as PNG bytes (figures already drawn) go as they are. The items are encoded and written into Gradio's
+    cache in parallel."""
 
     def get_block_name(self) -> str:
         return "gallery"
 
+    def _cached(self, item: Any) -> Any:
+        """One item as a file in Gradio's cache: a numpy image as JPEG, PNG bytes as they are."""
+        if isinstance(item, tuple) and isinstance(item[0], np.ndarray):
+            return save_bytes_to_cache(encode_jpeg(item[0]), "image.jpg", self.GRADIO_CACHE), item[1]
+        if isinstance(item, tuple) and isinstance(item[0], bytes):  # an encoded PNG (a figure): as it is
+            return save_bytes_to_cache(item[0], "image.png", self.GRADIO_CACHE), item[1]
+        return item
+
     def postprocess(self, value: Any) -> Any:
         if value:
-            value = [
-                (save_bytes_to_cache(encode_jpeg(item[0]), "image.jpg", self.GRADIO_CACHE), item[1])
-                if isinstance(item, tuple) and isinstance(item[0], np.ndarray)
-                else (save_bytes_to_cache(item[0], "image.png", self.GRADIO_CACHE), item[1])
-                if isinstance(item, tuple) and isinstance(item[0], bytes)  # an encoded PNG (a figure): as it is
-                else item
-                for item in value
-            ]
+            value = list(_ENCODERS.map(self._cached, value))
         return super().postprocess(value)
 
 
 class DisplayImage(gr.Image):
-    """``gr.Image`` that sends numpy images as PNG at zlib level 1 (lossless; about 4x faster than Gradio's 6), and
-    PNG bytes (a chart already drawn) as they are."""
+    """``gr.Image`` that sends numpy images as lossless PNG through :func:`attnviz.render.encode_png_fast` (about 6x
+    faster than Gradio's zlib level 6), and PNG bytes (a chart already drawn) as they are."""
 
     def get_block_name(self) -> str:
         return "image"
 
     def postprocess(self, value: Any) -> Any:
         if isinstance(value, np.ndarray):
-            value = save_bytes_to_cache(encode_png(value, compress_level=1), "image.png", self.GRADIO_CACHE)
+            value = save_bytes_to_cache(encode_png_fast(value), "image.png", self.GRADIO_CACHE)
         elif isinstance(value, bytes):
             value = save_bytes_to_cache(value, "image.png", self.GRADIO_CACHE)
         return super().postprocess(value)

@@ -9,7 +9,7 @@ silent renormalisation. Charts use ``matplotlib.figure.Figure`` with the Agg can
 
 from ._checks import _topk  # noqa: F401  (kept importable)
 from .colormaps import COLORMAPS, _lookup, apply_colormap, colormap_lut  # noqa: F401  (_lookup: bench/render_cv.py)
-from .encode import encode_jpeg, encode_png
+from .encode import encode_jpeg, encode_png, encode_png_fast
 from .gates import FLAT_TOLERANCE, channel_stats, channel_table  # noqa: F401
 from .geometry import display_size, pairwise_query, query_cell, tile_maps, upsample
 from .normalize import NORM_MODES, normalize, value_range
@@ -52,6 +52,7 @@ __all__ = [
     "display_size",
     "encode_jpeg",
     "encode_png",
+    "encode_png_fast",
     "figure_png",
     "matrix_image",
     "matrix_png",
