@@ -29,6 +29,7 @@ from _common import header, interleave, med, ratio, table
 
 from attnviz import render
 from attnviz.app import AppConfig, Handlers, build_demo
+from attnviz.app.state import AppState
 from attnviz.capture.views import build_views
 from attnviz.export import spatial_views
 from attnviz.pipeline import analyze
@@ -182,7 +183,7 @@ def breakdown(arch: str, attention: str, state: dict, args: argparse.Namespace, 
         acc.setdefault("blend", []).append(acc["overlay (all)"][-1] - acc["upsample"][-1] - acc["colormap"][-1])
         with clock("chart table"):
             render.channel_table(views[0].data if views[0].kind == "channel" else np.ones(8))
-        values = app.render_outputs({"result": result, "query": None}, "turbo", 0.5, "map", "32", None)
+        values = app.render_outputs(AppState(result), "turbo", 0.5, "map", "32", None)
         acc.setdefault("render (app)", []).append(result.timings["render"])
         with clock("encode gallery"):
             gallery.postprocess(list(zip(overlays, [v.title for v in shown], strict=True)))
