@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,23 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "mhsa     conv      4" in out and "Srinivas et al., CVPR 2021 (BoTNet)" in out
+
+
+def test_every_verb_parses_without_loading_gradio() -> None:
+    """The parser reads ``serve``'s options from the app's config without importing gradio (nor the app's pages):
+    ``attnviz list`` and every verb's --help stay quick."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from attnviz.cli.main import VERBS, main\n"
+        "assert main(['list']) == 0\n"
+        "for verb in ['render', 'inspect', 'train', 'eval', 'compare', 'stats', 'serve']:\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+        "        main([verb, '--help'])\n"
+        "pages = ('attnviz.app.handlers', 'attnviz.app.layout', 'attnviz.app.server')\n"
+        "print(len(VERBS), [m for m in sys.modules if m.startswith('gradio') or m in pages])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "9 []"
 
 
 def test_info(capsys: pytest.CaptureFixture[str]) -> None:
