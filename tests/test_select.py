@@ -19,10 +19,6 @@ from attnviz.sources.spec import ModelSpec, Weights, parse_spec
 from tests.images import ASSET
 
 
-class _Asked(Exception):
-    """Raised by the recording loader: the request is what the test wants, nothing is built."""
-
-
 @pytest.fixture
 def asked(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None, str]]:
     """Every (spec, attention, weights) the pipeline asks :func:`attnviz.load_model` for; each ask stops the run."""

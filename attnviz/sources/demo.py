@@ -13,6 +13,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
+from .checkpoint import read_card
 from .meta import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = ["DEMO_ARCH", "DEMO_MEAN", "DEMO_STD", "demo_categories", "demo_dir", "demo_file", "example", "examples_dir"]
@@ -54,6 +55,4 @@ def demo_file(attention: str | None, folder: str | Path | None = None) -> Path:
 
 def demo_categories() -> list[str]:
     """The classes the demo network knows (from its model card)."""
-    from .checkpoint import read_card
-
     return list(read_card(demo_file(None)).get("classes", []))

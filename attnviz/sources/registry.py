@@ -10,14 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from torch import nn
 
 from .meta import ModelMeta
-
-if TYPE_CHECKING:
-    from .spec import ModelSpec, Weights
+from .spec import ModelSpec, Weights
 
 __all__ = ["LoadOptions", "Loader", "get_source", "register_source", "source_kinds"]
 
@@ -44,7 +41,7 @@ class LoadOptions:
     trust_pickle: bool = False
 
 
-Loader = Callable[["ModelSpec", LoadOptions], tuple[nn.Module, ModelMeta]]
+Loader = Callable[[ModelSpec, LoadOptions], tuple[nn.Module, ModelMeta]]
 _SOURCES: dict[str, Loader] = {}
 
 

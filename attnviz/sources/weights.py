@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.models import get_model_weights
 from torchvision.models.resnet import Bottleneck
 
-from ..blocks import attention_modules, get_attention
+from ..blocks import attention_modules, get_attention, list_attentions
 from .checkpoint import (
     SAVE_STATE_DICT,
     PickledModelError,
@@ -39,6 +39,7 @@ from .checkpoint import (
     read_checkpoint_object,
     tensors_sha256,
 )
+from .demo import DEMO_ARCH, demo_dir, demo_file
 from .hub import OfflineError, offline_reason, torchvision_cache_file, torchvision_state_dict
 from .meta import ModelMeta, Preprocess, attach_meta, meta_of
 from .resnets import ARCHS, resnet
@@ -173,8 +174,6 @@ def describe_state_dict(sd: dict[str, Tensor]) -> dict[str, Any] | None:
     the blocks per stage and the block type, the attention type by comparing with every registered type's
     network (:func:`attnviz.list_attentions`), the classes from ``fc.weight``. ``None`` for a file that is no
     ResNet's. Returns ``{"arch", "attention" (a list: ties), "classes", "exact", "text"}``."""
-    from ..blocks import list_attentions
-
     sd, _ = match_keys(dict(sd), {"conv1.weight"})  # DataParallel / torch.compile prefixes
     arch, text = _resnet_arch(set(sd))
     if arch is None:
@@ -361,8 +360,6 @@ def weights_card(weights: str | Path | Weights | None, arch: str, attention: str
     if source in (Weights.RANDOM, Weights.IMAGENET):
         return {}
     if source is Weights.DEMO:
-        from .demo import DEMO_ARCH, demo_dir, demo_file
-
         path = demo_file(attention)
         if arch != DEMO_ARCH:
             raise ValueError(f"demo checkpoints are {DEMO_ARCH} only, not {arch}; use --arch {DEMO_ARCH}")
@@ -447,8 +444,6 @@ def own_weights(
             "untrained": bool(report.missing_attention),
         }
     if source is Weights.DEMO:
-        from .demo import demo_file
-
         p = demo_file(attention)
         weights_card(source, str(arch), attention)  # clear errors before reading
         said = f"demo ({p.name})"
