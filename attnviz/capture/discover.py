@@ -44,7 +44,8 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
-from .sites import GATE_FUNCS, Canon, Site, canonical, gate_module_op, softmax_dim
+from .kinds import Canon
+from .sites import Site, canonical, gate_module_op, gate_op, softmax_dim
 
 __all__ = ["Discovery", "DiscoveryPass", "Structure", "cached_discovery", "first_tensor", "module_paths", "structure"]
 
@@ -266,10 +267,7 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        try:
-            op = GATE_FUNCS.get(func)
-        except TypeError:  # an unhashable callable
-            op = None
+        op = gate_op(func)
         if op is not None and isinstance(out, Tensor):
             self.owner._on_function(func, op, args, kwargs, out)
             return out

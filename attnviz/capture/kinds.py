@@ -1,55 +1,411 @@
-"""One table per map kind: what each kind's detail drawing is, for the page and the export alike.
+"""The kinds of attention weight: ONE table (:data:`KIND_SPECS`) that says, per kind, everything the rest of attnviz
+needs to know about it.
 
-The spatial view of each kind is :func:`attnviz.capture.views.spatial_view`; its detail is drawn here:
+================  ==================  ==========  ==============================  =================================
+kind              canonical shape     sums to 1   spatial view (what is overlaid)  detail drawing
+================  ==================  ==========  ==============================  =================================
+channel           (B, C)              no (gate)   the gate-weighted mean           bar chart of the largest weights
+                                                  activation of its block
+spatial           (B, H, W)           no (gate)   the gate itself                  none (the overlay is the map)
+branch            (B, K, C)           over K      the mean output activation       K bars per channel
+pairwise          (B, heads, N, N)    each row    where the query attends, head    where the query attends, per head
+                                                  mean                             and averaged (gray tiles)
+channel_pairwise  (B, C, C)           each row    none                             the C x C matrix
+memory            (B, S, H, W)        over S      the most variable memory unit    every unit's map (gray tiles)
+================  ==================  ==========  ==============================  =================================
 
-================  ==========================================================================================
-kind              detail (an RGB array; the page shows it, the zip saves it as ``details/NN_block_kind.png``)
-================  ==========================================================================================
-channel           bar chart of the gate's largest weights (charts/ in the zip; the page draws it in the browser)
-spatial           none (the overlay is the map)
-branch            branch weights per channel (K bars per channel)
-pairwise          where the query attends, per head and averaged (gray tiles, enlarged)
-channel_pairwise  the C x C matrix
-memory            every memory unit's map (gray tiles, enlarged)
-================  ==========================================================================================
+Each entry also holds how a tap's weight becomes the canonical shape (:meth:`KindSpec.canonical`), how any tensor is
+laid out as the kind when an adapter or a user fixes it (:meth:`KindSpec.force`), and what switching the weight off
+means (:attr:`KindSpec.off`: a gate's neutral value is 1, a softmax's is uniform over its axis). The names are
+:data:`attnviz.blocks.KINDS` (blocks sit below capture and know only the names); this table covers exactly them.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
+import torch
+from torch import Tensor
 
-from ..render import apply_colormap, branch_chart, channel_chart, matrix_image, pairwise_query, tile_maps
-from .views import View
+from .. import render
+from ..blocks.tap import KINDS
 
-__all__ = ["DETAILS", "detail_image"]
+__all__ = ["KIND_SPECS", "KINDS", "Canon", "Drawable", "KindSpec", "detail_image", "gray_tiles", "spec"]
 
 
+@dataclass
+class Canon:
+    """A weight in its kind's canonical shape.
+
+    Attributes:
+        kind: a kind of :data:`KINDS`, or ``"axis"`` (one coordinate-attention axis gate, paired by the recorder).
+        data: the canonical tensor (batch first).
+        size: (H, W) of the feature map for pairwise and memory maps, and the map's own for spatial ones.
+        raw: the full tensor where the canonical one is a reduction of it (full-size and grouped gates), else None.
+        layout: how the weight was laid out when computed, e.g. ``"(B, C, 1, 1) gate"``.
+    """
+
+    kind: str
+    data: Tensor
+    size: tuple[int, int] | None = None
+    raw: Tensor | None = None
+    layout: str = ""
+
+
+class Drawable(Protocol):
+    """What a detail drawing reads of a view (:class:`attnviz.capture.views.View` is one)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def data(self) -> np.ndarray: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def grid(self) -> tuple[int, int] | None: ...
+
+    @property
+    def cell(self) -> tuple[int, int] | None: ...
+
+
+#: (data without the batch dimension, feature-map size, owner's activation or None, query) -> (map or None, label,
+#: query cell or None)
+ViewRule = Callable[
+    [np.ndarray, "tuple[int, int] | None", "np.ndarray | None", "tuple[float, float]"],
+    "tuple[np.ndarray | None, str, tuple[int, int] | None]",
+]
+#: (weight, batch, ref shape) -> Canon, or the reason it cannot be laid out as the kind
+ForceRule = Callable[[Tensor, int, "tuple[int, ...] | None"], "Canon | str"]
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    """Everything about one kind of attention weight.
+
+    Attributes:
+        name: the kind (a name of :data:`KINDS`).
+        shape: the canonical shape, as DESIGN.md writes it.
+        ndim: the canonical number of dimensions, batch included.
+        normalised: the axis of the weight (canonical, or as a tap sees it: the two agree) that sums to 1; ``None``
+            for a gate (values in 0..1, each on its own).
+        grid: ``"shape"`` where the canonical shape ends in the feature map's (H, W), ``"size"`` where the map refers
+            to the N = H*W positions of a feature map whose size it carries beside it, ``None`` for no grid.
+        channels: the values weigh the block's channels (flattened per image, the channel profile).
+        off: what switching the weight off means (README, result.json).
+        not_normalised: why a weight declared as this kind is refused when it does not sum to 1 over ``normalised``.
+        layout: any tensor laid out as the kind, where adapters and declarations fix the kind (:meth:`force`).
+        view: the spatial view rule (data without the batch dimension, feature-map size, the owner's activation or
+            ``None``, the query as fractions of the image) -> (the (h, w) map or ``None``, its label, query cell).
+        detail: the detail drawing (view, top-k channels) -> RGB array, or None where the kind has none.
+        reshape: a tap's weight -> the canonical shape; ``None``: kept as it is, with ``ndim`` dimensions.
+    """
+
+    name: str
+    shape: str
+    ndim: int
+    normalised: int | None
+    grid: str | None
+    channels: bool
+    off: str
+    not_normalised: str
+    layout: ForceRule = field(repr=False)
+    view: ViewRule = field(repr=False)
+    detail: Callable[[Drawable, int | None], np.ndarray | None] = field(repr=False)
+    reshape: Callable[[Tensor], Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def op(self) -> str:
+        """The operation that makes such a weight: ``"sigmoid"`` (a gate) or ``"softmax"``."""
+        return "sigmoid" if self.normalised is None else "softmax"
+
+    def canonical(self, x: Tensor) -> Tensor:
+        """A weight as it passes a tap of this kind, in the canonical shape (a view where possible).
+
+        channel: (B, C, 1, 1) | (B, 1, C) | (B, C) -> (B, C)
+        spatial: (B, C', H, W) -> (B, H, W), the mean over C' (C' = 1 for CBAM; SimAM, coordinate
+            attention: the channel mean of the per-position gate)
+        branch: (B, K, C, 1, 1) | (B, K, C) -> (B, K, C)
+        pairwise (B, heads, N, N), channel_pairwise (B, C, C), memory (B, S, H, W): as they are.
+
+        Raises:
+            ValueError: a pairwise, channel_pairwise or memory weight with another number of dimensions.
+        """
+        if self.reshape is not None:
+            return self.reshape(x)
+        if x.dim() != self.ndim:
+            shape = tuple(x.shape)
+            raise ValueError(f"a {self.name!r} tap expects a {self.ndim}-d tensor {self.shape}, got shape {shape}")
+        return x
+
+    def force(self, t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+        """``t`` laid out as this kind (an adapter or a declaration fixed it), or why it cannot be.
+
+        Args:
+            t: the weight as computed (batch first, or batch times groups/heads first).
+            batch: B, the batch size of the model's input.
+            ref: shape of the reference feature map, normally (B, C, H, W); ``None`` if unknown.
+        """
+        s = tuple(t.shape)
+        if not s or s[0] % batch:
+            return f"{shape_str(s)}: the first dimension is not the batch ({batch}), as a {self.name!r} map needs"
+        try:
+            return self.layout(t, batch, ref)
+        except RuntimeError as e:
+            return f"{shape_str(s)}: cannot be laid out as {self.name!r} ({e})"
+
+
+# -- shapes and grids --------------------------------------------------------------------------------------------
+def shape_str(s: tuple[int, ...]) -> str:
+    """``(1, 64, 1, 1)``."""
+    return "(" + ", ".join(map(str, s)) + ")"
+
+
+def grid_of(n: int, ref: tuple[int, ...] | None, strict: bool = False) -> tuple[int, int] | None:
+    """(H, W) with H*W = n: the reference's own, else (unless ``strict`` and a reference is known) a square grid."""
+    if ref is not None and len(ref) == 4 and ref[2] * ref[3] == n:
+        return int(ref[2]), int(ref[3])
+    if strict and ref is not None and len(ref) == 4:
+        return None
+    r = math.isqrt(n)
+    return (r, r) if r * r == n and n > 1 else None
+
+
+def prefix_hint(m: int) -> str:
+    """'N = 197 = 1 prefix token + a 14 x 14 grid' when ``m`` is a square grid plus a few prefix tokens."""
+    for k in range(1, 9):
+        r = math.isqrt(m - k)
+        if r > 1 and r * r == m - k:
+            return (
+                f"; N = {m} = {k} prefix token(s) (class, distillation, registers) + a {r} x {r} grid: token "
+                "attention with prefix tokens is not read as pairwise"
+            )
+    return ""
+
+
+def _spatial_tap(x: Tensor) -> Tensor:
+    if x.dim() == 3:
+        return x
+    if x.dim() != 4:
+        raise ValueError(f"a 'spatial' tap expects a 4-d tensor (B, H, W), got shape {tuple(x.shape)}")
+    return x[:, 0] if x.shape[1] == 1 else x.mean(dim=1, dtype=torch.float32)
+
+
+# -- forced layouts (adapters, declarations) ---------------------------------------------------------------------
+def _force_channel(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    s = tuple(t.shape)
+    x = t.reshape(batch, -1, *s[2:]) if s[0] // batch > 1 else t
+    if x.dim() == 4 and x.shape[2] * x.shape[3] > 1:
+        x = x.mean(dim=(2, 3), dtype=torch.float32)
+    return Canon("channel", x.reshape(batch, -1), None, None, f"{shape_str(s)} as channel")
+
+
+def _force_spatial(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    s = tuple(t.shape)
+    if t.dim() == 4:
+        x = t.reshape(batch, -1, *s[2:])
+        raw = x if x.shape[1] > 1 else None
+        mean = x[:, 0] if x.shape[1] == 1 else x.mean(dim=1, dtype=torch.float32)
+        return Canon("spatial", mean, (s[2], s[3]), raw, f"{shape_str(s)} as spatial")
+    if t.dim() == 3 and s[0] // batch == 1 and 1 not in s[1:]:
+        return Canon("spatial", t, (s[1], s[2]), None, f"{shape_str(s)} as spatial")
+    grid = grid_of(t.numel() // batch, ref, strict=True)
+    if grid is None:
+        return f"{shape_str(s)}: not a spatial map of the feature map"
+    return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{shape_str(s)} as spatial")
+
+
+def _force_branch(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    s = tuple(t.shape)
+    return Canon("branch", t.reshape(batch, s[0] // batch * s[1], -1), None, None, f"{shape_str(s)} as branch")
+
+
+def _force_pairwise(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    s = tuple(t.shape)
+    m = s[-1]
+    grid = grid_of(m, ref, strict=True)
+    if grid is None or s[-2] != m:
+        hint = prefix_hint(m) if s[-2] == m else ""
+        return f"{shape_str(s)}: not an N x N map with N = H*W of the feature map{hint}"
+    return Canon("pairwise", t.reshape(batch, -1, m, m), grid, None, f"{shape_str(s)} as pairwise")
+
+
+def _force_channel_pairwise(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    s = tuple(t.shape)
+    m = s[-1]
+    return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{shape_str(s)} as C x C")
+
+
+def _force_memory(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    s = tuple(t.shape)
+    if t.dim() == 4:
+        return Canon("memory", t, (s[2], s[3]), None, f"{shape_str(s)} as memory")
+    grid = grid_of(s[-1], ref, strict=True)
+    if grid is None:
+        return f"{shape_str(s)}: not (B, S, N) with N = H*W of the feature map"
+    return Canon("memory", t.reshape(batch, -1, *grid), grid, None, f"{shape_str(s)} as memory")
+
+
+# -- spatial views -----------------------------------------------------------------------------------------------
+Size = tuple[int, int] | None
+Shown = tuple[np.ndarray | None, str, tuple[int, int] | None]
+
+
+def _view_none(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+    return None, "", None
+
+
+def _view_spatial(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+    return data, "spatial gate", None
+
+
+def _view_activation(label: str) -> ViewRule:
+    """The owner's activation (channel mean of the attention module's output), where the caller passes one."""
+
+    def view(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+        return (activation, label, None) if activation is not None else (None, "", None)
+
+    return view
+
+
+def _view_pairwise(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+    if size is None:
+        return None, "", None
+    cell = render.query_cell(query, (1, 1), size)  # the query as fractions of a unit image
+    return render.pairwise_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell
+
+
+def _view_memory(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+    unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
+    return data[unit], f"memory unit {unit} (most variable)", None
+
+
+# -- detail drawings (charts are drawn with matplotlib, which render loads on first use) --------------------------
 def gray_tiles(tile01: np.ndarray, min_side: int = 384) -> np.ndarray:
     """A 0..1 tiling as uint8 RGB, enlarged by whole pixels (nearest) so small feature grids stay visible."""
     k = max(1, min_side // max(tile01.shape))
-    return apply_colormap(tile01, "gray").repeat(k, 0).repeat(k, 1)
+    return render.apply_colormap(tile01, "gray").repeat(k, 0).repeat(k, 1)
 
 
-def _pairwise(view: View, topk: int | None) -> np.ndarray | None:
+def _detail_pairwise(view: Drawable, topk: int | None) -> np.ndarray | None:
     if view.grid is None or view.cell is None:
         return None
-    heads = pairwise_query(view.data, view.grid, view.cell)
-    return gray_tiles(tile_maps(heads, cols=len(heads)))
+    heads = render.pairwise_query(view.data, view.grid, view.cell)
+    return gray_tiles(render.tile_maps(heads, cols=len(heads)))
 
 
-#: kind -> its detail drawing (view, top-k channels) -> RGB array, or None where the kind has none.
-DETAILS: dict[str, Callable[[View, int | None], np.ndarray | None]] = {
-    "channel": lambda v, k: channel_chart(v.data, k, v.title),
-    "spatial": lambda v, k: None,
-    "branch": lambda v, k: branch_chart(v.data, v.title, topk=k),
-    "pairwise": _pairwise,
-    "channel_pairwise": lambda v, k: matrix_image(v.data, v.title),
-    "memory": lambda v, k: gray_tiles(tile_maps(v.data)),
+_UNIFORM = "skip path (x) where the block is x + f(x), else uniform"
+_ROWS = "its rows do not sum to 1 (not attention over positions or channels)"
+
+#: kind -> everything about it (module docstring); keyed by, and covering exactly, :data:`KINDS`.
+KIND_SPECS: dict[str, KindSpec] = {
+    s.name: s
+    for s in (
+        KindSpec(
+            name="channel",
+            shape="(B, C)",
+            ndim=2,
+            normalised=None,
+            grid=None,
+            channels=True,
+            off="gate set to 1 (identity)",
+            not_normalised="",
+            reshape=lambda x: x.reshape(x.shape[0], -1),
+            layout=_force_channel,
+            view=_view_activation("gate-weighted mean activation"),
+            detail=lambda v, k: render.channel_chart(v.data, k, v.title),
+        ),
+        KindSpec(
+            name="spatial",
+            shape="(B, H, W)",
+            ndim=3,
+            normalised=None,
+            grid="shape",
+            channels=False,
+            off="gate set to 1 (identity)",
+            not_normalised="",
+            reshape=_spatial_tap,
+            layout=_force_spatial,
+            view=_view_spatial,
+            detail=lambda v, k: None,
+        ),
+        KindSpec(
+            name="branch",
+            shape="(B, K, C)",
+            ndim=3,
+            normalised=1,
+            grid=None,
+            channels=True,
+            off="softmax set to uniform 1/K over the branches",
+            not_normalised="its weights do not sum to 1 over the branches",
+            reshape=lambda x: x.reshape(x.shape[0], x.shape[1], -1),
+            layout=_force_branch,
+            view=_view_activation("mean output activation"),
+            detail=lambda v, k: render.branch_chart(v.data, v.title, topk=k),
+        ),
+        KindSpec(
+            name="pairwise",
+            shape="(B, heads, N, N), N = H*W",
+            ndim=4,
+            normalised=-1,
+            grid="size",
+            channels=False,
+            off=f"{_UNIFORM} 1/N over positions",
+            not_normalised=_ROWS,
+            layout=_force_pairwise,
+            view=_view_pairwise,
+            detail=_detail_pairwise,
+        ),
+        KindSpec(
+            name="channel_pairwise",
+            shape="(B, C, C)",
+            ndim=3,
+            normalised=-1,
+            grid=None,
+            channels=False,
+            off=f"{_UNIFORM} 1/C",
+            not_normalised=_ROWS,
+            layout=_force_channel_pairwise,
+            view=_view_none,
+            detail=lambda v, k: render.matrix_image(v.data, v.title),
+        ),
+        KindSpec(
+            name="memory",
+            shape="(B, S, H, W)",
+            ndim=4,
+            normalised=1,
+            grid="shape",
+            channels=False,
+            off=f"{_UNIFORM} 1/S over the memory units",
+            not_normalised="its weights sum to 1 neither over the units at each position nor over the positions of "
+            "each unit",
+            layout=_force_memory,
+            view=_view_memory,
+            detail=lambda v, k: gray_tiles(render.tile_maps(v.data)),
+        ),
+    )
 }
+assert tuple(KIND_SPECS) == KINDS, "KIND_SPECS must cover attnviz.blocks.KINDS, in its order"
 
 
-def detail_image(view: View, topk: int | None = 32) -> np.ndarray | None:
+def spec(kind: str) -> KindSpec:
+    """The :class:`KindSpec` of ``kind``.
+
+    Raises:
+        ValueError: ``kind`` is not a kind.
+    """
+    s = KIND_SPECS.get(kind)
+    if s is None:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return s
+
+
+def detail_image(view: Drawable, topk: int | None = 32) -> np.ndarray | None:
     """The detail drawing of ``view`` (see the table above), as (H, W, 3) uint8, or None."""
-    return DETAILS[view.kind](view, topk)
+    return KIND_SPECS[view.kind].detail(view, topk)

@@ -5,18 +5,18 @@
     for m in rec.maps:  # one AttentionMap per tap call, in forward order
         print(m.name, m.stage, m.kind, tuple(m.data.shape))
 
-Only :class:`~attnviz.blocks.Tap` submodules are hooked, so capture never special-cases a block. Hooks
-are removed on exit even when the forward raises; the model's train/eval flags are restored; a shared
-model is hooked under a per-model lock, so concurrent hooked forwards of one model are serialised.
+attnviz's own blocks are read through their :class:`~attnviz.blocks.Tap` submodules, so capture never special-cases
+a block; other networks through adapters and discovered sites. The hooks are :mod:`attnviz.capture.hooks`' engine:
+removed on exit even when the forward raises, a shared model hooked under a per-model lock (concurrent hooked
+forwards of one model are serialised), callbacks only in the thread that entered. The model's train/eval flags are
+restored.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-import threading
-import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from types import TracebackType
@@ -24,14 +24,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
-from torch.utils.hooks import RemovableHandle
 
+from ..blocks.modules import attention_modules
 from ..blocks.tap import KINDS, Tap
 from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, first_tensor, structure
-from .sites import GATE_FUNCS, Canon, Site, axis_alone, canonical, pair_axes, softmax_dim
+from .hooks import SiteHooks, model_lock
+from .kinds import KIND_SPECS, Canon
+from .sites import Site, axis_alone, canonical, pair_axes
 
-__all__ = ["AttentionMap", "AttentionRecorder", "to_cpu"]
+__all__ = ["AttentionMap", "AttentionRecorder", "model_lock", "to_cpu"]
 
 #: The network's own stage naming -> (pattern, offset added to the stage number): torchvision/timm ResNets
 #: (``layerK.i``), timm's ByobNet/ConvNeXt-style ``stages.S.i`` and EfficientNet-style ``blocks.S.i`` (S from 0),
@@ -130,19 +131,6 @@ def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
     return out
 
 
-_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
-_LOCKS_GUARD = threading.Lock()
-
-
-def model_lock(model: nn.Module) -> threading.RLock:
-    """The lock that serialises hooked forwards of ``model`` (one per model object)."""
-    with _LOCKS_GUARD:
-        lock = _LOCKS.get(model)
-        if lock is None:
-            lock = _LOCKS[model] = threading.RLock()
-        return lock
-
-
 class AttentionRecorder:
     """Context manager recording every attention weight computed during the forwards run inside it.
 
@@ -228,19 +216,14 @@ class AttentionRecorder:
         self.dtype = dtype
         self._unclassified: list[tuple[str, tuple[int, ...], str]] = []
         self._acts: dict[str, Tensor] = {}
-        self._handles: list[RemovableHandle] = []
         self._pending: list[tuple[int, str, str, Tensor, tuple[int, int] | None]] = []  # taps: seq, name, kind, ...
         self._raw: list[tuple[int, Site, Tensor, tuple[int, ...] | None, int | None]] = []  # sites: seq, site, ...
         self._canon: list[tuple[int, Site, Canon]] = []  # the discovery pass's own captures
         self._maps: list[AttentionMap] = []
         self._flags: list[tuple[nn.Module, bool]] = []
-        self._lock = model_lock(model)
-        self._locked = False
-        self._thread: int | None = None
         self._batch = 1
-        self._calls: dict[int, int] = {}
-        self._shapes: dict[int, tuple[int, ...]] = {}
-        self._modes: list[tuple[nn.Module, TorchFunctionMode]] = []
+        self._hooks = SiteHooks(model, on_tap=self._on_tap, on_site=self._capture, on_forward=self._root_pre)
+        self._shapes = self._hooks.shapes  # the reference modules' input shapes, kept after exit for reading maps
         self._pass: DiscoveryPass | None = None
 
     def _excluded(self, name: str) -> bool:
@@ -270,27 +253,21 @@ class AttentionRecorder:
 
     # -- context manager -------------------------------------------------------------------------------------
     def __enter__(self) -> AttentionRecorder:
-        if self._handles:
+        if self._hooks.active:
             raise RuntimeError("this AttentionRecorder is already active; use a new one per 'with'")
-        self._lock.acquire()
-        self._locked = True
+        self._hooks.open()
         try:
-            self._thread = threading.get_ident()
             self.clear()
             self._flags = [(m, m.training) for m in self._modules]
             if self.eval_mode:
                 for m in self._modules:  # modules kept in plain lists too, which model.eval() never reaches
                     m.training = False
-            for name, tap in self.taps.items():
-                self._handles.append(tap.register_forward_hook(self._tap_hook(name), with_kwargs=True))
-            self._handles.append(self.model.register_forward_pre_hook(self._root_pre, with_kwargs=True))
-            self._handles.append(self.model.register_forward_hook(self._root_post, always_call=True))
+            self._hooks.taps(self.taps)
+            self._hooks.hook(self.model, self._root_post, always_call=True)
             self._install(self.sites)
             if self.record_activations:
-                from ..sources.own import attention_modules
-
                 for name, module in attention_modules(self.model).items():
-                    self._handles.append(module.register_forward_hook(self._act_hook(name)))
+                    self._hooks.hook(module, self._act_hook(name))
         except BaseException:
             self._release()
             raise
@@ -310,25 +287,17 @@ class AttentionRecorder:
             if self._pass is not None:
                 self._pass.stop()
                 self._pass = None
-            while self._modes:  # a forward that raised inside a hooked module left its mode on the stack
-                self._modes.pop()[1].__exit__(None, None, None)
-            for handle in self._handles:
-                handle.remove()
-            self._handles.clear()
-            for module, flag in self._flags:
-                if module.training != flag:  # nn.Module.__setattr__ is slow: only what changed
-                    module.training = flag
-            self._flags = []
         finally:
-            if self._locked:
-                self._locked = False
-                self._lock.release()
+            try:
+                for module, flag in self._flags:
+                    if module.training != flag:  # nn.Module.__setattr__ is slow: only what changed
+                        module.training = flag
+                self._flags = []
+            finally:
+                self._hooks.close()  # every hook and mode, then the model's lock
 
-    # -- hooks -----------------------------------------------------------------------------------------------
-    def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
-        if threading.get_ident() != self._thread:
-            return
-        self._calls.clear()
+    # -- hooks (the engine calls them in the thread that entered only) --------------------------------------------
+    def _root_pre(self, args: tuple, kwargs: dict[str, Any]) -> None:
         x = first_tensor(args)
         x = first_tensor(tuple(kwargs.values())) if x is None else x
         self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
@@ -337,7 +306,7 @@ class AttentionRecorder:
             self._pass.start(self._batch, args)
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if threading.get_ident() != self._thread or self._pass is None:
+        if self._pass is None:
             return
         found, captured, acts = self._pass.finish(output)
         self._pass = None
@@ -358,92 +327,38 @@ class AttentionRecorder:
         self._install(new)  # later forwards inside this recorder record through cheap hooks
 
     def _install(self, sites: list[Site]) -> None:
-        """Hooks for ``sites``: one pre/post hook pair per owner module (counting its calls, holding the mode that
-        finds its function calls), a pre-hook per reference module (its input's shape), activation hooks."""
-        by_owner: dict[int, list[Site]] = {}
-        for s in sites:
-            by_owner.setdefault(id(s.owner), []).append(s)
-        for group in by_owner.values():
-            owner = group[0].owner
-            self._handles.append(owner.register_forward_pre_hook(self._owner_pre(group)))
-            self._handles.append(owner.register_forward_hook(self._owner_post(group), always_call=True))
-        refs = {id(s.ref): s.ref for s in sites if s.ref is not None}
-        for ref in refs.values():
-            self._handles.append(ref.register_forward_pre_hook(self._ref_pre))
+        """The engine's hooks for ``sites``, and activation hooks on their attention modules."""
+        self._hooks.sites(sites)
         if self.record_activations:
             attn = {id(s.attention): s.attention for s in sites if s.attention is not None}
             for i, module in attn.items():
-                self._handles.append(module.register_forward_hook(self._act_hook(self.paths[i][0])))
+                self._hooks.hook(module, self._act_hook(self.paths[i][0]))
 
-    def _owner_pre(self, group: list[Site]):
-        functions = [s for s in group if s.ordinal is not None]
-
-        def hook(module: nn.Module, args: tuple) -> None:
-            if threading.get_ident() != self._thread:
-                return
-            k = self._calls.get(id(module), 0)
-            self._calls[id(module)] = k + 1
-            if id(module) == id(group[0].ref) or group[0].ref is None:
-                x = first_tensor(args)
-                if x is not None:
-                    self._shapes[id(module)] = tuple(x.shape)
-            wanted = {s.ordinal: s for s in functions if s.call is None or s.call == k}
-            if wanted:
-                mode = _SiteMode(self, wanted)
-                mode.__enter__()
-                self._modes.append((module, mode))
-
-        return hook
-
-    def _owner_post(self, group: list[Site]):
-        outputs = [s for s in group if s.ordinal is None]
-        has_functions = len(outputs) < len(group)
-
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            if threading.get_ident() != self._thread:
-                return
-            if has_functions and self._modes and self._modes[-1][0] is module:
-                self._modes.pop()[1].__exit__(None, None, None)
-            k = self._calls.get(id(module), 1) - 1
-            for s in outputs:
-                if (s.call is None or s.call == k) and isinstance(output, Tensor):
-                    self._capture(s, output, None)
-
-        return hook
-
-    def _ref_pre(self, module: nn.Module, args: tuple) -> None:
-        if threading.get_ident() == self._thread:
-            x = first_tensor(args)
-            if x is not None:
-                self._shapes[id(module)] = tuple(x.shape)
-
-    def _capture(self, site: Site, weight: Tensor, dim: int | None) -> None:
+    def _capture(self, site: Site, weight: Tensor, op: str, dim: int | None) -> None:
+        """A site's weight (the engine's ``on_site``): kept as computed, laid out when the maps are read."""
         ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
         # a copy: later in-place ops (out += identity, ReLU(inplace)) would overwrite a view (ATTENTION.md, bug 10)
         self._raw.append((next(SEQ), site, weight.detach().clone(), ref, dim))
 
-    def _tap_hook(self, name: str):
-        def hook(module: Tap, args: tuple, kwargs: dict, output: Tensor) -> None:
-            if threading.get_ident() != self._thread:
-                return
-            data = module.canonical(output).detach()
-            # A copy, not a view: later in-place ops (out += identity, ReLU(inplace)) would overwrite it
-            # (ATTENTION.md, bug 10); a channel mean or a cast is already a new tensor and is not copied again,
-            # nor is the output of a read_only tap (its block never changes it). It stays on the device until
-            # read, so a GPU batch is moved to the CPU in one transfer.
-            shared = data.untyped_storage().data_ptr() == output.untyped_storage().data_ptr()
-            data = data.to(dtype=self.dtype, copy=shared and not module.read_only)
-            size = kwargs.get("size")
-            if size is None and module.kind in ("spatial", "memory"):
-                size = (int(data.shape[-2]), int(data.shape[-1]))
-            size = None if size is None else (int(size[0]), int(size[1]))
-            self._pending.append((next(SEQ), name, module.kind, data, size))
-
-        return hook
+    def _on_tap(self, name: str, tap: Tap, output: Tensor, kwargs: dict[str, Any]) -> None:
+        """A tap's weight (the engine's ``on_tap``), in its kind's canonical shape."""
+        spec = KIND_SPECS[tap.kind]
+        data = spec.canonical(output).detach()
+        # A copy, not a view: later in-place ops (out += identity, ReLU(inplace)) would overwrite it
+        # (ATTENTION.md, bug 10); a channel mean or a cast is already a new tensor and is not copied again,
+        # nor is the output of a read_only tap (its block never changes it). It stays on the device until
+        # read, so a GPU batch is moved to the CPU in one transfer.
+        shared = data.untyped_storage().data_ptr() == output.untyped_storage().data_ptr()
+        data = data.to(dtype=self.dtype, copy=shared and not tap.read_only)
+        size = kwargs.get("size")
+        if size is None and spec.grid == "shape":
+            size = (int(data.shape[-2]), int(data.shape[-1]))
+        size = None if size is None else (int(size[0]), int(size[1]))
+        self._pending.append((next(SEQ), name, tap.kind, data, size))
 
     def _act_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
-            if threading.get_ident() == self._thread and isinstance(output, Tensor) and output.dim() == 4:
+            if isinstance(output, Tensor) and output.dim() == 4:
                 self._acts[name] = output.detach().mean(dim=1, dtype=torch.float32)  # (B, H, W), a new tensor
 
         return hook
@@ -493,7 +408,7 @@ class AttentionRecorder:
                 self.names is not None and site.name not in self.names
             ):
                 continue
-            size = c.size if c.kind in ("spatial", "memory", "pairwise") else None
+            size = c.size if KIND_SPECS[c.kind].grid is not None else None
             data = c.data.to(self.dtype)
             raw = None if c.raw is None else c.raw.to(self.dtype)
             out.append((seq, AttentionMap(site.name, c.kind, data, size, site.how, c.layout, raw)))
@@ -573,27 +488,3 @@ def _base(name: str) -> str:
     """The module path a site name starts from: ``"a.b.sigmoid()#2"`` -> ``"a.b"``."""
     name = name.partition("#")[0]
     return name.rpartition(".")[0] if name.endswith(")") else name
-
-
-class _SiteMode(TorchFunctionMode):
-    """Active during one call of a site's owner module: counts its gate/softmax calls, captures the wanted ones."""
-
-    def __init__(self, recorder: AttentionRecorder, wanted: dict[int | None, Site]) -> None:
-        super().__init__()
-        self.recorder = recorder
-        self.wanted = wanted
-        self.count = 0
-
-    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        try:
-            gate = func in GATE_FUNCS
-        except TypeError:
-            gate = False
-        if gate and isinstance(out, Tensor):
-            site = self.wanted.get(self.count)
-            self.count += 1
-            if site is not None:
-                self.recorder._capture(site, out, softmax_dim(func, args, kwargs, out.dim()))
-        return out

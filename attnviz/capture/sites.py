@@ -9,7 +9,7 @@ softmax function call inside a module's forward, or a module the user declared. 
 - declarations by the user (``AttentionRecorder(model, sites={"layer*.cbam.sa": "spatial"})``).
 
 :func:`canonical` turns the weight, in whatever layout the code computed it, into the kind's canonical shape
-(:data:`attnviz.blocks.KINDS`), judging the layout against the feature map (B, C, H, W) that the site's
+(:data:`attnviz.capture.kinds.KIND_SPECS`), judging the layout against the feature map (B, C, H, W) that the site's
 *reference* module received:
 
 ==========================================  =====================  ==============================================
@@ -39,9 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..blocks.tap import KINDS
+from .kinds import KIND_SPECS, KINDS, Canon, grid_of, shape_str
 
-__all__ = ["GATE_FUNCS", "GATE_MODULES", "Canon", "Site", "canonical", "gate_module_op", "softmax_dim"]
+__all__ = ["GATE_FUNCS", "GATE_MODULES", "Site", "canonical", "gate_module_op", "gate_op", "softmax_dim"]
 
 #: function -> op, for every function that computes a gate or a softmax (torch, Tensor methods, F).
 GATE_FUNCS: dict[Callable, str] = {
@@ -79,6 +79,14 @@ def qualname(obj: object) -> str:
 def gate_module_op(module: nn.Module) -> str | None:
     """The op of a gate or softmax module (``"sigmoid"``, ``"hardsigmoid"``, ``"softmax"``), else ``None``."""
     return GATE_MODULES.get(qualname(module))
+
+
+def gate_op(func: Callable) -> str | None:
+    """The op of a gate or softmax function (:data:`GATE_FUNCS`), else ``None`` (also for an unhashable callable)."""
+    try:
+        return GATE_FUNCS.get(func)
+    except TypeError:
+        return None
 
 
 def softmax_dim(func: Callable, args: tuple, kwargs: dict, ndim: int) -> int | None:
@@ -125,39 +133,6 @@ class Site:
     transform: Callable[[nn.Module, Tensor, tuple[int, ...] | None], Tensor] | None = field(default=None, repr=False)
 
 
-@dataclass
-class Canon:
-    """A weight in its kind's canonical shape.
-
-    Attributes:
-        kind: a kind of :data:`KINDS`, or ``"axis"`` (one coordinate-attention axis gate, paired by the recorder).
-        data: the canonical tensor (batch first).
-        size: (H, W) of the feature map for pairwise and memory maps, and the map's own for spatial ones.
-        raw: the full tensor where the canonical one is a reduction of it (full-size and grouped gates), else None.
-        layout: how the weight was laid out when computed, e.g. ``"(B, C, 1, 1) gate"``.
-    """
-
-    kind: str
-    data: Tensor
-    size: tuple[int, int] | None = None
-    raw: Tensor | None = None
-    layout: str = ""
-
-
-def _shape(s: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, s)) + ")"
-
-
-def _grid(n: int, ref: tuple[int, ...] | None, strict: bool = False) -> tuple[int, int] | None:
-    """(H, W) with H*W = n: the reference's own, else (unless ``strict`` and a reference is known) a square grid."""
-    if ref is not None and len(ref) == 4 and ref[2] * ref[3] == n:
-        return int(ref[2]), int(ref[3])
-    if strict and ref is not None and len(ref) == 4:
-        return None
-    r = math.isqrt(n)
-    return (r, r) if r * r == n and n > 1 else None
-
-
 def canonical(
     t: Tensor,
     *,
@@ -181,15 +156,17 @@ def canonical(
             (:func:`declared_meaning`), or it is refused with the reason.
     """
     if kind is not None:
-        c = _forced(t, kind, batch, ref)
+        if kind not in KIND_SPECS:
+            return f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}"
+        c = KIND_SPECS[kind].force(t, batch, ref)
         if declared and isinstance(c, Canon):
             why = declared_meaning(c, ref)
-            return c if why is None else f"{_shape(tuple(t.shape))} declared {kind!r}: {why}"
+            return c if why is None else f"{shape_str(tuple(t.shape))} declared {kind!r}: {why}"
         return c
     s = tuple(t.shape)
     nd = len(s)
     if nd < 2:
-        return f"{_shape(s)}: no batch dimension"
+        return f"{shape_str(s)}: no batch dimension"
     c = int(ref[1]) if ref is not None and len(ref) == 4 else None
     grid_ref = (int(ref[2]), int(ref[3])) if ref is not None and len(ref) == 4 else None
     n = grid_ref[0] * grid_ref[1] if grid_ref else None
@@ -201,37 +178,38 @@ def canonical(
             if s[2] * s[3] > 1:
                 raw = t.reshape(batch, g * s[1], s[2], s[3])
                 mean = raw.mean(dim=1, dtype=torch.float32)
-                return Canon("spatial", mean, (s[2], s[3]), raw, f"{_shape(s)} grouped gate, G = {g}")
-            return Canon("channel", t.reshape(batch, -1), None, None, f"{_shape(s)} grouped channel gate, G = {g}")
-        return f"{_shape(s)}: the first dimension is not the batch ({batch})"
+                return Canon("spatial", mean, (s[2], s[3]), raw, f"{shape_str(s)} grouped gate, G = {g}")
+            return Canon("channel", t.reshape(batch, -1), None, None, f"{shape_str(s)} grouped channel gate, G = {g}")
+        return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
     if nd == 4:
         _, ch, h, w = s
         if h == 1 and w == 1:
-            return Canon("channel", t.reshape(batch, ch), None, None, f"{_shape(s)} gate")
+            return Canon("channel", t.reshape(batch, ch), None, None, f"{shape_str(s)} gate")
         if ch == 1:
-            return Canon("spatial", t[:, 0], (h, w), None, f"{_shape(s)} gate")
+            return Canon("spatial", t[:, 0], (h, w), None, f"{shape_str(s)} gate")
         if w == 1 or h == 1:
-            return Canon("axis", t, (h, w), None, f"{_shape(s)} axis gate")
+            return Canon("axis", t, (h, w), None, f"{shape_str(s)} axis gate")
         mean = t.mean(dim=1, dtype=torch.float32)
-        return Canon("spatial", mean, (h, w), t, f"{_shape(s)} full-size gate (channel mean)")
+        return Canon("spatial", mean, (h, w), t, f"{shape_str(s)} full-size gate (channel mean)")
     if nd == 3:
         _, a, b = s
         if a == 1 or b == 1:
             x = b if a == 1 else a
             if c is not None and x == c:
-                return Canon("channel", t.reshape(batch, x), None, None, f"{_shape(s)} gate")
+                return Canon("channel", t.reshape(batch, x), None, None, f"{shape_str(s)} gate")
             if n is not None and x == n and grid_ref is not None:
-                return Canon("spatial", t.reshape(batch, *grid_ref), grid_ref, None, f"{_shape(s)} gate over positions")
-            return Canon("channel", t.reshape(batch, x), None, None, f"{_shape(s)} gate (C = {x})")
+                layout = f"{shape_str(s)} gate over positions"
+                return Canon("spatial", t.reshape(batch, *grid_ref), grid_ref, None, layout)
+            return Canon("channel", t.reshape(batch, x), None, None, f"{shape_str(s)} gate (C = {x})")
         if grid_ref is not None and (a, b) == grid_ref:
-            return Canon("spatial", t, (a, b), None, f"{_shape(s)} gate")
-        return f"{_shape(s)}: a 3-d gate that is neither (B, 1, C), (B, C, 1) nor (B, H, W) of the feature map"
+            return Canon("spatial", t, (a, b), None, f"{shape_str(s)} gate")
+        return f"{shape_str(s)}: a 3-d gate that is neither (B, 1, C), (B, C, 1) nor (B, H, W) of the feature map"
     if nd == 2:
         x = s[1]
         if n is not None and x == n and x != c and grid_ref is not None:
-            return Canon("spatial", t.reshape(batch, *grid_ref), grid_ref, None, f"{_shape(s)} gate over positions")
-        return Canon("channel", t, None, None, f"{_shape(s)} gate")
-    return f"{_shape(s)}: a {nd}-d gate"
+            return Canon("spatial", t.reshape(batch, *grid_ref), grid_ref, None, f"{shape_str(s)} gate over positions")
+        return Canon("channel", t, None, None, f"{shape_str(s)} gate")
+    return f"{shape_str(s)}: a {nd}-d gate"
 
 
 def _softmax(
@@ -248,63 +226,51 @@ def _softmax(
     if d == 0 and nd >= 3 and s[1] == batch:  # branches stacked first: (K, B, C, ...)
         k = s[0]
         data = t.movedim(0, 1).reshape(batch, k, -1)
-        return Canon("branch", data, None, None, f"{_shape(s)} softmax over {k} branches (dim 0)")
+        return Canon("branch", data, None, None, f"{shape_str(s)} softmax over {k} branches (dim 0)")
     if s[0] % batch:
-        return f"{_shape(s)}: the first dimension is not the batch ({batch})"
+        return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
     lead = s[0] // batch
     if nd >= 3 and s[-1] == s[-2] and d >= nd - 2:  # (B, [heads,] M, M)
         m = s[-1]
         heads = lead * math.prod(s[1:-2])
-        grid = _grid(m, ref, strict=True)
+        grid = grid_of(m, ref, strict=True)
         if c is not None and m == c and m != n:
             if heads != 1:
-                return f"{_shape(s)}: a C x C softmax with {heads} heads"
-            return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{_shape(s)} softmax, C x C")
+                return f"{shape_str(s)}: a C x C softmax with {heads} heads"
+            return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{shape_str(s)} softmax, C x C")
         if grid is not None:
             data = t.reshape(batch, heads, m, m)
-            return Canon("pairwise", data, grid, None, f"{_shape(s)} softmax, {heads} head(s), N x N")
-        return f"{_shape(s)}: an M x M softmax with M = {m}, neither C nor H*W of the feature map"
+            return Canon("pairwise", data, grid, None, f"{shape_str(s)} softmax, {heads} head(s), N x N")
+        return f"{shape_str(s)}: an M x M softmax with M = {m}, neither C nor H*W of the feature map"
     if lead != 1:
-        return f"{_shape(s)}: the first dimension is not the batch ({batch})"
+        return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
     if nd == 3 and n is not None and n in s[1:]:  # (B, N, S) or (B, S, N): weights over memory units per position
         pos = 1 if s[1] == n else 2
         other = s[3 - pos]
-        grid = _grid(n, ref, strict=True)
+        grid = grid_of(n, ref, strict=True)
         assert grid is not None
         data = t if pos == 2 else t.transpose(1, 2)  # (B, S, N)
         if other == 1:
-            return Canon("spatial", data.reshape(batch, *grid), grid, None, f"{_shape(s)} softmax over positions")
-        return Canon("memory", data.reshape(batch, other, *grid), grid, None, f"{_shape(s)} softmax, {other} units")
+            return Canon("spatial", data.reshape(batch, *grid), grid, None, f"{shape_str(s)} softmax over positions")
+        return Canon("memory", data.reshape(batch, other, *grid), grid, None, f"{shape_str(s)} softmax, {other} units")
     if nd == 2:
         if n is not None and s[1] == n and s[1] != c:
-            grid = _grid(n, ref, strict=True)
+            grid = grid_of(n, ref, strict=True)
             assert grid is not None
-            return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{_shape(s)} softmax over positions")
-        return Canon("channel", t, None, None, f"{_shape(s)} softmax over channels")
+            return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{shape_str(s)} softmax over positions")
+        return Canon("channel", t, None, None, f"{shape_str(s)} softmax over channels")
     if nd == 4 and s[1] == 1 and d >= 2:
-        return Canon("spatial", t[:, 0], (s[2], s[3]), None, f"{_shape(s)} softmax over positions")
+        return Canon("spatial", t[:, 0], (s[2], s[3]), None, f"{shape_str(s)} softmax over positions")
     if nd == 4 and s[2] == 1 and s[3] == 1 and d == 1:
-        return Canon("channel", t.reshape(batch, -1), None, None, f"{_shape(s)} softmax over channels")
+        return Canon("channel", t.reshape(batch, -1), None, None, f"{shape_str(s)} softmax over channels")
     if d == 1 and nd >= 3 and s[1] <= 16:  # (B, K, C, ...): a softmax over K branches
         k = s[1]
-        return Canon("branch", t.reshape(batch, k, -1), None, None, f"{_shape(s)} softmax over {k} branches (dim 1)")
-    return f"{_shape(s)}: a softmax over dim {d} that fits no kind"
+        return Canon("branch", t.reshape(batch, k, -1), None, None, f"{shape_str(s)} softmax over {k} branches (dim 1)")
+    return f"{shape_str(s)}: a softmax over dim {d} that fits no kind"
 
 
 def _sums_to_one(x: Tensor, dim: int) -> bool:
     return bool(torch.allclose(x.float().sum(dim), torch.ones(()), atol=1e-3))
-
-
-def _prefix_hint(m: int) -> str:
-    """'N = 197 = 1 prefix token + a 14 x 14 grid' when ``m`` is a square grid plus a few prefix tokens."""
-    for k in range(1, 9):
-        r = math.isqrt(m - k)
-        if r > 1 and r * r == m - k:
-            return (
-                f"; N = {m} = {k} prefix token(s) (class, distillation, registers) + a {r} x {r} grid: token "
-                "attention with prefix tokens is not read as pairwise"
-            )
-    return ""
 
 
 def declared_meaning(c: Canon, ref: tuple[int, ...] | None) -> str | None:
@@ -318,70 +284,19 @@ def declared_meaning(c: Canon, ref: tuple[int, ...] | None) -> str | None:
     grid = (int(ref[2]), int(ref[3])) if ref is not None and len(ref) == 4 else None
     tokens = ref is not None and len(ref) == 3
     d = c.data
-    if c.kind in ("spatial", "memory") and c.size is not None:
+    spec = KIND_SPECS[c.kind]
+    if spec.grid == "shape" and c.size is not None:
         if grid is not None and tuple(c.size) != grid:
             return f"its {c.size[0]} x {c.size[1]} grid is not the feature map's {grid[0]} x {grid[1]}"
         if tokens:
-            return f"the site receives tokens {_shape(ref)}, not a feature map (B, C, H, W) for a map to lie on"
+            return f"the site receives tokens {shape_str(ref)}, not a feature map (B, C, H, W) for a map to lie on"
     channels = ref[1] if grid is not None else ref[2] if tokens else None  # type: ignore[index]
     if c.kind == "channel" and channels is not None and d.shape[1] != channels:
         return f"{d.shape[1]} weights, but the site's input has C = {channels}"
-    if c.kind in ("pairwise", "channel_pairwise") and not _sums_to_one(d, -1):
-        return "its rows do not sum to 1 (not attention over positions or channels)"
-    if c.kind == "branch" and not _sums_to_one(d, 1):
-        return "its weights do not sum to 1 over the branches"
-    if c.kind == "memory" and not (_sums_to_one(d, 1) or _sums_to_one(d.flatten(2), 2)):
-        return "its weights sum to 1 neither over the units at each position nor over the positions of each unit"
+    over_positions = c.kind == "memory" and _sums_to_one(d.flatten(2), 2)  # memory: a softmax over N for each unit
+    if spec.normalised is not None and not _sums_to_one(d, spec.normalised) and not over_positions:
+        return spec.not_normalised
     return None
-
-
-def _forced(t: Tensor, kind: str, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
-    """``t`` as ``kind`` (an adapter or a declaration fixed it), or why it cannot be."""
-    if kind not in KINDS:
-        return f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}"
-    s = tuple(t.shape)
-    if not s or s[0] % batch:
-        return f"{_shape(s)}: the first dimension is not the batch ({batch}), as a {kind!r} map needs"
-    lead = s[0] // batch
-    try:
-        if kind == "channel":
-            x = t.reshape(batch, -1, *s[2:]) if lead > 1 else t
-            if x.dim() == 4 and x.shape[2] * x.shape[3] > 1:
-                x = x.mean(dim=(2, 3), dtype=torch.float32)
-            return Canon("channel", x.reshape(batch, -1), None, None, f"{_shape(s)} as channel")
-        if kind == "spatial":
-            if t.dim() == 4:
-                x = t.reshape(batch, -1, *s[2:])
-                raw = x if x.shape[1] > 1 else None
-                mean = x[:, 0] if x.shape[1] == 1 else x.mean(dim=1, dtype=torch.float32)
-                return Canon("spatial", mean, (s[2], s[3]), raw, f"{_shape(s)} as spatial")
-            if t.dim() == 3 and lead == 1 and 1 not in s[1:]:
-                return Canon("spatial", t, (s[1], s[2]), None, f"{_shape(s)} as spatial")
-            grid = _grid(t.numel() // batch, ref, strict=True)
-            if grid is None:
-                return f"{_shape(s)}: not a spatial map of the feature map"
-            return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{_shape(s)} as spatial")
-        if kind == "branch":
-            return Canon("branch", t.reshape(batch, lead * s[1], -1), None, None, f"{_shape(s)} as branch")
-        if kind == "pairwise":
-            m = s[-1]
-            grid = _grid(m, ref, strict=True)
-            if grid is None or s[-2] != m:
-                hint = _prefix_hint(m) if s[-2] == m else ""
-                return f"{_shape(s)}: not an N x N map with N = H*W of the feature map{hint}"
-            return Canon("pairwise", t.reshape(batch, -1, m, m), grid, None, f"{_shape(s)} as pairwise")
-        if kind == "channel_pairwise":
-            m = s[-1]
-            return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{_shape(s)} as C x C")
-        # memory
-        if t.dim() == 4:
-            return Canon("memory", t, (s[2], s[3]), None, f"{_shape(s)} as memory")
-        grid = _grid(s[-1], ref, strict=True)
-        if grid is None:
-            return f"{_shape(s)}: not (B, S, N) with N = H*W of the feature map"
-        return Canon("memory", t.reshape(batch, -1, *grid), grid, None, f"{_shape(s)} as memory")
-    except RuntimeError as e:
-        return f"{_shape(s)}: cannot be laid out as {kind!r} ({e})"
 
 
 def pair_axes(h_gate: Tensor, w_gate: Tensor) -> Tensor | None:

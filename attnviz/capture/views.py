@@ -1,7 +1,8 @@
 """What to show for each captured map: one :class:`View` per map, with the spatial map to overlay (if any)
-and what it means. Pure: a Result in, views out; the app and the exporter both draw from these.
+and what it means. Pure: maps and activations in, views out; the app, the exporter, the checks and the statistics all
+draw from these.
 
-Spatial view per kind:
+Spatial view per kind (:data:`attnviz.capture.kinds.KIND_SPECS`):
   spatial          the gate itself (values in 0..1)
   channel          the gate-weighted mean activation of the block (channel mean of the module's output),
                    unless the same block also has a spatial gate (CBAM), which is then its view
@@ -9,21 +10,45 @@ Spatial view per kind:
   pairwise         where the query position attends, head mean (the query defaults to the centre)
   memory           the External Attention unit whose weights vary most over positions
   channel_pairwise none (drawn as a C x C matrix)
+
+The one rule for a block's activation view is :func:`view_activations`: a spatial gate wins, else the owner's
+gate-weighted activation.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..pipeline.core import Result
-from ..render import normalize, pairwise_query, query_cell, value_range
+from ..render import normalize, value_range
+from .kinds import KIND_SPECS
+from .recorder import AttentionMap
 
-__all__ = ["View", "build_views", "owner_activation", "owner_module", "spatial_view", "spatial_views"]
+__all__ = [
+    "Captured",
+    "View",
+    "build_views",
+    "owner_activation",
+    "owner_module",
+    "spatial_view",
+    "spatial_views",
+    "view_activations",
+]
 
 T = TypeVar("T")
+
+
+class Captured(Protocol):
+    """What :func:`build_views` reads of a result (:class:`attnviz.pipeline.core.Result` is one)."""
+
+    @property
+    def maps(self) -> list[AttentionMap]: ...
+
+    @property
+    def activations(self) -> Mapping[str, np.ndarray]: ...
 
 
 @dataclass
@@ -66,10 +91,18 @@ def owner_module(paths: list[str], name: str) -> str | None:
     return max(owners, key=len) if owners else None
 
 
-def owner_activation(activations: dict[str, T], name: str) -> T | None:
+def owner_activation(activations: Mapping[str, T], name: str) -> T | None:
     """The activation of the innermost attention module that owns the tap ``name`` (``None`` if none does)."""
     owner = owner_module(list(activations), name)
     return None if owner is None else activations[owner]
+
+
+def view_activations(maps: Sequence[AttentionMap], activations: Mapping[str, T]) -> list[T | None]:
+    """Per map, the activation its spatial view may show (the channel mean of the owning attention module's output):
+    ``None`` where the map's block has a spatial gate, which wins (CBAM shows its spatial gate, not the gate-weighted
+    activation), and where no attention module owns the map."""
+    with_spatial = {m.block for m in maps if m.kind == "spatial"}
+    return [None if m.block in with_spatial else owner_activation(activations, m.name) for m in maps]
 
 
 def spatial_view(
@@ -85,34 +118,23 @@ def spatial_view(
         kind: the map's kind; data: its canonical data without the batch dimension.
         size: (h, w) of the feature map for pairwise/memory maps.
         activation: channel mean of the owning attention module's output (h, w), for channel/branch kinds;
-            pass ``None`` where another view of the block is preferred (CBAM's spatial gate).
+            pass ``None`` where another view of the block is preferred (CBAM's spatial gate: :func:`view_activations`).
         query: (x, y) fractions of the image for pairwise maps.
     """
-    if kind == "spatial":
-        return data, "spatial gate", None
-    if kind in ("channel", "branch") and activation is not None:
-        return activation, "gate-weighted mean activation" if kind == "channel" else "mean output activation", None
-    if kind == "pairwise" and size is not None:
-        cell = query_cell(query, (1, 1), size)  # the query as fractions of a unit image
-        return pairwise_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell
-    if kind == "memory":
-        unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
-        return data[unit], f"memory unit {unit} (most variable)", None
-    return None, "", None
+    return KIND_SPECS[kind].view(data, size, activation, query)
 
 
-def build_views(result: Result, query: tuple[float, float] | None = None) -> list[View]:
+def build_views(result: Captured, query: tuple[float, float] | None = None) -> list[View]:
     """Views for every map of ``result``, in forward order.
 
     Args:
-        result: an :func:`attnviz.analyze` result.
+        result: an :func:`attnviz.analyze` result, or anything with its ``maps`` and ``activations``
+            (:class:`Captured`).
         query: (x, y) as fractions (0..1) of the image's width and height for pairwise maps; default centre.
     """
-    blocks_with_spatial = {m.block for m in result.maps if m.kind == "spatial"}
     views: list[View] = []
-    for m in result.maps:
+    for m, act in zip(result.maps, view_activations(result.maps, result.activations), strict=True):
         data = m.data[0].numpy()
-        act = None if m.block in blocks_with_spatial else owner_activation(result.activations, m.name)
         spatial, label, cell = spatial_view(m.kind, data, m.size, act, query or (0.5, 0.5))
         gate = m.kind == "spatial"
         views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell))

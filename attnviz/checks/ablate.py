@@ -19,18 +19,17 @@ units (pairwise, channel_pairwise, memory)    External Attention are ``x + f(x)`
 A softmax whose axis is not known (a module's output named by an adapter or a declaration) gets the mean of its own
 output, which is exactly 1/K for any softmax over K entries.
 
-It works through the same sites as the recorder (:mod:`attnviz.capture.recorder`): attnviz's
-:class:`~attnviz.blocks.Tap`
-modules (a forward hook returns the neutral tensor), module sites (a forward hook on the owner replaces its
-output), function sites (a :class:`~torch.overrides.TorchFunctionMode`, active during the owner's call, replaces
-the result of its k-th gate/softmax call), and residual modules (a forward hook returns the module's input). The
-replacement is per image of the batch, so one forward of a batch answers every block at once: image 0 as it is,
-image i with block i off, the last with every block off (:func:`ablate`).
+It works through the same sites, and the same hook engine, as the recorder (:mod:`attnviz.capture.hooks`): the
+engine hands each weight computed at attnviz's :class:`~attnviz.blocks.Tap` modules, module sites and function sites
+to :class:`Ablation`, which returns the neutral tensor in its place; a residual module's forward hook returns the
+module's input. Which value is neutral, and which axis a tap's softmax runs over, is the kind table's
+(:data:`attnviz.capture.kinds.KIND_SPECS`). The replacement is per image of the batch, so one forward of a batch
+answers every block at once: image 0 as it is, image i with block i off, the last with every block off
+(:func:`ablate`).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -38,12 +37,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.overrides import TorchFunctionMode
-from torch.utils.hooks import RemovableHandle
 
+from ..blocks.tap import Tap
 from ..capture.discover import first_tensor
-from ..capture.recorder import model_lock
-from ..capture.sites import GATE_FUNCS, Site, softmax_dim
+from ..capture.hooks import SiteHooks
+from ..capture.kinds import KIND_SPECS
+from ..capture.sites import Site
 from .blocks import Block, find_blocks
 
 __all__ = ["OFF", "Ablation", "AblationResult", "Effect", "NotAClassifierError", "ablate", "neutral"]
@@ -53,15 +52,8 @@ class NotAClassifierError(ValueError):
     """The model's output is not class logits (B, classes): a check that follows a class cannot run."""
 
 
-#: kind -> what switching it off means (README, result.json).
-OFF: dict[str, str] = {
-    "channel": "gate set to 1 (identity)",
-    "spatial": "gate set to 1 (identity)",
-    "branch": "softmax set to uniform 1/K over the branches",
-    "pairwise": "skip path (x) where the block is x + f(x), else uniform 1/N over positions",
-    "channel_pairwise": "skip path (x) where the block is x + f(x), else uniform 1/C",
-    "memory": "skip path (x) where the block is x + f(x), else uniform 1/S over the memory units",
-}
+#: kind -> what switching it off means (README, result.json): the kind table's ``off``.
+OFF: dict[str, str] = {kind: spec.off for kind, spec in KIND_SPECS.items()}
 
 
 def neutral(t: Tensor, op: str, kind: str | None, dim: int | None, batch_dim: int = 0) -> Tensor:
@@ -74,7 +66,8 @@ def neutral(t: Tensor, op: str, kind: str | None, dim: int | None, batch_dim: in
         dim: the softmax's axis, when known.
         batch_dim: the batch axis of ``t`` (a mean over the rest stands for 1/K where the axis is unknown).
     """
-    if op in ("sigmoid", "hardsigmoid") or (op == "output" and kind in ("channel", "spatial", None)):
+    gate = kind is None or (kind in KIND_SPECS and KIND_SPECS[kind].normalised is None)
+    if op in ("sigmoid", "hardsigmoid") or (op == "output" and gate):
         return torch.ones_like(t)
     if dim is not None:
         return torch.full_like(t, 1.0 / t.shape[dim])
@@ -100,9 +93,6 @@ def _replace(t: Tensor, off: Tensor, op: str, kind: str | None, dim: int | None)
     return torch.where(_mask(t, off.to(t.device), batch_dim), neutral(t, op, kind, dim, batch_dim), t)
 
 
-_TAP_DIM = {"branch": 1, "pairwise": -1, "channel_pairwise": -1, "memory": 1}
-
-
 class Ablation:
     """Context manager: the given blocks are off, image by image, during the forwards run inside it.
 
@@ -111,9 +101,8 @@ class Ablation:
         blocks: the blocks :func:`find_blocks` found.
         off: block path -> (B,) bool, the images of the batch in which that block is off; a block not named is on.
 
-    The model is locked (:func:`attnviz.capture.recorder.model_lock`) while the hooks are in place and every hook is
-    removed
-    on exit, also when the forward raises. Only the thread that entered sees the ablation.
+    The hooks are :class:`attnviz.capture.hooks.SiteHooks`': the model is locked while they are in place, every hook
+    is removed on exit, also when the forward raises, and only the thread that entered sees the ablation.
     """
 
     def __init__(self, model: nn.Module, blocks: Sequence[Block], off: dict[str, Tensor]) -> None:
@@ -124,58 +113,34 @@ class Ablation:
         self.model = model
         self.blocks = [known[k] for k in off]
         self.off = {k: v.bool() for k, v in off.items()}
-        self._handles: list[RemovableHandle] = []
-        self._lock = model_lock(model)
-        self._thread: int | None = None
-        self._calls: dict[int, int] = {}
-        self._modes: list[tuple[nn.Module, TorchFunctionMode]] = []
+        self._hooks = SiteHooks(model, on_tap=self._tap, on_site=self._site, on_forward=self._check_batch)
+        self._tap_off: dict[str, Tensor] = {}  # map name -> its block's (B,) mask
+        self._site_off: dict[int, Tensor] = {}  # id(site) -> its block's (B,) mask
 
     def __enter__(self) -> Ablation:
-        self._lock.acquire()
+        self._hooks.open()
         try:
-            self._thread = threading.get_ident()
-            self._handles.append(self.model.register_forward_pre_hook(self._root_pre))
             for b in self.blocks:
                 off = self.off[b.path]
                 if b.residual and b.module is not None:
-                    self._handles.append(b.module.register_forward_hook(self._skip(off)))
+                    self._hooks.hook(b.module, self._skip(off))
                     continue
-                for tap in b.taps.values():
-                    self._handles.append(tap.register_forward_hook(self._tap(tap.kind, off)))
-                by_owner: dict[int, list[Site]] = {}
-                for s in b.sites:
-                    by_owner.setdefault(id(s.owner), []).append(s)
-                for group in by_owner.values():
-                    owner = group[0].owner
-                    self._handles.append(owner.register_forward_pre_hook(self._owner_pre(group, off)))
-                    self._handles.append(owner.register_forward_hook(self._owner_post(group, off), always_call=True))
+                self._tap_off.update(dict.fromkeys(b.taps, off))
+                self._hooks.taps(b.taps)
+                self._site_off.update({id(s): off for s in b.sites})
+                self._hooks.sites(b.sites)
         except BaseException:
-            self._release()
+            self._hooks.close()
             raise
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._release()
+        self._hooks.close()
 
-    def _release(self) -> None:
-        try:
-            while self._modes:
-                self._modes.pop()[1].__exit__(None, None, None)
-            for h in self._handles:
-                h.remove()
-            self._handles.clear()
-        finally:
-            self._lock.release()
-
-    def _mine(self) -> bool:
-        return threading.get_ident() == self._thread
-
-    def _root_pre(self, module: nn.Module, args: tuple) -> None:
-        if not self._mine():
-            return
-        self._calls.clear()
+    # -- the engine's callbacks (in the thread that entered only) ----------------------------------------------
+    def _check_batch(self, args: tuple, kwargs: dict[str, Any]) -> None:
         x = first_tensor(args)
         n = {int(v.shape[0]) for v in self.off.values()}
         if x is not None and n and n != {int(x.shape[0])}:
@@ -184,82 +149,19 @@ class Ablation:
     def _skip(self, off: Tensor) -> Callable[..., Any]:
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
             x = first_tensor(args)
-            if not self._mine() or not isinstance(output, Tensor) or x is None or x.shape != output.shape:
+            if not isinstance(output, Tensor) or x is None or x.shape != output.shape:
                 return None
             return torch.where(_mask(output, off.to(output.device), 0), x, output)
 
         return hook
 
-    def _tap(self, kind: str, off: Tensor) -> Callable[..., Any]:
-        op = "sigmoid" if kind in ("channel", "spatial") else "softmax"
+    def _tap(self, name: str, tap: Tap, output: Tensor, kwargs: dict[str, Any]) -> Tensor:
+        spec = KIND_SPECS[tap.kind]
+        dim = None if spec.normalised is None else spec.normalised % output.dim()
+        return _replace(output, self._tap_off[name], spec.op, tap.kind, dim)
 
-        def hook(module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
-            if not self._mine():
-                return None
-            dim = _TAP_DIM.get(kind)
-            return _replace(output, off, op, kind, None if dim is None else dim % output.dim())
-
-        return hook
-
-    def _owner_pre(self, group: list[Site], off: Tensor) -> Callable[..., None]:
-        functions = [s for s in group if s.ordinal is not None]
-
-        def hook(module: nn.Module, args: tuple) -> None:
-            if not self._mine():
-                return
-            k = self._calls.get(id(module), 0)
-            self._calls[id(module)] = k + 1
-            wanted = {s.ordinal: s for s in functions if s.call is None or s.call == k}
-            if wanted:
-                mode = _OffMode(wanted, off)
-                mode.__enter__()
-                self._modes.append((module, mode))
-
-        return hook
-
-    def _owner_post(self, group: list[Site], off: Tensor) -> Callable[..., Any]:
-        outputs = [s for s in group if s.ordinal is None]
-        has_functions = len(outputs) < len(group)
-
-        def hook(module: nn.Module, args: tuple, output: Any) -> Any:
-            if not self._mine():
-                return None
-            if has_functions and self._modes and self._modes[-1][0] is module:
-                self._modes.pop()[1].__exit__(None, None, None)
-            k = self._calls.get(id(module), 1) - 1
-            for s in outputs:
-                if (s.call is None or s.call == k) and isinstance(output, Tensor):
-                    return _replace(output, off, s.op, s.kind, s.dim)
-            return None
-
-        return hook
-
-
-class _OffMode(TorchFunctionMode):
-    """Active during one call of a site's owner: replaces the wanted gate/softmax calls' results by neutral ones."""
-
-    def __init__(self, wanted: dict[int | None, Site], off: Tensor) -> None:
-        super().__init__()
-        self.wanted = wanted
-        self.off = off
-        self.count = 0
-
-    def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        try:
-            op = GATE_FUNCS.get(func)
-        except TypeError:
-            op = None
-        if op is not None and isinstance(out, Tensor):
-            site = self.wanted.get(self.count)
-            self.count += 1
-            if site is not None:
-                new = _replace(out, self.off, op, site.kind, softmax_dim(func, args, kwargs, out.dim()))
-                if getattr(func, "__name__", "").endswith("_"):  # in place (sigmoid_): the caller keeps its tensor
-                    return out.copy_(new)
-                return new
-        return out
+    def _site(self, site: Site, weight: Tensor, op: str, dim: int | None) -> Tensor:
+        return _replace(weight, self._site_off[id(site)], op, site.kind, site.dim if dim is None else dim)
 
 
 @dataclass

@@ -16,8 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..blocks import get_attention, list_attentions
+from ..blocks.tap import Tap
 from ..capture.recorder import AttentionMap, AttentionRecorder
 from ..capture.sites import Site
+from ..capture.views import spatial_view, view_activations
 
 __all__ = ["Block", "block_key", "find_blocks", "residual_module"]
 
@@ -44,7 +47,7 @@ class Block:
     maps: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
     module: nn.Module | None = None
-    taps: dict[str, nn.Module] = field(default_factory=dict)
+    taps: dict[str, Tap] = field(default_factory=dict)
     sites: list[Site] = field(default_factory=list)
     feature: bool = False
     residual: bool = False
@@ -62,8 +65,6 @@ def residual_module(module: nn.Module | None) -> bool:
     its forward is ``x + f(x)``)."""
     if module is None:
         return False
-    from ..blocks import get_attention, list_attentions
-
     classes = tuple(get_attention(n).cls for n in list_attentions() if get_attention(n).placement == "stage")
     return isinstance(module, classes)
 
@@ -112,16 +113,11 @@ def block_view(
     block: Block, maps: list[AttentionMap], activations: dict[str, np.ndarray], query: tuple[float, float] = (0.5, 0.5)
 ) -> tuple[np.ndarray | None, str, str | None]:
     """The block's spatial view, as the app and the export draw it (:func:`attnviz.capture.views.build_views`): the
-    first
-    of its maps that has one (CBAM: its spatial gate; SE: the gate-weighted mean activation; MHSA: the query's
+    first of its maps that has one (CBAM: its spatial gate; SE: the gate-weighted mean activation; MHSA: the query's
     attention). Returns (the (h, w) map or ``None``, its label, the name of the map it comes from)."""
-    from ..capture.views import owner_activation, spatial_view
-
-    with_spatial = {m.block for m in maps if m.kind == "spatial"}
-    for m in maps:
+    for m, act in zip(maps, view_activations(maps, activations), strict=True):
         if m.name not in block.maps:
             continue
-        act = None if m.block in with_spatial else owner_activation(activations, m.name)
         view, label, _ = spatial_view(m.kind, m.data[0].numpy(), m.size, act, query)
         if view is not None:
             return np.asarray(view, dtype=np.float32), label, m.name

@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..capture.recorder import model_lock
-from .blocks import Block, block_view
+from ..capture.hooks import model_lock
+from .blocks import Block, block_view, find_blocks
 
 __all__ = ["WARN_ABOVE", "call_order", "randomise_from", "randomised_views"]
 
@@ -120,8 +120,6 @@ def randomised_views(
         located.append((start, b))
     out: dict[str, np.ndarray | None] = {b.path: None for b in blocks}
     done: int | None = None
-    from .blocks import find_blocks
-
     for start, b in sorted(((s, b) for s, b in located if s is not None), key=lambda t: -t[0]):
         randomise_from(twin, start, order, seed, done)
         done = start

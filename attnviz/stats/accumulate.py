@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..capture.kinds import KIND_SPECS
 from ..capture.recorder import AttentionMap
 from .localisation import LocalisationScores, localise, to_image, views_of
 
@@ -26,7 +27,6 @@ __all__ = ["BINS", "FLAT_TOL", "accumulate", "finalize", "merge", "new_partial"]
 
 BINS = 50  #: histogram bins over [0, 1] (values outside fall in the end bins; min and max are kept)
 FLAT_TOL = 0.05  #: a gate value "near 0.5" or "near 1", and a map whose range is below this is flat
-NORMALISED = {"branch": 1, "pairwise": -1, "channel_pairwise": -1, "memory": 1}  #: kind -> axis summing to 1
 
 
 def new_partial() -> dict[str, Any]:
@@ -73,17 +73,16 @@ def _copy(v: Any) -> Any:
 
 
 def _profile(m: AttentionMap) -> Tensor | None:
-    """(B, P) the site's channel profile: a channel gate, or a branch weight per (path, channel)."""
-    if m.kind == "channel":
-        return m.data.reshape(m.data.shape[0], -1)
-    if m.kind == "branch":
+    """(B, P) the site's channel profile: a channel gate, or a branch weight per (path, channel) (the kinds whose
+    values weigh channels, :attr:`attnviz.capture.kinds.KindSpec.channels`)."""
+    if KIND_SPECS[m.kind].channels:
         return m.data.reshape(m.data.shape[0], -1)
     return None
 
 
 def _entropy(m: AttentionMap) -> Tensor | None:
     """(B,) mean entropy of the site's normalised distributions, divided by its maximum (log of their length)."""
-    axis = NORMALISED.get(m.kind)
+    axis = KIND_SPECS[m.kind].normalised  # the axis summing to 1 (None: a gate)
     if axis is None:
         return None
     d = m.data.double().clamp(min=0)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..capture.recorder import AttentionRecorder
-from ..capture.views import owner_activation, spatial_view
+from ..capture.views import spatial_view, view_activations
 
 __all__ = [
     "LocalisationScores",
@@ -141,9 +141,8 @@ def block_maps(rec: AttentionRecorder) -> dict[str, tuple[int | None, Tensor]]:
 
 def views_of(maps: list, acts: dict[str, Tensor]) -> dict[str, tuple[int | None, Tensor]]:
     """:func:`block_maps` from maps (batch B) and activations (block path -> (B, h, w))."""
-    with_spatial = {m.block for m in maps if m.kind == "spatial"}
     out: dict[str, tuple[int | None, Tensor]] = {}
-    for m in maps:
+    for m, act in zip(maps, view_activations(maps, acts), strict=True):
         if m.block in out and m.kind != "spatial":
             continue  # one view per block; a spatial gate (CBAM) wins over the channel view
         if m.kind == "pairwise" and m.size is not None:
@@ -151,7 +150,6 @@ def views_of(maps: list, acts: dict[str, Tensor]) -> dict[str, tuple[int | None,
             received = m.data.mean(dim=(1, 2)).reshape(b, *m.size)  # (B, h, w): attention each key receives
             out[m.block] = (m.stage, received)
             continue
-        act = None if m.block in with_spatial else owner_activation(acts, m.name)
         views = []
         for i in range(m.data.shape[0]):
             spatial, _, _ = spatial_view(m.kind, m.data[i].numpy(), m.size, None if act is None else act[i].numpy())
