@@ -81,7 +81,7 @@ def test_real_photo_scores_in_the_card_are_reproducible() -> None:
 
 
 def test_status_line_carries_the_real_photo_score() -> None:
-    from attnviz.app.handlers import measured_line
+    from attnviz.app.status import measured_line
 
     result = analyze(ROOT / "assets" / "rocket.jpg", attention="se", weights="demo", size=96)
     measured = result.model["measured"]
