@@ -11,7 +11,7 @@ from ..sources.catalog import TIMM_ATTENTION, TIMM_MODELS
 from ..sources.demo import examples_dir
 from ..sources.hub import hf_cached_file
 from ..sources.resnets import ARCHS
-from ..sources.spec import Weights
+from ..sources.spec import Weights, is_own
 from ..sources.timm import timm_availability
 from .config import AppConfig
 
@@ -84,7 +84,7 @@ def attention_choices(own: str | None = None) -> list[tuple[str, str]]:
 
 def brings_attention(arch: str) -> bool:
     """Whether the network ``arch`` has its own attention (anything but attnviz's ResNets)."""
-    return arch not in ARCHS
+    return not is_own(arch)
 
 
 def example_paths() -> list[str]:

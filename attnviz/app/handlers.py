@@ -34,9 +34,8 @@ from ..pipeline.image import ImageError
 from ..pipeline.run import analyze
 from ..render import channel_stats, channel_table, display_size, overlay
 from ..sources.meta import meta_of
-from ..sources.resnets import ARCHS
 from ..sources.select import choose_network
-from ..sources.spec import Weights, parse_weights
+from ..sources.spec import Weights, is_own, parse_weights
 from .choices import (
     AXES,
     FROM_NETWORK,
@@ -352,14 +351,14 @@ class Handlers:
         s = result.settings
         kind, _, value = other.partition(":")
         if kind == "attention":
-            if s["arch"] not in ARCHS:
+            if not is_own(s["arch"]):
                 raise user_error(f"{s['arch']} brings its own attention: compare it with another network instead.")
             return choose_network(value, s["arch"], s["weights"])
         arch = value
         weights = s["weights"]
         if arch != s["arch"] and parse_weights(weights) not in (Weights.RANDOM, Weights.IMAGENET):  # one network's
-            weights = (Weights.RANDOM if arch in ARCHS else Weights.IMAGENET).value
-        return s["attention"] if arch in ARCHS else None, arch, weights
+            weights = (Weights.RANDOM if is_own(arch) else Weights.IMAGENET).value
+        return s["attention"] if is_own(arch) else None, arch, weights
 
     def run_compare(
         self,
