@@ -252,3 +252,71 @@ def test_memory_stable_over_100_recorded_forwards() -> None:
     # one forward's maps are well under 1 MiB; 100 leaked forwards of activations would be hundreds
     assert grown < 20, f"resident memory grew by {grown:.1f} MiB over 100 recorded forwards"
     assert _hook_count(model) == 0
+
+
+def test_one_kind_table_covers_every_kind_and_lays_taps_out() -> None:
+    from attnviz.blocks import KINDS
+    from attnviz.capture.kinds import KIND_SPECS
+    from attnviz.checks import OFF
+
+    assert tuple(KIND_SPECS) == KINDS and tuple(OFF) == KINDS
+    as_tapped = {
+        "channel": (2, 5, 1, 1),
+        "spatial": (2, 1, 4, 4),
+        "branch": (2, 3, 5, 1, 1),
+        "pairwise": (2, 1, 16, 16),
+        "channel_pairwise": (2, 5, 5),
+        "memory": (2, 6, 4, 4),
+    }
+    for kind, shape in as_tapped.items():
+        assert KIND_SPECS[kind].canonical(torch.rand(shape)).dim() == KIND_SPECS[kind].ndim
+    with pytest.raises(ValueError, match="'pairwise' tap expects a 4-d tensor"):
+        KIND_SPECS["pairwise"].canonical(torch.rand(2, 16, 16))
+
+
+class _InlineGate(nn.Module):
+    """An SE-like gate computed by a function call inside the forward (a function site)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(x.mean((2, 3), keepdim=True))
+
+
+def test_site_hook_engine_reads_replaces_and_always_removes() -> None:
+    from attnviz.capture.hooks import SiteHooks, model_lock
+    from attnviz.capture.sites import Site
+
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), _InlineGate())
+    site = Site("1.sigmoid()", "function", model[1], ordinal=0, op="sigmoid")
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        feats, ref = model[0](x), model(x)
+
+    def run(on_site, other_thread: bool = False) -> torch.Tensor:
+        hooks = SiteHooks(model, on_site=on_site)
+        hooks.open()
+        try:
+            hooks.sites([site])
+            if other_thread:  # the model is locked, and another thread's forward sees no callback
+                got: list = []
+                t = threading.Thread(target=lambda: got.append(model_lock(model).acquire(blocking=False)))
+                t.start()
+                t.join()
+                assert got == [False]
+            with torch.no_grad():
+                return model(x)
+        finally:
+            hooks.close()
+
+    seen: list = []
+    out = run(lambda s, w, op, dim: seen.append((s.name, op, tuple(w.shape))), other_thread=True)
+    assert seen == [("1.sigmoid()", "sigmoid", (2, 4, 1, 1))] and torch.equal(out, ref)  # read: nothing changes
+    assert torch.equal(run(lambda s, w, op, dim: torch.ones_like(w)), feats)  # replaced by 1: the gate passes all
+
+    def boom(s, w, op, dim) -> None:
+        raise KeyError("callback raised inside the owner's forward")
+
+    with pytest.raises(KeyError):
+        run(boom)
+    assert _hook_count(model) == 0 and torch._C._len_torch_function_stack() == 0
+    assert model_lock(model).acquire(blocking=False)  # unlocked again
+    model_lock(model).release()

@@ -44,6 +44,8 @@ from torch.nn.modules.module import register_module_forward_hook, register_modul
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
+from ..blocks.tap import Tap
+from .adapters import adapter_sites
 from .kinds import Canon
 from .sites import Site, canonical, gate_module_op, gate_op, softmax_dim
 
@@ -183,9 +185,6 @@ def submodules(model: nn.Module) -> list[nn.Module]:
 
 def structure(model: nn.Module) -> Structure:
     """The model's :class:`Structure`, read once per module tree (a recorder per request costs one walk)."""
-    from ..blocks.tap import Tap
-    from .adapters import adapter_sites
-
     fp = tuple(map(id, submodules(model)))
     with _CACHE_LOCK:
         known = _STRUCTURES.get(model)
