@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ GALLERY_SIDE = 800  # longest side of a gallery overlay (thumbnails; exports kee
 VIEW_SIDE = 1600  # longest side of the large view
 EMPTY_CHART = pd.DataFrame({"channel": pd.Series(dtype=str), "weight": pd.Series(dtype=float)})
 NOT_YET = "Run an analysis first: upload an image and press Analyze."
+#: Draws a page's overlays side by side.
+_DRAWERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="attnviz-draw")
 
 
 def _resized(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -194,7 +197,8 @@ class Handlers:
         # maps are drawn at display sizes (exports keep the full size); the thumbnails come from the large view
         view_image, thumb_image = _display_images(state)
         cmap, alpha = display.cmap, display.alpha
-        gallery = [(overlay(thumb_image, m01, cmap, alpha), v.title) for v, m01 in zip(shown, normed, strict=True)]
+        drawn = _DRAWERS.map(lambda m01: overlay(thumb_image, m01, cmap, alpha), normed)  # OpenCV frees the GIL
+        gallery = [(img, v.title) for img, v in zip(drawn, shown, strict=True)]
         keys = [v.key for v in views]
         block = display.block
         if block not in keys:
