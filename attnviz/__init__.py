@@ -7,7 +7,7 @@ The public API (DESIGN.md) is these nine names; everything else is reached throu
 
 from .blocks import create_attention, list_attentions
 from .capture import AttentionMap, AttentionRecorder
-from .compare import compare
+from .comparison import compare
 from .pipeline import analyze, analyze_many
 from .sources import build_model, load_model
 

@@ -1,4 +1,4 @@
-"""attnviz.checks and attnviz.compare: ablation against hand-made controls (taps, module sites, function sites,
+"""attnviz.checks and attnviz.comparison: ablation against hand-made controls (taps, module sites, function sites,
 skip paths), Grad-CAM against torchcam and a hand computation, Spearman/IoU against references, the cascading
 randomisation (what changes, what must not), compare, and the CLI contracts (render --checks, compare)."""
 
@@ -253,7 +253,7 @@ def test_randomised_views_leave_the_model_untouched_and_warn_for_a_parameter_fre
 
 
 def test_compare_two_types_gives_two_maps_and_their_difference() -> None:
-    from attnviz.compare import compare, compare_files
+    from attnviz.comparison import compare, compare_files
 
     img = photo((80, 64))
     a = attnviz.analyze(img, attention="cbam", weights="demo", device="cpu", size=64)

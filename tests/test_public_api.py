@@ -31,7 +31,9 @@ def test_no_mutable_globals_exported():
 
 
 def test_analyze_is_the_function_and_modules_stay_reachable():
-    assert isinstance(attnviz.analyze, types.FunctionType)
+    assert isinstance(attnviz.analyze, types.FunctionType)  # no module of the same name shadows or is shadowed
+    assert isinstance(attnviz.compare, types.FunctionType)
+    assert importlib.import_module("attnviz.comparison").compare is attnviz.compare
     assert importlib.import_module("attnviz.pipeline").analyze is attnviz.analyze
     for mod in ("attnviz.blocks", "attnviz.capture", "attnviz.sources", "attnviz.pipeline", "attnviz.render"):
         assert isinstance(importlib.import_module(mod), types.ModuleType)

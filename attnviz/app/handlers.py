@@ -22,7 +22,7 @@ from PIL import Image
 from ..capture.kinds import detail_image
 from ..capture.views import View, owner_module
 from ..checks import check_result
-from ..compare import compare
+from ..comparison import compare
 from ..pipeline.core import (
     DEFAULT_CACHE,
     AnalyzeError,
@@ -373,7 +373,7 @@ class Handlers:
         progress: gr.Progress = gr.Progress(track_tqdm=True),  # noqa: B008  (a download's progress bar)
     ) -> tuple[Any, ...]:
         """The Compare button: the kept result (A) against the same image under another attention type or network
-        (B), one shared normalisation per pair and their difference (:func:`attnviz.compare.compare`)."""
+        (B), one shared normalisation per pair and their difference (:func:`attnviz.compare`)."""
         state = kept(state, "Run an analysis first: it is the comparison's A side.")
         if other not in {value for _, value in compare_choices(self.config)}:
             raise user_error("Pick what to compare with from the list.")

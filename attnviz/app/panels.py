@@ -1,6 +1,6 @@
 """What the Checks, Compare, Live and Dataset panels show: functions of a Result (and its checks), a comparison,
 the model cache or a finished ``attnviz stats`` folder. The handlers call them; the work is in the library
-(:mod:`attnviz.checks`, :mod:`attnviz.compare`, :mod:`attnviz.stats`), drawn with :mod:`attnviz.render`."""
+(:mod:`attnviz.checks`, :mod:`attnviz.comparison`, :mod:`attnviz.stats`), drawn with :mod:`attnviz.render`."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from PIL import Image
 from torch import nn
 
 from ..checks import WARN_ABOVE, BlockCheck, Checks
-from ..compare import Comparison
+from ..comparison import Comparison
 from ..render import diff_overlay, display_size, normalize, overlay
 from ..sources.meta import meta_of
 

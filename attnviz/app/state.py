@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..capture.views import View, build_views, spatial_views
-from ..compare import Comparison
+from ..comparison import Comparison
 from ..pipeline.core import Result
 from .choices import AXES
 from .errors import user_error

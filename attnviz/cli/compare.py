@@ -1,5 +1,5 @@
 """``attnviz compare``: two settings side by side, with one shared normalisation and their difference maps
-(:mod:`attnviz.compare`).
+(:mod:`attnviz.comparison`).
 
 attnviz compare IMAGE [IMAGE_B] [--attention A [B]] [--model M [M_B]] [--weights W [W_B]] --out DIR
     each of --attention, --model, --weights takes one value (both sides) or two (A, B)
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..blocks import list_attentions
-from ..compare import compare, compare_files
+from ..comparison import compare, compare_files
 from ..pipeline import AnalyzeError, analyze
 from ..pipeline.image import ImageError
 from ..render import COLORMAPS

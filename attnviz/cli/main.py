@@ -12,7 +12,7 @@ attnviz inspect --model SPEC [--weights W] [--size N]
 attnviz train --data DIR --attention cbam --out CKPT   fine-tune on an image folder (attnviz.train)
 attnviz eval --data SCENES                 accuracy and localisation of the demo checkpoints
 attnviz compare IMG [IMG_B] [--attention A [B]] [--model M [M_B]] --out DIR
-                                           two settings side by side (attnviz.compare)
+                                           two settings side by side (attnviz.comparison)
 attnviz stats DATA --out DIR [--masks M | --boxes B]
                                            dataset statistics, under torchrun too (attnviz.stats)
 attnviz serve [--host] [--port] [--model SPEC --weights W --labels L] [--offline]

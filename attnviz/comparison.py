@@ -3,7 +3,7 @@ shared normalisation and their difference map.
 
     a = attnviz.analyze("cat.jpg", attention="cbam", weights="demo")
     b = attnviz.analyze("cat.jpg", attention="spatial", weights="demo")
-    cmp = attnviz.compare.compare(a, b)             # pairs matched by residual block, else by stage
+    cmp = attnviz.compare(a, b)                     # pairs matched by residual block, else by stage
     cmp.pairs[0].a, cmp.pairs[0].b, cmp.pairs[0].diff, cmp.pairs[0].scores
 
 attnviz compare IMAGE [IMAGE_B] [--attention A [B]] [--model M [M_B]] [--weights W [W_B]] --out DIR
