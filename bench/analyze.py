@@ -35,6 +35,7 @@ from attnviz.export import spatial_views
 from attnviz.pipeline import analyze
 from attnviz.pipeline.core import DEFAULT_CACHE
 from attnviz.pipeline.image import decode_image, preprocess
+from attnviz.sources.meta import meta_of
 
 IMAGE = Path(__file__).resolve().parent.parent / "assets" / "chelsea_cat.jpg"
 OUTPUT_IDS = ["predictions", "predictions-note", "overlays", None, "block-view", "channel-chart", "block-detail"]
@@ -101,8 +102,8 @@ def bench_one(arch: str, attention: str, args: argparse.Namespace, device: str, 
     cuda = device == "cuda"
     state, *_ = app.run_analysis(str(IMAGE), attention, arch, "random", "turbo", 0.5, "map", "32", None)
     model = DEFAULT_CACHE.get(arch, attention, "random", device)
-    meta = model.weights_meta
-    x = preprocess(decode_image(IMAGE).image, args.size, meta["mean"], meta["std"]).to(device)
+    pre = meta_of(model).preprocess
+    x = preprocess(decode_image(IMAGE).image, args.size, list(pre.mean), list(pre.std)).to(device)
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
 

@@ -21,6 +21,10 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from ..pipeline.core import cached_model, model_input
+from ..render import figure_png, normalize, value_range
+from ..render.naming import safe_name
+from ..sources.meta import meta_of
 from .ablate import OFF, Ablation, AblationResult, Effect, NotAClassifierError, ablate, neutral
 from .attribution import agreement, gradcam, rank, resize, spearman, top_iou
 from .blocks import Block, block_view, find_blocks
@@ -221,8 +225,6 @@ def check_result(result: Any, model: nn.Module | None = None, cache: Any = None,
         cache: the :class:`~attnviz.pipeline.core.ModelCache` it came from.
         kwargs: for :func:`run_checks` (``target``, ``gradcam_on``, ``randomise``, ``seed``, ``query``, ...).
     """
-    from ..pipeline.core import cached_model, model_input
-    from ..sources.meta import meta_of
 
     s = result.settings
     if model is None:
@@ -239,9 +241,6 @@ def check_files(result: Any, settings: dict[str, Any]) -> list[tuple[str, bytes]
     view: same colormap and alpha, normalised with the export's mode, ``absolute`` taken as ``map`` for Grad-CAM),
     and ``checks/ablation.png`` (the per-block bar chart)."""
     import io
-
-    from ..render import figure_png, normalize, value_range
-    from ..render.naming import safe_name
 
     checks: Checks | None = getattr(result, "checks", None)
     if checks is None:

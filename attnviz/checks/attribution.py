@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..capture.recorder import model_lock
+from ..capture.hooks import model_lock
 from .blocks import Block
 
 __all__ = ["agreement", "gradcam", "rank", "resize", "spearman", "top_iou"]

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..capture.hooks import model_lock
 from ..capture.recorder import AttentionMap
 from ..sources.loading import build
 from ..sources.meta import Preprocess, meta_of, warm_size
@@ -230,7 +231,6 @@ def top_classes(output: Any, categories: list[str], topk: int) -> tuple[torch.Te
 def channel_activation(model: nn.Module, result: Result, module: str, channel: int) -> np.ndarray:
     """Channel ``channel`` of module ``module``'s output for ``result``'s image, (h, w) float32: one forward of the
     same input under the model's lock, reading that output through a hook that is removed afterwards."""
-    from ..capture.recorder import model_lock
 
     target = model.get_submodule(module)
     x = model_input(result.image, meta_of(model).preprocess, int(result.settings["size"]))

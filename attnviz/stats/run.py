@@ -25,7 +25,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..capture.recorder import AttentionRecorder
-from ..sources.meta import meta_of
+from ..pipeline.core import NOT_LOGITS, capture_warning
+from ..pipeline.distributed import backend_for, resolve_device
+from ..sources.loading import build
+from ..sources.meta import meta_of, short_side
 from ..sources.spec import model_request
 from .accumulate import BINS, FLAT_TOL, accumulate, merge, new_partial
 from .data import GroundTruth, Listing, StatsDataset, chunks, list_data, rank_env
@@ -44,7 +47,6 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 
 
 def _model(spec: str, attention: str | None, weights: str | None, device: torch.device, **options: Any) -> nn.Module:
-    from ..sources.loading import build
 
     model = build(model_request(spec, attention, weights), **options).to(device).eval()
     if device.type == "cuda":
@@ -56,7 +58,7 @@ def model_notes(net: nn.Module, short: int) -> list[str]:
     """What the statistics of ``net`` will lack, from one blank recorded forward: predictions (its output is not
     class logits) and attention (none found, or weights it could not read:
     :func:`attnviz.pipeline.core.capture_warning`)."""
-    from ..pipeline.core import NOT_LOGITS, capture_warning
+
     h, w = meta_of(net).preprocess.fixed_size or (short, short)
     param = next(iter(net.parameters()), None)
     x = torch.zeros(1, 3, h, w, device=param.device if param is not None else "cpu")
@@ -157,8 +159,6 @@ def run_stats(
     Raises:
         StatsError: unusable data, a folder holding another run's chunks, a device this rank cannot use.
     """
-    from ..pipeline.distributed import backend_for, resolve_device
-    from ..sources.meta import short_side
 
     rank, world, local_rank, local_world = rank_env()
     try:

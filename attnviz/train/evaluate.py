@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..capture.recorder import AttentionRecorder
+from ..data.photos import PhotoDataset
 from ..stats.localisation import (
     LocalisationScores,
     aggregate,
@@ -151,7 +152,6 @@ def evaluate_photos(
     Raises:
         ValueError: no photo is of one of ``classes``.
     """
-    from ..data.photos import PhotoDataset
 
     ds = PhotoDataset(classes, size=size, placements=placements, seed=seed, folder=folder)
     result = evaluate_model(

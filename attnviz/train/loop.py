@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..data.teacher import soft_cross_entropy
 from ..pipeline.distributed import backend_for, resolve_device, torchrun_env
-from ..sources.checkpoint import save_checkpoint, tensors_sha256
+from ..sources.checkpoint import read_checkpoint, save_checkpoint, tensors_sha256
+from ..sources.own import attention_modules
 
 __all__ = [
     "TrainConfig",
@@ -65,7 +66,6 @@ class TrainConfig:
 
 def freeze_for_attention(model: nn.Module) -> list[str]:
     """Freeze everything except attention modules, BatchNorm layers and ``fc``; return the trainable names."""
-    from ..sources.own import attention_modules
 
     prefixes = tuple(p + "." for p in attention_modules(model))
     norm_params = {
@@ -349,7 +349,6 @@ def _save(model: nn.Module, out: Path, card: dict, config: TrainConfig, history:
 
 def _finish_card(out: Path, card: dict, config: TrainConfig, history: list, base, device) -> None:
     """Rewrite the best checkpoint's card with the whole history (the tensors are those of the best epoch)."""
-    from ..sources.checkpoint import read_checkpoint
 
     sd, _ = read_checkpoint(out)
     full = _card(card, config, history, base, device)

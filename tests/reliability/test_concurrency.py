@@ -17,7 +17,7 @@ from gradio_client.utils import QueueError
 from PIL import Image
 
 import attnviz.app.handlers as handlers
-from attnviz.capture.recorder import model_lock
+from attnviz.capture.hooks import model_lock
 from tests.conftest import serve_app
 from tests.reliability.conftest import FIGURES, MODEL, analyze_api, check_ok, hook_count, new_client
 
