@@ -17,7 +17,7 @@ import attnviz
 from attnviz.app import AppConfig, Handlers
 from attnviz.cli.main import main
 from attnviz.sources.checkpoint import PickledModelError, checkpoint_format
-from attnviz.sources.weights import describe_state_dict
+from attnviz.sources.mismatch import describe_state_dict
 from tests.images import ASSET
 
 

@@ -27,7 +27,8 @@ from .hub import create_timm, offline_reason, timm_weights
 from .meta import ModelMeta, Preprocess, attach_meta
 from .registry import LoadOptions, register_source
 from .spec import ModelSpec, Weights
-from .weights import imagenet_meta, load_user_checkpoint
+from .statedict import load_user_checkpoint
+from .weights import imagenet_meta
 
 __all__ = [
     "TIMM_ATTENTION",

@@ -14,7 +14,7 @@ from .hub import torchvision_state_dict
 from .meta import ModelMeta, Preprocess
 from .registry import LoadOptions, register_source
 from .spec import ModelSpec, Weights
-from .weights import load_user_checkpoint
+from .statedict import load_user_checkpoint
 
 __all__ = ["load_torchvision", "torchvision_preprocess"]
 

@@ -1,7 +1,7 @@
 """The user's own networks as sources: a function, class or ``nn.Module`` in a Python file (``path/file.py:NAME``,
 kind ``"file"``) or an importable module (``package.module:NAME``, kind ``"module"``), and a whole pickled model
 (``model.pt``, kind ``"pickle"``, only with ``trust_pickle``). Their weights: as built, or a checkpoint file
-(:func:`attnviz.sources.weights.load_user_checkpoint`); labels ``class i`` and ImageNet's normalisation unless the
+(:func:`attnviz.sources.statedict.load_user_checkpoint`); labels ``class i`` and ImageNet's normalisation unless the
 caller gives others."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from .checkpoint import read_checkpoint_object
 from .meta import ModelMeta
 from .registry import LoadOptions, register_source
 from .spec import ModelSpec, Weights
-from .weights import load_user_checkpoint
+from .statedict import load_user_checkpoint
 
 __all__ = ["load_pickled", "load_user"]
 
