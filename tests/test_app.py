@@ -117,6 +117,13 @@ def test_large_images_are_shown_at_display_sizes(app: Handlers, tmp_path: Path) 
     assert new_state.query == (1599 / 1600, 666 / 667)  # fractions of the view the click came from
     files = DisplayGallery().postprocess(out[GALLERY][:2])
     assert [Path(item.image.path).suffix for item in files.root] == [".jpg", ".jpg"]
+    from attnviz.app.components import DisplayImage, DisplayPhoto
+
+    photo = DisplayPhoto().postprocess(out[BIG])  # a view over the photo: JPEG, visually lossless
+    chart = DisplayImage().postprocess(out[BIG])  # charts and matrices: lossless PNG
+    assert Path(photo.path).suffix == ".jpg" and Path(chart.path).suffix == ".png"
+    back = np.asarray(Image.open(photo.path).convert("RGB"), dtype=np.int16)
+    assert back.shape == out[BIG].shape and np.abs(back - out[BIG]).mean() < 6.0  # pure noise: JPEG's worst case
 
 
 def test_typed_checkpoint_paths_only_on_loopback(app: Handlers) -> None:

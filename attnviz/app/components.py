@@ -12,7 +12,11 @@ from gradio.processing_utils import save_bytes_to_cache
 
 from ..render import encode_jpeg, encode_png_fast
 
-__all__ = ["DisplayGallery", "DisplayImage", "UploadImage"]
+__all__ = ["DisplayGallery", "DisplayImage", "DisplayPhoto", "UploadImage"]
+
+#: JPEG quality of a photo overlay shown large (no chroma subsampling): visually lossless, about 10x cheaper than
+#: the fastest lossless PNG of the same overlay (bench/page.py). Exports stay PNG.
+PHOTO_QUALITY = 95
 
 
 class UploadImage(gr.Image):
@@ -72,4 +76,15 @@ class DisplayImage(gr.Image):
             value = save_bytes_to_cache(encode_png_fast(value), "image.png", self.GRADIO_CACHE)
         elif isinstance(value, bytes):
             value = save_bytes_to_cache(value, "image.png", self.GRADIO_CACHE)
+        return super().postprocess(value)
+
+
+class DisplayPhoto(DisplayImage):
+    """:class:`DisplayImage` for a photo overlay shown large (the selected block, the checks' and the comparison's
+    views): numpy images go as JPEG at :data:`PHOTO_QUALITY` without chroma subsampling. Charts and matrices
+    (sharp edges, flat colours) stay lossless PNG in :class:`DisplayImage`."""
+
+    def postprocess(self, value: Any) -> Any:
+        if isinstance(value, np.ndarray):
+            value = save_bytes_to_cache(encode_jpeg(value, quality=PHOTO_QUALITY), "image.jpg", self.GRADIO_CACHE)
         return super().postprocess(value)

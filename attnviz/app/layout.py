@@ -27,7 +27,7 @@ from .choices import (
     own_attention,
     timm_status,
 )
-from .components import DisplayGallery, DisplayImage, UploadImage
+from .components import DisplayGallery, DisplayImage, DisplayPhoto, UploadImage
 from .config import AppConfig
 from .handlers import EMPTY_CHART, Handlers
 
@@ -44,8 +44,13 @@ def _click(target: str) -> str:
 
 
 def _image(image_id: str, label: str) -> DisplayImage:
-    """An output image (PNG, not editable)."""
+    """An output image (PNG, not editable): charts and matrices."""
     return DisplayImage(label=label, format="png", interactive=False, elem_id=image_id)
+
+
+def _photo(image_id: str, label: str) -> DisplayPhoto:
+    """An output photo overlay (JPEG, not editable): a view over the user's image."""
+    return DisplayPhoto(label=label, format="jpeg", interactive=False, elem_id=image_id)
 
 
 @dataclass
@@ -175,7 +180,7 @@ def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
             )
             block = gr.Dropdown(label="Block", choices=[], elem_id="block-select")
             with gr.Row():
-                big = _image("block-view", "Selected block (click to pick the query of pairwise maps)")
+                big = _photo("block-view", "Selected block (click to pick the query of pairwise maps)")
                 detail = _image("block-detail", "Block detail")
             chart = gr.BarPlot(  # hidden until a network with channel gates is shown
                 EMPTY_CHART,
@@ -226,9 +231,9 @@ def checks_tab() -> ChecksTab:
         "ablation-chart", "What switching this block off does to the top-1 probability (red: top-1 changes)"
     )
     with gr.Row():
-        view = _image("check-view", "The block's view")
-        gradcam = _image("gradcam-view", "Grad-CAM at the block")
-        randomised = _image("sanity-view", "Sanity: the view with randomised weights")
+        view = _photo("check-view", "The block's view")
+        gradcam = _photo("gradcam-view", "Grad-CAM at the block")
+        randomised = _photo("sanity-view", "Sanity: the view with randomised weights")
     scores = gr.Markdown("", elem_id="check-scores")
     sanity = gr.Markdown("", elem_id="sanity-warning")
     return ChecksTab(run, [ablation, view, gradcam, randomised, scores, sanity])
@@ -258,9 +263,9 @@ def compare_tab(config: AppConfig) -> CompareTab:
         run = gr.Button("Compare", elem_id="run-compare")
     pair = gr.Dropdown(label="Block or stage", choices=[], elem_id="compare-pair")
     with gr.Row():
-        a = _image("compare-a", "A (shared scale)")
-        b = _image("compare-b", "B (shared scale)")
-        diff = _image("compare-diff", "A − B (red: A more, blue: B more)")
+        a = _photo("compare-a", "A (shared scale)")
+        b = _photo("compare-b", "B (shared scale)")
+        diff = _photo("compare-diff", "A − B (red: A more, blue: B more)")
     text = gr.Markdown("", elem_id="compare-scores")
     return CompareTab(other, run, pair, [a, b, diff, text, pair])
 
