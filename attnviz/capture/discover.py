@@ -21,6 +21,10 @@ product carries nothing further. A weight whose result is never applied, but rea
 weight's input, is not a site. A weight whose trail is lost (``.item()``, ``.detach()`` and numpy, code the pass
 cannot see) stays a site.
 
+A fused attention call (``F.scaled_dot_product_attention``: timm's ViTs) is a softmax whose weights never exist:
+the pass computes them explicitly (:func:`attnviz.capture.fused.sdpa_weights`) and judges them as it judges an
+explicit softmax of the same shape; the call itself applies them (to V), and its output is the original call's.
+
 The result (:class:`Discovery`: sites, skipped activations, unclassified weights) is cached per model; later
 forwards record only those sites, through cheap hooks (:mod:`attnviz.capture.recorder`). The pass itself changes no
 tensor:
@@ -46,8 +50,10 @@ from torch.utils.hooks import RemovableHandle
 
 from ..blocks.tap import Tap
 from .adapters import adapter_sites
+from .fused import KeepPolicy, fused_op, sdpa_weights
 from .kinds import Canon
 from .sites import Site, canonical, gate_module_op, gate_op, softmax_dim
+from .tokens import TokenLayout, token_layout
 
 __all__ = ["Discovery", "DiscoveryPass", "Structure", "cached_discovery", "first_tensor", "module_paths", "structure"]
 
@@ -213,7 +219,7 @@ def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
 #: Stands for the model itself in what the caches keep: a cached value that held the model (their key) would keep
 #: it alive for ever (a WeakKeyDictionary's value must not reference its key).
 _ROOT = nn.Module()
-_SITE_MODULES = ("owner", "ref", "attention")
+_SITE_MODULES = ("owner", "ref", "attention", "grid")
 
 
 def _rebind(sites: list[Site], old: nn.Module, new: nn.Module) -> list[Site]:
@@ -254,6 +260,7 @@ class _Event:
     out: Tensor
     data: Tensor
     activation: bool = False
+    fused: bool = False  # a fused attention call's weights, computed explicitly
     applied: bool = False  # its result (or one computed from it) multiplied a tensor that carries no weight
     feeds: _Event | None = None  # another weight whose input was computed from this one
 
@@ -271,6 +278,8 @@ class _Mode(TorchFunctionMode):
             self.owner._on_function(func, op, args, kwargs, out)
             return out
         name = getattr(func, "__name__", "")
+        if fused_op(func) is not None and isinstance(out, Tensor):
+            self.owner._on_fused(name, args, kwargs)
         if name in _MULS and len(args) >= 2:
             self.owner._on_mul(args[0], args[1])
         self.owner._on_flow(name, args, kwargs, out)
@@ -288,12 +297,21 @@ class DiscoveryPass:
         paths: :func:`module_paths` of it.
         covered: modules whose weights another source records (attnviz's tapped blocks, adapted modules).
         fp: the model's :attr:`Structure.fingerprint` (the discovery is cached under it).
+        limit: bytes the explicit weights of fused attention calls that the pass holds may take together (the pass
+            judges each whole); past it the forward stops with :class:`~attnviz.capture.fused.MemoryLimitError`.
     """
 
     def __init__(
-        self, model: nn.Module, paths: dict[int, tuple[str, nn.Module]], covered: set[int], fp: tuple[int, ...]
+        self,
+        model: nn.Module,
+        paths: dict[int, tuple[str, nn.Module]],
+        covered: set[int],
+        fp: tuple[int, ...],
+        *,
+        limit: int | None = None,
     ) -> None:
         self.model = model
+        self._held = KeepPolicy("full", limit)
         self.fingerprint = fp
         self.paths = paths
         self.covered = covered
@@ -302,6 +320,7 @@ class DiscoveryPass:
         self._calls: dict[int, int] = {}
         self._events: list[_Event] = []
         self._by_out: dict[int, _Event] = {}
+        self._grids: list[tuple[nn.Module, tuple[int, int]]] = []  # (module, (H, W)) of 4-d outputs, in order
         # id(tensor) -> (tensor, the weights it was computed from); the tensor is held so its id stays its own
         self._carries: dict[int, tuple[Tensor, frozenset[_Event]]] = {}
         self._handles: list[RemovableHandle] = []
@@ -340,6 +359,8 @@ class DiscoveryPass:
             return
         frame = self._stack.pop()
         frame.out = output
+        if isinstance(output, Tensor) and output.dim() == 4 and frame.name is not None:
+            self._grids.append((module, (int(output.shape[2]), int(output.shape[3]))))  # a patch grid, maybe
         op = gate_module_op(module)
         if op is not None and isinstance(output, Tensor) and frame.name is not None:
             dim = None
@@ -363,6 +384,20 @@ class DiscoveryPass:
         dim = softmax_dim(func, args, kwargs, out.dim())
         self._add(stack, gate=None, op=op, dim=dim, func=name, inp=inp, out=out)
 
+    def _on_fused(self, func: str, args: tuple, kwargs: dict) -> None:
+        """A fused attention call: its weights (B, heads, Nq, Nk), computed explicitly, as a softmax over the keys
+        that the call itself applies (to V)."""
+        if threading.get_ident() != self._thread:
+            return
+        stack = self._stack
+        inner = next((f.name for f in reversed(stack) if f.name is not None), None)
+        inp = first_tensor(args)
+        if inp is None:
+            return
+        weights = sdpa_weights(args, kwargs)  # (..., heads, Nq, Nk) float32, a tensor of its own
+        self._held.admit(f"{inner or 'the model'} ({func})", tuple(weights.shape), None)
+        self._add(stack, gate=None, op="softmax", dim=weights.dim() - 1, func=func, inp=inp, out=weights, fused=True)
+
     def _count(self, stack: list[_Frame]) -> list[int]:
         ordinals = [f.count for f in stack]
         for f in stack:
@@ -379,9 +414,12 @@ class DiscoveryPass:
         func: str,
         inp: Tensor | None,
         out: Tensor,
+        fused: bool = False,
     ) -> None:
         ordinals = [f.count for f in stack] if gate is not None else self._count(stack)
-        event = _Event(next(SEQ), list(stack), ordinals, gate, op, dim, func, inp, out, out.detach().clone())
+        data = out if fused else out.detach().clone()  # fused: computed here, no one else holds it
+        event = _Event(next(SEQ), list(stack), ordinals, gate, op, dim, func, inp, out, data)
+        event.fused = event.applied = fused  # the fused call weights V with them itself
         self._events.append(event)
         self._by_out[id(out)] = event
         for source in self._carried(inp):  # this weight is computed from earlier ones: they are part of it
@@ -508,7 +546,8 @@ class DiscoveryPass:
         if frame.out is ev.out and i == len(ev.frames) - 1:  # the module returns the weight: a gate module of its own
             return Site(frame.name or "", "module", frame.module, None, call, op=ev.op, dim=ev.dim)
         prefix = f"{frame.name}." if frame.name else ""
-        return Site(f"{prefix}{ev.func}()", "function", frame.module, ev.ordinals[i], call, op=ev.op, dim=ev.dim)
+        name = f"{prefix}{ev.func}()"
+        return Site(name, "function", frame.module, ev.ordinals[i], call, op=ev.op, dim=ev.dim, fused=ev.fused)
 
     def _classify(self, ev: _Event, site: Site) -> tuple[Canon | str, _Frame | None]:
         """Judge the weight against the feature maps the running modules received, innermost first (modules whose
@@ -519,13 +558,29 @@ class DiscoveryPass:
         same = [f for f in maps if isinstance(f.out, Tensor) and f.out.shape == f.inp.shape]  # type: ignore[union-attr]
         order = same + [f for f in maps if f not in same]
         op = ev.op if ev.op == "softmax" else "sigmoid"
+        tokens = self._tokens(ev, site) if op == "softmax" else None
         first: Canon | str | None = None
         for f in order:
-            canon = canonical(ev.data, batch=self._batch, ref=tuple(f.inp.shape), op=op, dim=ev.dim)  # type: ignore[union-attr]
+            ref = tuple(f.inp.shape)  # type: ignore[union-attr]
+            canon = canonical(ev.data, batch=self._batch, ref=ref, op=op, dim=ev.dim, tokens=tokens)
             if isinstance(canon, Canon):
                 return canon, f
             first = first or canon
         if first is not None:  # judged against every feature map around it, it fits none: say why (first reason)
             return first, None
-        canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim)  # no 4-d feature map around it
+        canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim, tokens=tokens)  # no 4-d map
         return canon, None
+
+    def _tokens(self, ev: _Event, site: Site) -> TokenLayout | None:
+        """The token layout of an N x N softmax: N = k + H·W over the latest feature map (B, C, H, W) computed before
+        it (a ViT's patch-embed convolution's output) that the model's own prefix count allows; its module becomes
+        the site's ``grid`` (read again in every forward)."""
+        s = ev.data.shape
+        if ev.data.dim() < 3 or s[-1] != s[-2]:
+            return None
+        for module, grid in reversed(self._grids):
+            layout = token_layout(int(s[-1]), grid, self.model)
+            if layout is not None:
+                site.grid = module
+                return layout
+        return None

@@ -7,7 +7,10 @@ The recorder (:class:`attnviz.capture.recorder.AttentionRecorder`) reads each we
 - a module site (``Site.ordinal is None``): a forward hook on its owner calls ``on_site(site, output, op, None)``;
 - a function site (the k-th gate/softmax call during its owner's forward): a pre-hook on the owner enters a
   :class:`~torch.overrides.TorchFunctionMode` for that call, which counts the gate/softmax calls and calls
-  ``on_site(site, result, op, dim)`` for the wanted ones; the owner's forward hook leaves it.
+  ``on_site(site, result, op, dim)`` for the wanted ones; the owner's forward hook leaves it. A fused attention call
+  (``F.scaled_dot_product_attention``) counts as a softmax: for a wanted one the mode computes its weights
+  explicitly (:func:`attnviz.capture.fused.sdpa_weights`) and calls ``on_site(site, weights, "softmax", last dim)``;
+  the caller gets the original call's output (a replacement weight gives ``replacement @ V`` instead).
 
 A callback returns ``None`` to leave the weight as it is, or a tensor that replaces it (the in-place ``sigmoid_``
 keeps its caller's tensor: the replacement is copied into it). Which call of an owner a site means (``Site.call``) is
@@ -33,6 +36,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..blocks.tap import Tap
 from .discover import first_tensor
+from .fused import fused_op, sdpa_weights
 from .sites import Site, gate_op, softmax_dim
 
 __all__ = ["OnSite", "OnTap", "SiteHooks", "model_lock"]
@@ -86,6 +90,8 @@ class SiteHooks:
         self.thread: int | None = None
         #: id(module) -> the shape of its latest input, for owners and reference modules of the hooked sites
         self.shapes: dict[int, tuple[int, ...]] = {}
+        #: id(module) -> the shape of its latest output, for the sites' patch-grid modules (``Site.grid``)
+        self.outputs: dict[int, tuple[int, ...]] = {}
         self._lock = model_lock(model)
         self._locked = False
         self._handles: list[RemovableHandle] = []
@@ -164,6 +170,9 @@ class SiteHooks:
         refs = {id(s.ref): s.ref for s in sites if s.ref is not None}
         for ref in refs.values():
             self._handles.append(ref.register_forward_pre_hook(self._ref_pre))
+        grids = {id(s.grid): s.grid for s in sites if s.grid is not None}
+        for grid in grids.values():
+            self._handles.append(grid.register_forward_hook(self._grid_post))
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -229,6 +238,11 @@ class SiteHooks:
                 self.shapes[id(module)] = tuple(x.shape)
 
 
+    def _grid_post(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if threading.get_ident() == self.thread and isinstance(output, Tensor):
+            self.outputs[id(module)] = tuple(output.shape)
+
+
 class _SiteMode(TorchFunctionMode):
     """Active during one call of a site's owner module: counts its gate/softmax calls, hands the wanted ones to the
     engine's ``on_site`` and returns what it gives back."""
@@ -243,6 +257,14 @@ class _SiteMode(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         op = gate_op(func)
+        if op is None and fused_op(func) is not None and isinstance(out, Tensor):
+            site = self.wanted.get(self.count)
+            self.count += 1
+            if site is None:  # not kept: nothing computed
+                return out
+            weights = sdpa_weights(args, kwargs)  # (B, heads, Nq, Nk) float32
+            new = self.hooks.on_site(site, weights, "softmax", weights.dim() - 1)
+            return out if new is None else _apply_weights(new, args, kwargs, out)
         if op is not None and isinstance(out, Tensor):
             site = self.wanted.get(self.count)
             self.count += 1
@@ -253,3 +275,12 @@ class _SiteMode(TorchFunctionMode):
                         return out.copy_(new)
                     return new
         return out
+
+
+def _apply_weights(weights: Tensor, args: tuple, kwargs: dict, out: Tensor) -> Tensor:
+    """A fused attention call's output with its weights replaced: ``weights @ V`` (K/V heads repeated for GQA),
+    in the original output's dtype."""
+    value = kwargs.get("value", args[2] if len(args) > 2 else None)  # (..., Hk, S, Ev)
+    if value.dim() >= 3 and value.shape[-3] != weights.shape[-3]:
+        value = value.repeat_interleave(weights.shape[-3] // value.shape[-3], dim=-3)
+    return (weights.to(value.dtype) @ value).to(out.dtype)  # (..., Hq, L, Ev)

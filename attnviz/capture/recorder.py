@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from ..blocks.modules import attention_modules
 from ..blocks.tap import KINDS, Tap
 from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, first_tensor, structure
+from .fused import KeepPolicy, Kept
 from .hooks import SiteHooks, model_lock
 from .kinds import KIND_SPECS, Canon
 from .sites import Site, axis_alone, canonical, pair_axes
@@ -69,6 +70,10 @@ class AttentionMap:
         how: where it was found: ``"tap"``, ``"adapter"``, ``"module"``, ``"function"`` or ``"declared"``.
         layout: how the weight was laid out when computed (sites), e.g. ``"(1, 64, 1, 1) gate"``.
         raw: the full weight where ``data`` reduces it (a full-size or grouped gate: ``data`` is its mean), else None.
+        kept: for fused attention (weights computed explicitly, :mod:`attnviz.capture.fused`): what the recorder's
+            ``keep`` policy kept: ``"full"`` (every head), ``"mean"`` (``data`` is the head mean, heads = 1) or
+            ``"rows"`` (the head mean, and :attr:`rows`); ``""``: the weight as the network computed it.
+        rows: ``kept == "rows"``: the first query rows of every head, (B, heads, k, Nk) (the class token's for a ViT).
     """
 
     name: str
@@ -78,6 +83,8 @@ class AttentionMap:
     how: str = "tap"
     layout: str = ""
     raw: Tensor | None = None
+    kept: str = ""
+    rows: Tensor | None = None
 
     @property
     def stage(self) -> int | None:
@@ -154,6 +161,12 @@ class AttentionRecorder:
         exclude: globs of map names (or module paths) not to record.
         discover: find attention sites the taps and adapters do not cover (default ``True``).
         dtype: dtype of the recorded maps (default float32).
+        keep: what is kept of fused attention weights (``F.scaled_dot_product_attention``, computed explicitly while
+            recording): ``"auto"`` (default: ``"rows"`` for token attention, ``"full"`` over a feature map's
+            positions), ``"full"``, ``"mean"`` (head mean) or ``"rows"`` (head mean + each head's first query row)
+            (:class:`~attnviz.capture.fused.KeepPolicy`).
+        memory_limit: bytes the kept fused weights of one recording may take (default 2 GiB; ``None``: no limit);
+            past it the forward stops with :class:`~attnviz.capture.fused.MemoryLimitError` naming the layer.
 
     Raises:
         ValueError: an unknown name or kind, a declared kind that is not a kind, or a glob that matches nothing.
@@ -171,6 +184,8 @@ class AttentionRecorder:
         exclude: Sequence[str] = (),
         discover: bool = True,
         dtype: torch.dtype = torch.float32,
+        keep: str = "auto",
+        memory_limit: int | None = 2 * 1024**3,
     ) -> None:
         self.model = model
         tree = structure(model)
@@ -214,6 +229,8 @@ class AttentionRecorder:
         self.eval_mode = eval_mode
         self.record_activations = activations
         self.dtype = dtype
+        self.keep = KeepPolicy(keep, memory_limit)
+        self._kept: dict[int, Kept] = {}  # seq -> what was kept of a fused weight (its rows, how)
         self._unclassified: list[tuple[str, tuple[int, ...], str]] = []
         self._acts: dict[str, Tensor] = {}
         self._pending: list[tuple[int, str, str, Tensor, tuple[int, int] | None]] = []  # taps: seq, name, kind, ...
@@ -302,7 +319,8 @@ class AttentionRecorder:
         x = first_tensor(tuple(kwargs.values())) if x is None else x
         self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
         if self._discover and self._pass is None:
-            self._pass = DiscoveryPass(self.model, self.paths, self._covered, self._fingerprint)
+            limit = self.keep.limit
+            self._pass = DiscoveryPass(self.model, self.paths, self._covered, self._fingerprint, limit=limit)
             self._pass.start(self._batch, args)
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -317,7 +335,9 @@ class AttentionRecorder:
         for seq, site, canon, weight, ref, dim in captured:
             if not self._wanted(site):
                 continue
-            if self._declared_kind(site.name) is not None:  # the user's kind, judged as later forwards judge it
+            if site.fused and (canon is not None or self._declared_kind(site.name) is not None):
+                self._raw.append((seq, site, self._keep(seq, site, weight, ref), ref, dim))  # as later forwards do
+            elif self._declared_kind(site.name) is not None:  # the user's kind, judged as later forwards judge it
                 self._raw.append((seq, site, weight, ref, dim))
             elif canon is not None:
                 self._canon.append((seq, site, canon))
@@ -337,8 +357,20 @@ class AttentionRecorder:
     def _capture(self, site: Site, weight: Tensor, op: str, dim: int | None) -> None:
         """A site's weight (the engine's ``on_site``): kept as computed, laid out when the maps are read."""
         ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
+        seq = next(SEQ)
+        if site.fused:  # computed for this site alone (no one else holds it): kept as the policy says
+            self._raw.append((seq, site, self._keep(seq, site, weight.detach(), ref), ref, dim))
+            return
         # a copy: later in-place ops (out += identity, ReLU(inplace)) would overwrite a view (ATTENTION.md, bug 10)
-        self._raw.append((next(SEQ), site, weight.detach().clone(), ref, dim))
+        self._raw.append((seq, site, weight.detach().clone(), ref, dim))
+
+    def _keep(self, seq: int, site: Site, weight: Tensor, ref: tuple[int, ...] | None) -> Tensor:
+        """What the keep policy keeps of a fused weight (B, heads, Nq, Nk), checked against the memory limit; the rows
+        (``keep="rows"``) wait beside it until the map is made."""
+        how = self.keep.admit(site.name, tuple(weight.shape), ref)
+        kept = self.keep.reduce(weight, how)
+        self._kept[seq] = kept
+        return kept.weight
 
     def _on_tap(self, name: str, tap: Tap, output: Tensor, kwargs: dict[str, Any]) -> None:
         """A tap's weight (the engine's ``on_tap``), in its kind's canonical shape."""
@@ -411,9 +443,13 @@ class AttentionRecorder:
             size = c.size if KIND_SPECS[c.kind].grid is not None else None
             data = c.data.to(self.dtype)
             raw = None if c.raw is None else c.raw.to(self.dtype)
-            out.append((seq, AttentionMap(site.name, c.kind, data, size, site.how, c.layout, raw)))
+            kept = self._kept.pop(seq, None)
+            how = "" if kept is None else kept.how
+            rows = None if kept is None or kept.rows is None else kept.rows.to(self.dtype)
+            out.append((seq, AttentionMap(site.name, c.kind, data, size, site.how, c.layout, raw, how, rows)))
         self._raw.clear()
         self._canon.clear()
+        self._kept.clear()
         return out
 
     def _found(self, found: Discovery) -> list[Site]:
@@ -434,10 +470,12 @@ class AttentionRecorder:
         maps = [(seq, AttentionMap(name, kind, data, size)) for seq, name, kind, data, size in self._pending]
         maps += self._site_maps()
         maps.sort(key=lambda item: item[0])
-        tensors = [m.data for _, m in maps] + [m.raw for _, m in maps if m.raw is not None] + list(self._acts.values())
+        tensors = [m.data for _, m in maps] + [m.raw for _, m in maps if m.raw is not None]
+        tensors += [m.rows for _, m in maps if m.rows is not None] + list(self._acts.values())
         moved = iter(to_cpu(tensors))
         done = [dataclasses.replace(m, data=next(moved)) for _, m in maps]
         done = [dataclasses.replace(m, raw=next(moved)) if m.raw is not None else m for m in done]
+        done = [dataclasses.replace(m, rows=next(moved)) if m.rows is not None else m for m in done]
         self._maps += done
         self._acts = {k: next(moved) for k in self._acts}
         self._pending.clear()
@@ -479,6 +517,8 @@ class AttentionRecorder:
         self._maps.clear()
         self._acts.clear()
         self._unclassified.clear()
+        self._kept.clear()
+        self.keep.used = 0
 
     def __len__(self) -> int:
         return len(self._maps) + len(self._pending) + len(self._raw) + len(self._canon)

@@ -24,6 +24,7 @@ softmax over K: (K,B,C,…) dim 0, (B,K,C,…)  branch                 (B, K, C)
 softmax (B,[heads,]N,N), (B·heads,N,N)      pairwise               (B, heads, N, N), N = H·W
 softmax (B,[1,]C,C)                         channel_pairwise       (B, C, C)
 softmax (B,N,S) or (B,S,N), S > 1           memory                 (B, S, H, W)
+softmax (B,heads,N,N), N = k + H·W tokens    token                  (B, heads, N, N), k prefix tokens + the grid
 ==========================================  =====================  ==============================================
 
 Anything else is *unclassified*: reported with its shape and the reason, never dropped in silence.
@@ -40,6 +41,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .kinds import KIND_SPECS, KINDS, Canon, grid_of, shape_str
+from .tokens import TokenLayout
 
 __all__ = ["GATE_FUNCS", "GATE_MODULES", "Site", "canonical", "gate_module_op", "gate_op", "softmax_dim"]
 
@@ -118,6 +120,11 @@ class Site:
         op: ``"sigmoid"``, ``"hardsigmoid"``, ``"softmax"``, or ``"output"`` (a module output of any kind).
         dim: the dim a softmax function normalises over.
         transform: an adapter's ``fn(owner, weight, ref_shape) -> weight`` applied before :func:`canonical`.
+        fused: the weight is a fused attention call's (``F.scaled_dot_product_attention``, op ``"softmax"``), computed
+            explicitly while recording (:mod:`attnviz.capture.fused`); what is kept of it follows the recorder's
+            :class:`~attnviz.capture.fused.KeepPolicy`.
+        grid: for token attention, the module whose output (B, C, H, W) is the patch grid the tokens come from (a
+            ViT's patch-embed convolution, :mod:`attnviz.capture.tokens`); its shape is read in every forward.
     """
 
     name: str
@@ -131,6 +138,8 @@ class Site:
     op: str = "output"
     dim: int | None = None
     transform: Callable[[nn.Module, Tensor, tuple[int, ...] | None], Tensor] | None = field(default=None, repr=False)
+    fused: bool = False
+    grid: nn.Module | None = None
 
 
 def canonical(
@@ -142,6 +151,7 @@ def canonical(
     op: str = "sigmoid",
     dim: int | None = None,
     declared: bool = False,
+    tokens: TokenLayout | None = None,
 ) -> Canon | str:
     """The weight ``t`` as a :class:`Canon`, or the reason it cannot be classified.
 
@@ -154,6 +164,8 @@ def canonical(
         dim: the dim a softmax normalised over (non-negative).
         declared: ``kind`` is the user's declaration: the map must also mean what the kind says
             (:func:`declared_meaning`), or it is refused with the reason.
+        tokens: the token layout of the model's patch grid in this forward (:mod:`attnviz.capture.tokens`): an
+            N x N softmax with N = k + H·W that fits no feature map is ``token`` attention.
     """
     if kind is not None:
         if kind not in KIND_SPECS:
@@ -171,7 +183,7 @@ def canonical(
     grid_ref = (int(ref[2]), int(ref[3])) if ref is not None and len(ref) == 4 else None
     n = grid_ref[0] * grid_ref[1] if grid_ref else None
     if op == "softmax":
-        return _softmax(t, s, dim, batch, ref, c, n)
+        return _softmax(t, s, dim, batch, ref, c, n, tokens)
     if s[0] != batch:
         if s[0] % batch == 0 and nd == 4:  # (B*G, c, h, w): grouped gates
             g = s[0] // batch
@@ -220,6 +232,7 @@ def _softmax(
     ref: tuple[int, ...] | None,
     c: int | None,
     n: int | None,
+    tokens: TokenLayout | None = None,
 ) -> Canon | str:
     nd = len(s)
     d = nd - 1 if dim is None else dim
@@ -241,6 +254,10 @@ def _softmax(
         if grid is not None:
             data = t.reshape(batch, heads, m, m)
             return Canon("pairwise", data, grid, None, f"{shape_str(s)} softmax, {heads} head(s), N x N")
+        if tokens is not None and tokens.n == m:
+            data = t.reshape(batch, heads, m, m)
+            layout = f"{shape_str(s)} softmax, {heads} head(s), N = {tokens.describe()}"
+            return Canon("token", data, tokens.grid, None, layout)
         return f"{shape_str(s)}: an M x M softmax with M = {m}, neither C nor H*W of the feature map"
     if lead != 1:
         return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
