@@ -12,7 +12,16 @@ pairwise          (B, heads, N, N)    each row    where the query attends, head 
                                                   mean                             and averaged (gray tiles)
 channel_pairwise  (B, C, C)           each row    none                             the C x C matrix
 memory            (B, S, H, W)        over S      the most variable memory unit    every unit's map (gray tiles)
+token             (B, heads, Q, N),   each row    the class token's attention      its rows per head and their mean,
+                  N = k + H*W                     over the grid, head mean; a      the other prefix tokens' rows
+                                                  clicked query's row              (gray tiles)
 ================  ==================  ==========  ==============================  =================================
+
+A ``token`` map is a vision transformer's attention (Dosovitskiy et al., ICLR 2021) read against the patch grid
+(:mod:`attnviz.capture.tokens`): N = k + H*W tokens, the k prefix tokens (class, distillation, registers) first.
+``data`` holds every head's N x N matrix, or their mean alone (heads = 1) where the recorder's keep policy
+(:class:`attnviz.capture.fused.KeepPolicy`) kept less; with ``keep="rows"`` the map's ``rows`` (B, heads, k, N) keep the
+prefix tokens' rows of every head beside it.
 
 Each entry also holds how a tap's weight becomes the canonical shape (:meth:`KindSpec.canonical`), how any tensor is
 laid out as the kind when an adapter or a user fixes it (:meth:`KindSpec.force`), and what switching the weight off
@@ -33,6 +42,7 @@ from torch import Tensor
 
 from .. import render
 from ..blocks.tap import KINDS
+from .tokens import MAX_PREFIX
 
 __all__ = ["KIND_SPECS", "KINDS", "Canon", "Drawable", "KindSpec", "detail_image", "gray_tiles", "spec"]
 
@@ -74,11 +84,15 @@ class Drawable(Protocol):
     @property
     def cell(self) -> tuple[int, int] | None: ...
 
+    @property
+    def rows(self) -> np.ndarray | None: ...
 
-#: (data without the batch dimension, feature-map size, owner's activation or None, query) -> (map or None, label,
-#: query cell or None)
+
+#: (data without the batch dimension, feature-map size, owner's activation or None, query or None (the kind's
+#: default), the map's kept prefix rows per head without the batch dimension or None) -> (map or None, label, query
+#: cell or None)
 ViewRule = Callable[
-    [np.ndarray, "tuple[int, int] | None", "np.ndarray | None", "tuple[float, float]"],
+    [np.ndarray, "tuple[int, int] | None", "np.ndarray | None", "tuple[float, float] | None", "np.ndarray | None"],
     "tuple[np.ndarray | None, str, tuple[int, int] | None]",
 ]
 #: (weight, batch, ref shape) -> Canon, or the reason it cannot be laid out as the kind
@@ -102,7 +116,9 @@ class KindSpec:
         not_normalised: why a weight declared as this kind is refused when it does not sum to 1 over ``normalised``.
         layout: any tensor laid out as the kind, where adapters and declarations fix the kind (:meth:`force`).
         view: the spatial view rule (data without the batch dimension, feature-map size, the owner's activation or
-            ``None``, the query as fractions of the image) -> (the (h, w) map or ``None``, its label, query cell).
+            ``None``, the query as fractions of the image or ``None``, the map's ``rows`` (per-head prefix rows kept
+            beside a head mean) without the batch dimension or ``None``) -> (the (h, w) map or ``None``, its label,
+            query cell).
         detail: the detail drawing (view, top-k channels) -> RGB array, or None where the kind has none.
         reshape: a tap's weight -> the canonical shape; ``None``: kept as it is, with ``ndim`` dimensions.
     """
@@ -132,7 +148,8 @@ class KindSpec:
         spatial: (B, C', H, W) -> (B, H, W), the mean over C' (C' = 1 for CBAM; SimAM, coordinate
             attention: the channel mean of the per-position gate)
         branch: (B, K, C, 1, 1) | (B, K, C) -> (B, K, C)
-        pairwise (B, heads, N, N), channel_pairwise (B, C, C), memory (B, S, H, W): as they are.
+        pairwise (B, heads, N, N), channel_pairwise (B, C, C), memory (B, S, H, W), token (B, heads, N, N): as
+        they are.
 
         Raises:
             ValueError: a pairwise, channel_pairwise or memory weight with another number of dimensions.
@@ -252,38 +269,97 @@ def _force_memory(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon |
     return Canon("memory", t.reshape(batch, -1, *grid), grid, None, f"{shape_str(s)} as memory")
 
 
+def _force_token(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    """(..., N, N) token attention: the grid is the reference feature map's when N = k + H*W, else the square one
+    with the fewest prefix tokens (a declaration or an adapter says it is token attention)."""
+    s = tuple(t.shape)
+    n = s[-1]
+    if t.dim() < 3 or s[-2] != n:
+        return f"{shape_str(s)}: not an N x N token attention"
+    grid = None
+    if ref is not None and len(ref) == 4 and 0 <= n - ref[2] * ref[3] <= MAX_PREFIX:
+        grid = (int(ref[2]), int(ref[3]))
+    for k in range(MAX_PREFIX + 1):
+        r = math.isqrt(max(n - k, 0))
+        if grid is None and r > 1 and r * r == n - k:
+            grid = (r, r)
+    if grid is None:
+        return f"{shape_str(s)}: N = {n} is not k + H*W with at most {MAX_PREFIX} prefix tokens"
+    k = n - grid[0] * grid[1]
+    return Canon("token", t.reshape(batch, -1, n, n), grid, None, f"{shape_str(s)} as token, {k} prefix + {grid}")
+
+
 # -- spatial views -----------------------------------------------------------------------------------------------
 Size = tuple[int, int] | None
 Shown = tuple[np.ndarray | None, str, tuple[int, int] | None]
+Query = tuple[float, float] | None
+Rows = np.ndarray | None
+Act = np.ndarray | None
 
 
-def _view_none(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+def _view_none(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
     return None, "", None
 
 
-def _view_spatial(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+def _view_spatial(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
     return data, "spatial gate", None
 
 
 def _view_activation(label: str) -> ViewRule:
     """The owner's activation (channel mean of the attention module's output), where the caller passes one."""
 
-    def view(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+    def view(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
         return (activation, label, None) if activation is not None else (None, "", None)
 
     return view
 
 
-def _view_pairwise(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+def _view_pairwise(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
     if size is None:
         return None, "", None
-    cell = render.query_cell(query, (1, 1), size)  # the query as fractions of a unit image
+    cell = render.query_cell(query or (0.5, 0.5), (1, 1), size)  # the query as fractions of a unit image (centre)
     return render.pairwise_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell
 
 
-def _view_memory(data: np.ndarray, size: Size, activation: np.ndarray | None, query: tuple[float, float]) -> Shown:
+def _view_memory(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
     unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
     return data[unit], f"memory unit {unit} (most variable)", None
+
+
+def token_prefix(data: np.ndarray, size: tuple[int, int]) -> int:
+    """k, the prefix tokens of a token map's data (heads, N, N) over the grid ``size`` (N = k + H*W)."""
+    return data.shape[-1] - size[0] * size[1]
+
+
+def token_query(data: np.ndarray, size: tuple[int, int], cell: tuple[int, int]) -> np.ndarray:
+    """Where the patch token at ``cell`` attends over the grid, (heads + 1, h, w): each head's map, then the head
+    mean last; (1, h, w), the head mean alone, where only it was kept (``data`` is (1, N, N))."""
+    k = token_prefix(data, size)
+    q = k + cell[0] * size[1] + cell[1]
+    row = data[:, q, k:]  # (heads, H*W)
+    rows = np.concatenate([row, row.mean(axis=0, keepdims=True)]) if len(row) > 1 else row
+    return rows.reshape(-1, *size).astype(np.float32, copy=False)
+
+
+def token_prefix_rows(data: np.ndarray, size: tuple[int, int], rows: Rows = None) -> np.ndarray:
+    """The prefix tokens' attention over the grid, (heads + k, h, w): the first prefix token's (the class token's)
+    row per head (from ``rows`` (heads, k, N) where only the head mean was kept with them), then each prefix token's
+    head mean (class, then distillation and registers)."""
+    k = token_prefix(data, size)
+    per_head = rows if rows is not None else data[:, :k] if data.shape[0] > 1 else None  # (heads, k, N)
+    mean = data.mean(axis=0)[:k, k:]  # (k, H*W)
+    heads = [] if per_head is None else [per_head[:, 0, k:]]
+    return np.concatenate([*heads, mean]).reshape(-1, *size).astype(np.float32, copy=False)
+
+
+def _view_token(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
+    if size is None:
+        return None, "", None
+    k = token_prefix(data, size)
+    if query is None and k > 0:  # the block's view: the class token's attention over the grid, head mean
+        return data[:, 0, k:].mean(axis=0).reshape(size), "class token's attention, head mean", None
+    cell = render.query_cell(query or (0.5, 0.5), (1, 1), size)
+    return token_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell
 
 
 # -- detail drawings (charts are drawn with matplotlib, which render loads on first use) --------------------------
@@ -298,6 +374,18 @@ def _detail_pairwise(view: Drawable, topk: int | None) -> np.ndarray | None:
         return None
     heads = render.pairwise_query(view.data, view.grid, view.cell)
     return gray_tiles(render.tile_maps(heads, cols=len(heads)))
+
+
+def _detail_token(view: Drawable, topk: int | None) -> np.ndarray | None:
+    if view.grid is None:
+        return None
+    if view.cell is not None:
+        tiles = token_query(view.data, view.grid, view.cell)
+    elif token_prefix(view.data, view.grid) > 0:
+        tiles = token_prefix_rows(view.data, view.grid, view.rows)
+    else:
+        return None
+    return gray_tiles(render.tile_maps(tiles, cols=min(len(tiles), 8)))
 
 
 _UNIFORM = "skip path (x) where the block is x + f(x), else uniform"
@@ -388,6 +476,19 @@ KIND_SPECS: dict[str, KindSpec] = {
             layout=_force_memory,
             view=_view_memory,
             detail=lambda v, k: gray_tiles(render.tile_maps(v.data)),
+        ),
+        KindSpec(
+            name="token",
+            shape="(B, heads, N, N), N = k + H*W",
+            ndim=4,
+            normalised=-1,
+            grid="size",
+            channels=False,
+            off=f"{_UNIFORM} 1/N over the tokens",
+            not_normalised=_ROWS,
+            layout=_force_token,
+            view=_view_token,
+            detail=_detail_token,
         ),
     )
 }

@@ -9,6 +9,8 @@ Spatial view per kind (:data:`attnviz.capture.kinds.KIND_SPECS`):
   branch           the channel mean of the module's output (SK, EPSA)
   pairwise         where the query position attends, head mean (the query defaults to the centre)
   memory           the External Attention unit whose weights vary most over positions
+  token            the class token's attention over the patch grid, head mean (no query given; a transformer
+                   without prefix tokens: the centre's), else where the query's patch attends, head mean
   channel_pairwise none (drawn as a C x C matrix)
 
 The one rule for a block's activation view is :func:`view_activations`: a spatial gate wins, else the owner's
@@ -66,6 +68,7 @@ class View:
         is_gate: ``spatial`` holds gate values in 0..1 (the "absolute" normalisation is natural).
         grid: (h, w) of the feature map for pairwise/memory maps.
         cell: (row, col) of the query cell on ``grid`` for pairwise maps.
+        rows: a token map's prefix rows per head (heads, k, N) kept beside its head mean, else ``None``.
     """
 
     key: str
@@ -78,6 +81,7 @@ class View:
     is_gate: bool = False
     grid: tuple[int, int] | None = None
     cell: tuple[int, int] | None = None
+    rows: np.ndarray | None = None
 
     @property
     def title(self) -> str:
@@ -110,7 +114,8 @@ def spatial_view(
     data: np.ndarray,
     size: tuple[int, int] | None,
     activation: np.ndarray | None,
-    query: tuple[float, float] = (0.5, 0.5),
+    query: tuple[float, float] | None = None,
+    rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
     """The spatial map to overlay for one map of one image (module docstring), its label, and the query cell.
 
@@ -119,9 +124,11 @@ def spatial_view(
         size: (h, w) of the feature map for pairwise/memory maps.
         activation: channel mean of the owning attention module's output (h, w), for channel/branch kinds;
             pass ``None`` where another view of the block is preferred (CBAM's spatial gate: :func:`view_activations`).
-        query: (x, y) fractions of the image for pairwise maps.
+        query: (x, y) fractions of the image for pairwise and token maps; ``None``: the kind's default (the centre;
+            a token map's class token).
+        rows: a token map's kept prefix rows per head (heads, k, N) without the batch dimension, or ``None``.
     """
-    return KIND_SPECS[kind].view(data, size, activation, query)
+    return KIND_SPECS[kind].view(data, size, activation, query, rows)
 
 
 def build_views(result: Captured, query: tuple[float, float] | None = None) -> list[View]:
@@ -130,14 +137,16 @@ def build_views(result: Captured, query: tuple[float, float] | None = None) -> l
     Args:
         result: an :func:`attnviz.analyze` result, or anything with its ``maps`` and ``activations``
             (:class:`Captured`).
-        query: (x, y) as fractions (0..1) of the image's width and height for pairwise maps; default centre.
+        query: (x, y) as fractions (0..1) of the image's width and height for pairwise and token maps; default
+            (``None``): the centre, and a token map's class token.
     """
     views: list[View] = []
     for m, act in zip(result.maps, view_activations(result.maps, result.activations), strict=True):
         data = m.data[0].numpy()
-        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query or (0.5, 0.5))
+        rows = None if m.rows is None else m.rows[0].numpy()
+        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows)
         gate = m.kind == "spatial"
-        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell))
+        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell, rows))
     return views
 
 
