@@ -60,6 +60,8 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         yield emit(f"maps/{stem}.npy", _npy(v.data))
         if m.raw is not None:  # a full-size or grouped gate: its spatial map is a mean; the whole gate too
             yield emit(f"maps/{stem}.full.npy", _npy(m.raw[0].numpy()))
+        if m.rows is not None:  # token attention kept as its head mean: the prefix tokens' rows per head beside it
+            yield emit(f"maps/{stem}.rows.npy", _npy(m.rows[0].numpy()))
         drawing = detail_image(v, settings.get("topk"))  # the page's detail drawing (attnviz.capture.kinds)
         if drawing is not None:
             yield emit(f"charts/{stem}.png", encode_png(drawing))
@@ -87,6 +89,12 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
                 "view": v.spatial_label,
                 "found_by": m.how,
                 "computed_as": m.layout,
+                **({"kept": m.kept} if m.kept else {}),
+                **(
+                    {"grid": list(m.size), "prefix": int(v.data.shape[-1]) - m.size[0] * m.size[1]}
+                    if v.kind == "token" and m.size
+                    else {}
+                ),
             }
             for v, m in zip(views, result.maps, strict=True)
         ],

@@ -192,6 +192,22 @@ def tiny_vit() -> nn.Module:
     return TinyViT()
 
 
+class PooledViT(TinyViT):
+    """Its attention runs over the class token + a 7 x 7 grid pooled by a function call (no module makes that grid):
+    a token layout attnviz cannot read (1 + 49 tokens against the 14 x 14 patch grid)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = torch.nn.functional.avg_pool2d(self.patch(x), 2)  # (B, 24, 7, 7)
+        t = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), g.flatten(2).transpose(1, 2)), 1)
+        t = t + self.attn(t)
+        return self.head(t[:, 0])
+
+
+def pooled_vit() -> nn.Module:
+    torch.manual_seed(0)
+    return PooledViT()
+
+
 # -- no attention at all -------------------------------------------------------------------------------------------
 def plain_cnn() -> nn.Module:
     torch.manual_seed(0)

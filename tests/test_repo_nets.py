@@ -107,13 +107,17 @@ def test_empty_and_unreadable_results_are_loud(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert rc == 0 and result["maps"] == []
     assert "no attention found in this network" in err and result["capture_warning"].startswith("no attention found")
-    rc, result = _render(tmp_path, "tiny_vit")
+    rc, result = _render(tmp_path, "tiny_vit")  # token attention (issue 20): a class token + the 14 x 14 patch grid
+    capsys.readouterr()
+    (m,) = result["maps"]
+    assert rc == 0 and m["kind"] == "token" and m["prefix"] == 1 and not result["unclassified"]
+    rc, result = _render(tmp_path, "pooled_vit")
     err = capsys.readouterr().err
     assert rc == 0 and result["maps"] == []
     assert "could not read" in err and "could not read" in result["capture_warning"]
     (u,) = result["unclassified"]
-    assert u["site"] == "attn.softmax()" and u["shape"] == [1, 3, 197, 197] and u["why"]
-    assert main(["inspect", "--model", _spec("tiny_vit")]) == 0
+    assert u["site"] == "attn.softmax()" and u["shape"][:2] == [1, 3] and u["why"]  # 1 + a pooled grid
+    assert main(["inspect", "--model", _spec("pooled_vit")]) == 0
     assert "warning: no attention map: attnviz could not read" in capsys.readouterr().out
 
 
@@ -174,7 +178,7 @@ def test_stats_say_what_they_lack(tmp_path, capsys) -> None:
     for cls in ("a", "b"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         shutil.copy(ASSET, tmp_path / "data" / cls / "x.jpg")
-    expected = {"detector": "not class logits", "tiny_vit": "could not read"}
+    expected = {"detector": "not class logits", "pooled_vit": "could not read"}
     for name, words in expected.items():
         out = tmp_path / name
         assert main(["stats", str(tmp_path / "data"), "--model", _spec(name), "--out", str(out), "--workers", "0"]) == 0

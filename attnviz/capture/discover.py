@@ -563,6 +563,10 @@ class DiscoveryPass:
         for f in order:
             ref = tuple(f.inp.shape)  # type: ignore[union-attr]
             canon = canonical(ev.data, batch=self._batch, ref=ref, op=op, dim=ev.dim, tokens=tokens)
+            if isinstance(canon, Canon) and canon.kind == "token":  # its reference: the module that got the tokens
+                n = ev.data.shape[-1]
+                got = [g for g in frames if g.inp is not None and g.inp.dim() == 3 and g.inp.shape[1] == n]
+                return canon, got[0] if got else f
             if isinstance(canon, Canon):
                 return canon, f
             first = first or canon

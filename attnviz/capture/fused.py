@@ -150,10 +150,13 @@ class KeepPolicy:
         self.used += kept
         return how
 
-    def reduce(self, weight: Tensor, how: str) -> Kept:
-        """What ``how`` keeps of ``weight`` (B, heads, Nq, Nk)."""
+    def reduce(self, weight: Tensor, how: str, rows: int | None = None) -> Kept:
+        """What ``how`` keeps of ``weight`` (B, heads, Nq, Nk); ``rows``: how many first query rows ``"rows"`` keeps
+        (a token layout's prefix tokens, :mod:`attnviz.capture.tokens`; default :attr:`rows`; 0: the mean alone)."""
         if how == "full" or weight.dim() < 4:
             return Kept(weight, None, "full")
+        k = self.rows if rows is None else rows
+        how = "mean" if k == 0 else how
         mean = weight.mean(dim=1, keepdim=True)  # (B, 1, Nq, Nk)
-        rows = weight[:, :, : self.rows].clone() if how == "rows" else None  # (B, heads, k, Nk), not a view
+        rows = weight[:, :, :k].clone() if how == "rows" else None  # (B, heads, k, Nk), not a view
         return Kept(mean, rows, how)

@@ -237,7 +237,6 @@ class SiteHooks:
             if x is not None:
                 self.shapes[id(module)] = tuple(x.shape)
 
-
     def _grid_post(self, module: nn.Module, args: tuple, output: Any) -> None:
         if threading.get_ident() == self.thread and isinstance(output, Tensor):
             self.outputs[id(module)] = tuple(output.shape)

@@ -32,6 +32,7 @@ from .fused import KeepPolicy, Kept
 from .hooks import SiteHooks, model_lock
 from .kinds import KIND_SPECS, Canon
 from .sites import Site, axis_alone, canonical, pair_axes
+from .tokens import TokenLayout, prefix_names, token_layout
 
 __all__ = ["AttentionMap", "AttentionRecorder", "model_lock", "to_cpu"]
 
@@ -231,6 +232,7 @@ class AttentionRecorder:
         self.dtype = dtype
         self.keep = KeepPolicy(keep, memory_limit)
         self._kept: dict[int, Kept] = {}  # seq -> what was kept of a fused weight (its rows, how)
+        self._layouts: dict[int, TokenLayout] = {}  # seq -> the token layout of a weight's forward (Site.grid)
         self._unclassified: list[tuple[str, tuple[int, ...], str]] = []
         self._acts: dict[str, Tensor] = {}
         self._pending: list[tuple[int, str, str, Tensor, tuple[int, int] | None]] = []  # taps: seq, name, kind, ...
@@ -335,6 +337,9 @@ class AttentionRecorder:
         for seq, site, canon, weight, ref, dim in captured:
             if not self._wanted(site):
                 continue
+            if canon is not None and canon.kind == "token" and canon.size is not None:
+                k = int(weight.shape[-1]) - canon.size[0] * canon.size[1]
+                self._layouts[seq] = TokenLayout(k, canon.size, prefix_names(self.model, k) if k else ())
             if site.fused and (canon is not None or self._declared_kind(site.name) is not None):
                 self._raw.append((seq, site, self._keep(seq, site, weight, ref), ref, dim))  # as later forwards do
             elif self._declared_kind(site.name) is not None:  # the user's kind, judged as later forwards judge it
@@ -358,6 +363,11 @@ class AttentionRecorder:
         """A site's weight (the engine's ``on_site``): kept as computed, laid out when the maps are read."""
         ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
         seq = next(SEQ)
+        grid = self._hooks.outputs.get(id(site.grid)) if site.grid is not None else None
+        if grid is not None and len(grid) == 4:  # token attention: its layout in this forward
+            layout = token_layout(int(weight.shape[-1]), (int(grid[2]), int(grid[3])), self.model)
+            if layout is not None:
+                self._layouts[seq] = layout
         if site.fused:  # computed for this site alone (no one else holds it): kept as the policy says
             self._raw.append((seq, site, self._keep(seq, site, weight.detach(), ref), ref, dim))
             return
@@ -368,7 +378,8 @@ class AttentionRecorder:
         """What the keep policy keeps of a fused weight (B, heads, Nq, Nk), checked against the memory limit; the rows
         (``keep="rows"``) wait beside it until the map is made."""
         how = self.keep.admit(site.name, tuple(weight.shape), ref)
-        kept = self.keep.reduce(weight, how)
+        layout = self._layouts.get(seq)
+        kept = self.keep.reduce(weight, how, None if layout is None else layout.prefix)
         self._kept[seq] = kept
         return kept.weight
 
@@ -412,6 +423,7 @@ class AttentionRecorder:
                     op=site.op,
                     dim=site.dim if dim is None else dim,
                     declared=declared,
+                    tokens=self._layouts.pop(seq, None),
                 )
             except (ValueError, RuntimeError) as e:
                 c = f"{tuple(weight.shape)}: {e}"
@@ -441,6 +453,11 @@ class AttentionRecorder:
             ):
                 continue
             size = c.size if KIND_SPECS[c.kind].grid is not None else None
+            if c.kind == "token" and seq not in self._kept and size is not None:  # an explicit softmax's weight
+                ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
+                k = int(c.data.shape[-1]) - size[0] * size[1]
+                self._kept[seq] = kept = self.keep.reduce(c.data, self.keep.how(tuple(c.data.shape), ref), k)
+                c = dataclasses.replace(c, data=kept.weight)
             data = c.data.to(self.dtype)
             raw = None if c.raw is None else c.raw.to(self.dtype)
             kept = self._kept.pop(seq, None)
@@ -450,6 +467,7 @@ class AttentionRecorder:
         self._raw.clear()
         self._canon.clear()
         self._kept.clear()
+        self._layouts.clear()
         return out
 
     def _found(self, found: Discovery) -> list[Site]:
@@ -519,6 +537,7 @@ class AttentionRecorder:
         self._unclassified.clear()
         self._kept.clear()
         self.keep.used = 0
+        self._layouts.clear()
 
     def __len__(self) -> int:
         return len(self._maps) + len(self._pending) + len(self._raw) + len(self._canon)
