@@ -297,8 +297,9 @@ class DiscoveryPass:
         paths: :func:`module_paths` of it.
         covered: modules whose weights another source records (attnviz's tapped blocks, adapted modules).
         fp: the model's :attr:`Structure.fingerprint` (the discovery is cached under it).
-        limit: bytes the explicit weights of fused attention calls that the pass holds may take together (the pass
-            judges each whole); past it the forward stops with :class:`~attnviz.capture.fused.MemoryLimitError`.
+        keep: the recorder's :class:`~attnviz.capture.fused.KeepPolicy`: its limit bounds the explicit weights of
+            fused attention calls that the pass holds (whole: it judges each); past it the forward stops with
+            :class:`~attnviz.capture.fused.MemoryLimitError`.
     """
 
     def __init__(
@@ -308,10 +309,10 @@ class DiscoveryPass:
         covered: set[int],
         fp: tuple[int, ...],
         *,
-        limit: int | None = None,
+        keep: KeepPolicy | None = None,
     ) -> None:
         self.model = model
-        self._held = KeepPolicy("full", limit)
+        self._held = KeepPolicy() if keep is None else KeepPolicy(keep.keep, keep.limit, keep.rows)
         self.fingerprint = fp
         self.paths = paths
         self.covered = covered
@@ -395,7 +396,8 @@ class DiscoveryPass:
         if inp is None:
             return
         weights = sdpa_weights(args, kwargs)  # (..., heads, Nq, Nk) float32, a tensor of its own
-        self._held.admit(f"{inner or 'the model'} ({func})", tuple(weights.shape), None)
+        note = "; the first recorded forward finds the sites and holds each weight whole: for it, keep= does not help"
+        self._held.admit(f"{inner or 'the model'} ({func})", tuple(weights.shape), None, how="full", note=note)
         self._add(stack, gate=None, op="softmax", dim=weights.dim() - 1, func=func, inp=inp, out=weights, fused=True)
 
     def _count(self, stack: list[_Frame]) -> list[int]:

@@ -129,14 +129,16 @@ class KeepPolicy:
         per = {"full": heads * nq * nk, "mean": nq * nk, "rows": nq * nk + heads * min(self.rows, nq) * nk}[how]
         return 4 * b * per
 
-    def admit(self, name: str, shape: tuple[int, ...], ref: tuple[int, ...] | None) -> str:
+    def admit(
+        self, name: str, shape: tuple[int, ...], ref: tuple[int, ...] | None, *, how: str | None = None, note: str = ""
+    ) -> str:
         """Check that the weight of layer ``name`` fits under the limit (computed, then kept), count what is kept,
-        and say how it is kept.
+        and say how it is kept (``how`` forces it: discovery holds every weight whole; ``note`` ends the message).
 
         Raises:
             MemoryLimitError: the explicit weight, or what is kept with what is already kept, passes the limit.
         """
-        how = self.how(shape, ref)
+        how = how or self.how(shape, ref)
         kept = self.kept_bytes(shape, how)
         full = self.kept_bytes(shape, "full")
         if self.limit is not None and (full > self.limit or self.used + kept > self.limit):
@@ -146,6 +148,7 @@ class KeepPolicy:
                 f"them ({how}) {kept / mib:.1f} MiB, with {self.used / mib:.1f} MiB already kept; the memory limit "
                 f"is {self.limit / mib:.1f} MiB. Keep less: keep='mean' or keep='rows' (now {self.keep!r}), fewer "
                 "layers (names= or exclude=), a smaller batch or input, or a larger memory_limit (bytes; None: none)"
+                + note
             )
         self.used += kept
         return how

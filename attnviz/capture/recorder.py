@@ -321,12 +321,15 @@ class AttentionRecorder:
         x = first_tensor(tuple(kwargs.values())) if x is None else x
         self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
         if self._discover and self._pass is None:
-            limit = self.keep.limit
-            self._pass = DiscoveryPass(self.model, self.paths, self._covered, self._fingerprint, limit=limit)
+            self._pass = DiscoveryPass(self.model, self.paths, self._covered, self._fingerprint, keep=self.keep)
             self._pass.start(self._batch, args)
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
         if self._pass is None:
+            return
+        if output is None:  # the forward raised (an always-called hook gets None): nothing is cached, a later one finds
+            self._pass.stop()
+            self._pass = None
             return
         found, captured, acts = self._pass.finish(output)
         self._pass = None
