@@ -54,15 +54,18 @@ def sdpa_weights(args: tuple, kwargs: dict) -> Tensor:
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     if bound.get("enable_gqa", False) and q.dim() >= 3 and k.shape[-3] != q.shape[-3]:
         k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)  # each K head serves a group of Q heads
-    logits = torch.matmul(q.float(), k.float().transpose(-2, -1)) * scale  # (..., Hq, L, S)
+    logits = torch.matmul(q.float() * scale, k.float().transpose(-2, -1))  # (..., Hq, L, S); scaled on the small side
     length, keys = logits.shape[-2], logits.shape[-1]
-    if bound.get("is_causal", False):
-        causal = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril()
-        logits = logits.masked_fill(~causal, float("-inf"))
+    causal = bool(bound.get("is_causal", False))
+    if causal:
+        keep = torch.ones(length, keys, dtype=torch.bool, device=q.device).tril()
+        logits = logits.masked_fill_(~keep, float("-inf"))
     if mask is not None:
-        logits = logits.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool else logits + mask.float()
+        logits = logits.masked_fill_(~mask, float("-inf")) if mask.dtype == torch.bool else logits.add_(mask.float())
     weights = torch.softmax(logits, dim=-1)
-    return weights.nan_to_num_(0.0)  # rows with every key masked out: exp(-inf) / 0
+    if causal or mask is not None:
+        weights.nan_to_num_(0.0)  # rows with every key masked out: exp(-inf) / 0
+    return weights
 
 
 class MemoryLimitError(MemoryError):
