@@ -28,8 +28,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--keeps", nargs="+", default=["auto", "full"], help="keep policies to record with")
     ap.add_argument("--repeat", type=int, default=15, help="rounds (each runs every variant once)")
+    ap.add_argument("--quick", action="store_true", help="3 rounds: a smoke run (not for the record)")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
     args = ap.parse_args()
+    if args.quick:
+        args.repeat = 3
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     note = "CUDA: bfloat16 autocast" if device == "cuda" else "CPU: float32"
     header(

@@ -57,8 +57,11 @@ def main() -> None:
     ap.add_argument("--attention", default="cbam")
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--quick", action="store_true", help="3 rounds: a smoke run (not for the record)")
     ap.add_argument("--profile", action="store_true", help="cProfile of drawing + encoding (10 display changes)")
     args = ap.parse_args()
+    if args.quick:
+        args.repeat = 3
     config = AppConfig(device="cpu", size=args.size, offline=True)
     app = Handlers(config)
     encode = encoder(build_demo(config, app))

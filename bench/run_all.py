@@ -29,12 +29,15 @@ CPU = [
     ["analyze.py"],
     ["throughput.py"],
     ["serve.py"],
+    ["page.py"],
+    ["fused.py"],
 ]
 CUDA = [
     ["capture.py", "--batches", "1", "32", "256"],
     ["analyze.py", "--attentions", "cbam", "sk", "mhsa"],
     ["throughput.py"],
     ["serve.py"],
+    ["fused.py", "--device", "cuda", "--batches", "1", "64"],
 ]
 
 
