@@ -80,11 +80,25 @@ class Kept:
         weight: ``full``: the weight itself; ``mean`` and ``rows``: the head mean (B, 1, Nq, Nk).
         rows: ``rows``: the first ``KeepPolicy.rows`` query rows of every head, (B, heads, k, Nk); else ``None``.
         how: ``"full"``, ``"mean"`` or ``"rows"``.
+        shape: the weight's shape as computed, (B, heads, Nq, Nk), before it was reduced.
     """
 
     weight: Tensor
     rows: Tensor | None
     how: str
+    shape: tuple[int, ...] = ()
+
+    def describe(self, layout: str) -> str:
+        """``layout`` (a site's description of the kept weight, e.g. ``"(1, 1, 197, 197) softmax, 1 head(s), ..."``)
+        with the shape and head count as computed, and what was kept: the head mean's shape and "1 head(s)" would
+        otherwise read as the network's own."""
+        if self.how == "full" or len(self.shape) < 4:
+            return layout
+        kept = tuple(self.weight.shape)
+        text = layout.replace(str(kept), str(self.shape), 1).replace("1 head(s)", f"{self.shape[1]} head(s)", 1)
+        k = 0 if self.rows is None else self.rows.shape[2]
+        what = f"the head mean + the first {k} row(s) per head" if k else "the head mean"
+        return f"{text}; kept: {what}"
 
 
 @dataclass
@@ -160,9 +174,9 @@ class KeepPolicy:
         """What ``how`` keeps of ``weight`` (B, heads, Nq, Nk); ``rows``: how many first query rows ``"rows"`` keeps
         (a token layout's prefix tokens, :mod:`attnviz.capture.tokens`; default :attr:`rows`; 0: the mean alone)."""
         if how == "full" or weight.dim() < 4:
-            return Kept(weight, None, "full")
+            return Kept(weight, None, "full", tuple(weight.shape))
         k = self.rows if rows is None else rows
         how = "mean" if k == 0 else how
         mean = weight.mean(dim=1, keepdim=True)  # (B, 1, Nq, Nk)
         rows = weight[:, :, :k].clone() if how == "rows" else None  # (B, heads, k, Nk), not a view
-        return Kept(mean, rows, how)
+        return Kept(mean, rows, how, tuple(weight.shape))

@@ -466,7 +466,8 @@ class AttentionRecorder:
             kept = self._kept.pop(seq, None)
             how = "" if kept is None else kept.how
             rows = None if kept is None or kept.rows is None else kept.rows.to(self.dtype)
-            out.append((seq, AttentionMap(site.name, c.kind, data, size, site.how, c.layout, raw, how, rows)))
+            layout = c.layout if kept is None else kept.describe(c.layout)  # the heads as computed, what was kept
+            out.append((seq, AttentionMap(site.name, c.kind, data, size, site.how, layout, raw, how, rows)))
         self._raw.clear()
         self._canon.clear()
         self._kept.clear()
