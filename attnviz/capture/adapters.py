@@ -22,12 +22,21 @@ timm SimpleCoordAttn                        ``gate`` output               spatia
 timm BottleneckAttn                         its softmax (B·heads, N, N)   pairwise
 timm HaloAttn                               its softmax, block-local      pairwise (scattered into N x N)
 torchvision SqueezeExcitation               ``scale_activation`` output   channel
+torch nn.MultiheadAttention (torchvision    weights recomputed from its   token (ViT: class token + grid), or
+ViT, DETR-like code)                        inputs (``Computed``)         pairwise over a feature map's grid
 ==========================================  ============================  ==========================================
 
 Papers: SENet (Hu et al., CVPR 2018), ECA-Net (Wang et al., CVPR 2020), CBAM (Woo et al., ECCV 2018), SKNet (Li et
 al., CVPR 2019), ResNeSt (Zhang et al., 2020), GCNet (Cao et al., ICCVW 2019), Gather-Excite (Hu et al., NeurIPS
 2018), Coordinate Attention (Hou et al., CVPR 2021), BoTNet (Srinivas et al., CVPR 2021), HaloNet (Vaswani et al.,
-CVPR 2021), MobileNetV3 / EfficientNet SE (Howard et al., ICCV 2019; Tan & Le, ICML 2019).
+CVPR 2021), MobileNetV3 / EfficientNet SE (Howard et al., ICCV 2019; Tan & Le, ICML 2019), Transformer multi-head
+attention (Vaswani et al., NeurIPS 2017; :mod:`attnviz.capture.mha`).
+
+A ``Computed`` site's weight is computed from the module's inputs after its forward, only while a recorder keeps
+the site (the module's own forward and output are untouched); it is a fused site (:class:`Site` ``fused``: the
+recorder's keep policy applies) whose layout (token grid, reference feature map) the first recorded forward's
+discovery pass reads around it, as it reads a discovered softmax's. A configuration the computation does not cover
+is listed as unclassified with its reason (``unsupported``).
 """
 
 from __future__ import annotations
@@ -38,9 +47,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from .mha import mha_unsupported, mha_weights
 from .sites import Site, qualname
 
-__all__ = ["ADAPTERS", "Call", "On", "adapter_sites"]
+__all__ = ["ADAPTERS", "Call", "Computed", "On", "adapter_sites"]
 
 Transform = Callable[[nn.Module, Tensor, "tuple[int, ...] | None"], Tensor]
 
@@ -64,6 +74,16 @@ class Call:
     kind: str | Callable[[nn.Module], str] | None = None
     transform: Transform | None = None
     when: Callable[[nn.Module], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Computed:
+    """The weight (B, heads, Nq, Nk) is ``weights(module, args, kwargs)``, computed from the module's inputs after
+    its forward (a softmax over the last dim); ``unsupported(module)``: why it cannot be, or ``None``."""
+
+    suffix: str
+    weights: Callable[[nn.Module, tuple, dict], Tensor]
+    unsupported: Callable[[nn.Module], str | None] | None = None
 
 
 def _radix(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Tensor:
@@ -109,7 +129,7 @@ _SE = (On("gate"),)
 _CBAM = (On("channel.gate", "channel"), On("spatial.gate", "spatial"))
 
 #: qualified class name -> where its weights are.
-ADAPTERS: dict[str, tuple[On | Call, ...]] = {
+ADAPTERS: dict[str, tuple[On | Call | Computed, ...]] = {
     "timm.layers.squeeze_excite.SEModule": _SE,
     "timm.layers.squeeze_excite.EffectiveSEModule": _SE,
     "timm.models._efficientnet_blocks.SqueezeExcite": _SE,
@@ -131,6 +151,7 @@ ADAPTERS: dict[str, tuple[On | Call, ...]] = {
     "timm.layers.bottleneck_attn.BottleneckAttn": (Call(0, "softmax()", "pairwise"),),
     "timm.layers.halo_attn.HaloAttn": (Call(0, "softmax()", "pairwise", _halo),),
     "torchvision.ops.misc.SqueezeExcitation": (On("scale_activation", "channel"),),
+    "torch.nn.modules.activation.MultiheadAttention": (Computed("", mha_weights, mha_unsupported),),
 }
 
 
@@ -148,6 +169,12 @@ def adapter_sites(paths: dict[int, tuple[str, nn.Module]]) -> tuple[list[Site], 
         inside.append(path)
         prefix = f"{path}." if path else ""
         for e in entries:
+            if isinstance(e, Computed):
+                why = e.unsupported(module) if e.unsupported is not None else None
+                name = prefix + e.suffix if e.suffix else path
+                site = Site(name, "adapter", module, op="softmax", dim=3, fused=True, compute=e.weights, why=why or "")
+                sites.append(site)
+                continue
             if e.when is not None and not e.when(module):
                 continue
             if isinstance(e, On):

@@ -55,7 +55,16 @@ from .kinds import Canon
 from .sites import Site, canonical, gate_module_op, gate_op, softmax_dim
 from .tokens import TokenLayout, token_layout
 
-__all__ = ["Discovery", "DiscoveryPass", "Structure", "cached_discovery", "first_tensor", "module_paths", "structure"]
+__all__ = [
+    "Discovery",
+    "DiscoveryPass",
+    "Structure",
+    "cached_discovery",
+    "first_tensor",
+    "module_paths",
+    "remember_layout",
+    "structure",
+]
 
 _MULS = frozenset({"mul", "mul_", "__mul__", "__rmul__", "__imul__", "multiply"})
 #: calls that weight one operand by another (a product with a tensor that carries no weight applies the weight)
@@ -207,6 +216,19 @@ def structure(model: nn.Module) -> Structure:
     )
 
 
+def remember_layout(model: nn.Module, site: Site) -> None:
+    """Keep the layout a computed adapter site learnt in a forward (its ``ref`` and ``grid``,
+    :meth:`DiscoveryPass.judge`) in the model's cached :class:`Structure`, for later recorders of this model."""
+    with _CACHE_LOCK:
+        known = _STRUCTURES.get(model)
+        if known is None:
+            return
+        for s in known.adapter_sites:
+            if s.name == site.name and s.owner is site.owner:
+                s.ref = _ROOT if site.ref is model else site.ref  # the cache never holds the model (its key)
+                s.grid = _ROOT if site.grid is model else site.grid
+
+
 def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
     """The cached discovery of ``model`` if its modules have not changed since."""
     with _CACHE_LOCK:
@@ -300,6 +322,9 @@ class DiscoveryPass:
         keep: the recorder's :class:`~attnviz.capture.fused.KeepPolicy`: its limit bounds the explicit weights of
             fused attention calls that the pass holds (whole: it judges each); past it the forward stops with
             :class:`~attnviz.capture.fused.MemoryLimitError`.
+        plain: ids of modules that run without the pass's function mode (adapted modules whose weights are computed
+            from their inputs, ``nn.MultiheadAttention``: any active mode turns its fused fast path off, and the
+            slow path's output differs in the last bits, so logits would not stay bit-identical).
     """
 
     def __init__(
@@ -310,8 +335,11 @@ class DiscoveryPass:
         fp: tuple[int, ...],
         *,
         keep: KeepPolicy | None = None,
+        plain: frozenset[int] = frozenset(),
     ) -> None:
         self.model = model
+        self.plain = plain
+        self._suspended: nn.Module | None = None  # a plain module running now, with the pass's mode left
         self._held = KeepPolicy() if keep is None else KeepPolicy(keep.keep, keep.limit, keep.rows)
         self.fingerprint = fp
         self.paths = paths
@@ -342,7 +370,9 @@ class DiscoveryPass:
     def stop(self) -> None:
         if self._mode is not None:
             mode, self._mode = self._mode, None
-            mode.__exit__(None, None, None)
+            if self._suspended is None:  # else a plain module's forward raised: the mode was left already
+                mode.__exit__(None, None, None)
+            self._suspended = None
         for h in self._handles:
             h.remove()
         self._handles = []
@@ -354,10 +384,21 @@ class DiscoveryPass:
         self._calls[id(module)] = k + 1
         path = self.paths.get(id(module))
         self._stack.append(_Frame(module, None if path is None else path[0], k, first_tensor(args)))
+        if id(module) in self.plain and self._suspended is None and self._mode_on_top():
+            self._suspended = module
+            self._mode.__exit__(None, None, None)  # type: ignore[union-attr]
+
+    def _mode_on_top(self) -> bool:
+        """Whether the pass's mode is the innermost torch function mode (only then can it be left and re-entered)."""
+        n = torch._C._len_torch_function_stack()
+        return self._mode is not None and n > 0 and torch._C._get_function_stack_at(n - 1) is self._mode
 
     def _post(self, module: nn.Module, args: tuple, output: Any) -> None:
         if threading.get_ident() != self._thread or not self._stack or self._stack[-1].module is not module:
             return
+        if self._suspended is module and self._mode is not None:
+            self._suspended = None
+            self._mode.__enter__()
         frame = self._stack.pop()
         frame.out = output
         if isinstance(output, Tensor) and output.dim() == 4 and frame.name is not None:
@@ -399,6 +440,14 @@ class DiscoveryPass:
         note = "; the first recorded forward finds the sites and holds each weight whole: for it, keep= does not help"
         self._held.admit(f"{inner or 'the model'} ({func})", tuple(weights.shape), None, how="full", note=note)
         self._add(stack, gate=None, op="softmax", dim=weights.dim() - 1, func=func, inp=inp, out=weights, fused=True)
+
+    def judge(self, weights: Tensor, site: Site) -> tuple[Canon | str, _Frame | None]:
+        """A computed adapter site's weight (B, heads, Nq, Nk) in the running forward (:mod:`attnviz.capture.mha`),
+        judged as a discovered softmax of that shape is, against the modules running around it: its canonical
+        weight (or why it fits no kind) and the frame of its reference module; a token layout's patch-grid module
+        becomes ``site.grid``."""
+        ev = _Event(0, list(self._stack), [], None, "softmax", weights.dim() - 1, "", None, weights, weights)
+        return self._classify(ev, site)
 
     def _count(self, stack: list[_Frame]) -> list[int]:
         ordinals = [f.count for f in stack]

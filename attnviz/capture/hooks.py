@@ -10,7 +10,10 @@ The recorder (:class:`attnviz.capture.recorder.AttentionRecorder`) reads each we
   ``on_site(site, result, op, dim)`` for the wanted ones; the owner's forward hook leaves it. A fused attention call
   (``F.scaled_dot_product_attention``) counts as a softmax: for a wanted one the mode computes its weights
   explicitly (:func:`attnviz.capture.fused.sdpa_weights`) and calls ``on_site(site, weights, "softmax", last dim)``;
-  the caller gets the original call's output (a replacement weight gives ``replacement @ V`` instead).
+  the caller gets the original call's output (a replacement weight gives ``replacement @ V`` instead);
+- a computed site (``Site.compute``, e.g. ``nn.MultiheadAttention``): a forward hook with the owner's arguments
+  computes the weight from its inputs (outside every function mode, so no pass counts its softmax) and calls
+  ``on_site(site, weight, "softmax", last dim)``; the owner's output is untouched (a replacement is not applied).
 
 A callback returns ``None`` to leave the weight as it is, or a tensor that replaces it (the in-place ``sigmoid_``
 keeps its caller's tensor: the replacement is copied into it). Which call of an owner a site means (``Site.call``) is
@@ -30,6 +33,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
@@ -97,6 +101,7 @@ class SiteHooks:
         self._handles: list[RemovableHandle] = []
         self._calls: dict[int, int] = {}
         self._modes: list[tuple[nn.Module, TorchFunctionMode]] = []
+        self._watched: set[object] = set()  # reference modules' ids, ("grid", id) of patch-grid modules
 
     @property
     def active(self) -> bool:
@@ -122,6 +127,7 @@ class SiteHooks:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
+            self._watched.clear()
         finally:
             if self._locked:
                 self._locked = False
@@ -167,12 +173,21 @@ class SiteHooks:
             owner = group[0].owner
             self._handles.append(owner.register_forward_pre_hook(self._owner_pre(group)))
             self._handles.append(owner.register_forward_hook(self._owner_post(group), always_call=True))
-        refs = {id(s.ref): s.ref for s in sites if s.ref is not None}
-        for ref in refs.values():
-            self._handles.append(ref.register_forward_pre_hook(self._ref_pre))
-        grids = {id(s.grid): s.grid for s in sites if s.grid is not None}
-        for grid in grids.values():
-            self._handles.append(grid.register_forward_hook(self._grid_post))
+            computed = [s for s in group if s.compute is not None]
+            if computed:
+                self._handles.append(owner.register_forward_hook(self._computed_post(computed), with_kwargs=True))
+        self.watch(sites)
+
+    def watch(self, sites: list[Site]) -> None:
+        """Read the input shape of these sites' reference modules and the output shape of their patch-grid modules
+        in every forward (also for sites whose ``ref``/``grid`` were learnt during a forward); each module once."""
+        for s in sites:
+            if s.ref is not None and id(s.ref) not in self._watched:
+                self._watched.add(id(s.ref))
+                self._handles.append(s.ref.register_forward_pre_hook(self._ref_pre))
+            if s.grid is not None and ("grid", id(s.grid)) not in self._watched:
+                self._watched.add(("grid", id(s.grid)))
+                self._handles.append(s.grid.register_forward_hook(self._grid_post))
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -212,8 +227,8 @@ class SiteHooks:
         return hook
 
     def _owner_post(self, group: list[Site]) -> Callable[[nn.Module, tuple, Any], Any]:
-        outputs = [s for s in group if s.ordinal is None]
-        has_functions = len(outputs) < len(group)
+        outputs = [s for s in group if s.ordinal is None and s.compute is None]
+        has_functions = any(s.ordinal is not None for s in group)
 
         def hook(module: nn.Module, args: tuple, output: Any) -> Any:
             if threading.get_ident() != self.thread:
@@ -228,6 +243,19 @@ class SiteHooks:
                     if new is not None:
                         output = replaced = new
             return replaced
+
+        return hook
+
+    def _computed_post(self, computed: list[Site]) -> Callable[..., None]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+            if threading.get_ident() != self.thread:
+                return
+            k = self._calls.get(id(module), 1) - 1
+            for s in computed:
+                if s.call is None or s.call == k:
+                    with torch._C.DisableTorchFunction():  # no mode (a discovery pass's, a site's) sees this softmax
+                        weight = s.compute(module, args, kwargs)  # type: ignore[misc]
+                    self.on_site(s, weight, "softmax", weight.dim() - 1)
 
         return hook
 

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from ..blocks.modules import attention_modules
 from ..blocks.tap import KINDS, Tap
-from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, first_tensor, structure
+from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, first_tensor, remember_layout, structure
 from .fused import KeepPolicy, Kept
 from .hooks import SiteHooks, model_lock
 from .kinds import KIND_SPECS, Canon
@@ -205,10 +205,15 @@ class AttentionRecorder:
         taps = {n: m for n, m in tree.taps.items() if not self._excluded(n)}
         adapted, adapted_ids = tree.adapter_sites, tree.adapted
         self._declared, self._overrides = self._declare(declared, adapted)
-        self.sites: list[Site] = [s for s in adapted + self._declared if not self._excluded(s.name)]
+        # computed adapter sites (nn.MultiheadAttention) learn their layout in a forward: this recorder's own copies
+        adapted = [dataclasses.replace(s) if s.compute is not None else s for s in adapted]
+        readable = [s for s in adapted + self._declared if not self._excluded(s.name)]
+        self._unreadable = [s for s in readable if s.why]  # listed as unclassified with their reason, never hooked
+        self.sites: list[Site] = [s for s in readable if not s.why]
         # modules whose insides other sources record (attnviz's tapped blocks, adapted modules); declared modules
         # hide the discovered sites inside them without changing what discovery finds (it is cached per model)
         self._covered = adapted_ids | tree.tapped
+        self._plain = frozenset(id(s.owner) for s in adapted if s.compute is not None)  # run outside the pass's mode
         self._hidden = [s.name for s in self._declared]
         self._fingerprint = tree.fingerprint
         cached = cached_discovery(model, self._fingerprint) if discover else None
@@ -321,7 +326,9 @@ class AttentionRecorder:
         x = first_tensor(tuple(kwargs.values())) if x is None else x
         self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
         if self._discover and self._pass is None:
-            self._pass = DiscoveryPass(self.model, self.paths, self._covered, self._fingerprint, keep=self.keep)
+            self._pass = DiscoveryPass(
+                self.model, self.paths, self._covered, self._fingerprint, keep=self.keep, plain=self._plain
+            )
             self._pass.start(self._batch, args)
 
     def _root_post(self, module: nn.Module, args: tuple, output: Any) -> None:
@@ -364,10 +371,12 @@ class AttentionRecorder:
 
     def _capture(self, site: Site, weight: Tensor, op: str, dim: int | None) -> None:
         """A site's weight (the engine's ``on_site``): kept as computed, laid out when the maps are read."""
-        ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
         seq = next(SEQ)
+        if site.compute is not None and site.ref is None and site.grid is None and self._pass is not None:
+            self._learn(seq, site, weight)
+        ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
         grid = self._hooks.outputs.get(id(site.grid)) if site.grid is not None else None
-        if grid is not None and len(grid) == 4:  # token attention: its layout in this forward
+        if grid is not None and len(grid) == 4 and seq not in self._layouts:  # token attention: this forward's layout
             layout = token_layout(int(weight.shape[-1]), (int(grid[2]), int(grid[3])), self.model)
             if layout is not None:
                 self._layouts[seq] = layout
@@ -376,6 +385,25 @@ class AttentionRecorder:
             return
         # a copy: later in-place ops (out += identity, ReLU(inplace)) would overwrite a view (ATTENTION.md, bug 10)
         self._raw.append((seq, site, weight.detach().clone(), ref, dim))
+
+    def _learn(self, seq: int, site: Site, weight: Tensor) -> None:
+        """A computed site's layout, read by the discovery pass around the running forward as it reads a discovered
+        softmax's: its patch grid (``Site.grid``) and reference module (``Site.ref``), watched from now on and
+        remembered for later recorders of this model (:func:`~attnviz.capture.discover.remember_layout`)."""
+        assert self._pass is not None
+        canon, ref = self._pass.judge(weight, site)
+        if ref is None:  # fits no layout: judged again (and listed with its reason) when the maps are read
+            return
+        site.ref = ref.module
+        if ref.inp is not None:
+            self._shapes[id(ref.module)] = tuple(ref.inp.shape)
+        if isinstance(canon, Canon) and canon.kind == "token" and canon.size is not None:
+            k = int(weight.shape[-1]) - canon.size[0] * canon.size[1]
+            self._layouts[seq] = TokenLayout(k, canon.size, prefix_names(self.model, k) if k else ())
+            if site.grid is not None:
+                self._hooks.outputs.pop(id(site.grid), None)  # this forward's grid: the layout above
+        self._hooks.watch([site])
+        remember_layout(self.model, site)
 
     def _keep(self, seq: int, site: Site, weight: Tensor, ref: tuple[int, ...] | None) -> Tensor:
         """What the keep policy keeps of a fused weight (B, heads, Nq, Nk), checked against the memory limit; the rows
@@ -524,7 +552,8 @@ class AttentionRecorder:
             self._flush()
         found = self.discovery.unclassified if self.discovery is not None else []
         found = [u for u in found if self._declared_kind(u[0]) is None]  # declared: judged again, below if refused
-        return [u for u in found if self._wanted_name(u[0])] + list(self._unclassified)
+        unreadable = [(s.name, (), s.why) for s in self._unreadable]
+        return [u for u in found if self._wanted_name(u[0])] + unreadable + list(self._unclassified)
 
     @property
     def skipped(self) -> list[tuple[str, tuple[int, ...], str]]:

@@ -125,6 +125,11 @@ class Site:
             :class:`~attnviz.capture.fused.KeepPolicy`.
         grid: for token attention, the module whose output (B, C, H, W) is the patch grid the tokens come from (a
             ViT's patch-embed convolution, :mod:`attnviz.capture.tokens`); its shape is read in every forward.
+        compute: ``fn(owner, args, kwargs) -> weight`` (B, heads, Nq, Nk): the weight is computed from the owner's
+            inputs after its forward, while the site is kept (an adapter's ``Computed`` entry, e.g.
+            ``nn.MultiheadAttention``, :mod:`attnviz.capture.mha`); ``None``: the weight is read where it is computed.
+        why: why the weight cannot be read (an adapter's unsupported configuration): the site is listed as
+            unclassified with this reason and never hooked; ``""``: readable.
     """
 
     name: str
@@ -140,6 +145,8 @@ class Site:
     transform: Callable[[nn.Module, Tensor, tuple[int, ...] | None], Tensor] | None = field(default=None, repr=False)
     fused: bool = False
     grid: nn.Module | None = None
+    compute: Callable[[nn.Module, tuple, dict], Tensor] | None = field(default=None, repr=False)
+    why: str = ""
 
 
 def canonical(

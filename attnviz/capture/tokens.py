@@ -7,8 +7,8 @@ ICML 2021), registers (Darcet et al., ICLR 2024). So N = k + H·W, the prefix fi
 them. The grid comes from the shapes the forward produced (a feature map (B, C, H, W) computed before the tokens,
 the patch-embed convolution's output), so non-square grids (224 x 320 -> 14 x 20) and the input size actually used
 are read as they are; k is the rest, checked against what the model says where it says it (timm's
-``num_prefix_tokens``; ``cls_token``, ``dist_token``, ``reg_token`` / ``register_tokens`` on the root model), which
-also names the prefix tokens.
+``num_prefix_tokens``; ``cls_token`` (torchvision: ``class_token``), ``dist_token``, ``reg_token`` /
+``register_tokens`` on the root model), which also names the prefix tokens.
 
 What is kept of a token weight is the recorder's one policy (:class:`attnviz.capture.fused.KeepPolicy`).
 """
@@ -58,11 +58,13 @@ def _count(model: nn.Module, attr: str) -> int:
 
 def prefix_names(model: nn.Module | None, k: int) -> tuple[str, ...]:
     """Names of the ``k`` prefix tokens in the order timm and the authors' code put them (class, distillation,
-    registers), from the root model's ``cls_token``, ``dist_token``, ``reg_token`` / ``register_tokens``; where
-    those do not account for ``k`` tokens: ``"class"`` for a single token, else ``"prefix i"``."""
+    registers), from the root model's ``cls_token`` (torchvision: ``class_token``), ``dist_token``, ``reg_token`` /
+    ``register_tokens``; where those do not account for ``k`` tokens: ``"class"`` for a single token, else
+    ``"prefix i"``."""
     if model is not None:
         regs = _count(model, "reg_token") or _count(model, "register_tokens")
-        names = ["class"] * min(_count(model, "cls_token"), 1) + ["distillation"] * min(_count(model, "dist_token"), 1)
+        cls = _count(model, "cls_token") or _count(model, "class_token")
+        names = ["class"] * min(cls, 1) + ["distillation"] * min(_count(model, "dist_token"), 1)
         names += [f"register {i + 1}" for i in range(regs)]
         if len(names) == k:
             return tuple(names)
@@ -77,7 +79,7 @@ def declared_prefix(model: nn.Module | None) -> int | None:
     k = getattr(model, "num_prefix_tokens", None)
     if isinstance(k, int) and not isinstance(k, bool):
         return k
-    n = min(_count(model, "cls_token"), 1) + min(_count(model, "dist_token"), 1)
+    n = min(_count(model, "cls_token") or _count(model, "class_token"), 1) + min(_count(model, "dist_token"), 1)
     n += _count(model, "reg_token") or _count(model, "register_tokens")
     return n or None
 
