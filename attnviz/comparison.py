@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .capture.views import build_views
+from .capture.views import ROLLOUT_KEY, build_views
 from .checks.attribution import agreement, resize
 from .pipeline.core import Result
 
@@ -81,6 +81,8 @@ def spatial_by_unit(result: Result, unit: str, query: tuple[float, float] | None
         return by_block
     groups: dict[str, list[np.ndarray]] = {}
     for k, m in by_block.items():
+        if k == ROLLOUT_KEY:  # the network's rollout is no stage's block
+            continue
         groups.setdefault(f"stage {stage_of[k]}", []).append(m)
     out = {}
     for key, maps in groups.items():

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from .capture.kinds import detail_image
+from .capture.recorder import AttentionMap
 from .capture.views import build_views, spatial_views
 from .pipeline.core import Result
 from .render import encode_png, figure_png
@@ -55,12 +56,13 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
     for i, (v, m01, vr) in enumerate(zip(shown, normed, ranges, strict=True)):
         name = f"{i:02d}_{safe_name(v.block)}_{v.kind}.png"
         yield emit(f"overlays/{name}", figure_png(image, m01, cmap, alpha, v.title, vr, v.spatial_label))
-    for i, (v, m) in enumerate(zip(views, result.maps, strict=True)):  # one view per map, in order
+    maps: list[AttentionMap | None] = [*result.maps, *[None] * (len(views) - len(result.maps))]
+    for i, (v, m) in enumerate(zip(views, maps, strict=True)):  # one view per map, in order, then the rollout
         stem = f"{i:02d}_{safe_name(v.block)}_{v.kind}"
         yield emit(f"maps/{stem}.npy", _npy(v.data))
-        if m.raw is not None:  # a full-size or grouped gate: its spatial map is a mean; the whole gate too
+        if m is not None and m.raw is not None:  # a full-size or grouped gate: its map is a mean
             yield emit(f"maps/{stem}.full.npy", _npy(m.raw[0].numpy()))
-        if m.rows is not None:  # token attention kept as its head mean: the prefix tokens' rows per head beside it
+        if m is not None and m.rows is not None:  # a token map kept as its head mean: the prefix rows per head
             yield emit(f"maps/{stem}.rows.npy", _npy(m.rows[0].numpy()))
         drawing = detail_image(v, settings.get("topk"))  # the page's detail drawing (attnviz.capture.kinds)
         if drawing is not None:
@@ -87,16 +89,16 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
                 "kind": v.kind,
                 "shape": list(v.data.shape),
                 "view": v.spatial_label,
-                "found_by": m.how,
-                "computed_as": m.layout,
-                **({"kept": m.kept} if m.kept else {}),
+                "found_by": "rollout" if m is None else m.how,
+                "computed_as": v.title if m is None else m.layout,
+                **({"kept": m.kept} if m is not None and m.kept else {}),
                 **(
-                    {"grid": list(m.size), "prefix": int(v.data.shape[-1]) - m.size[0] * m.size[1]}
-                    if v.kind == "token" and m.size
+                    {"grid": list(v.grid), "prefix": int(v.data.shape[-1]) - v.grid[0] * v.grid[1]}
+                    if v.kind == "token" and v.grid
                     else {}
                 ),
             }
-            for v, m in zip(views, result.maps, strict=True)
+            for v, m in zip(views, maps, strict=True)
         ],
         "timings_ms": result.timings,
         "warning": result.warning,

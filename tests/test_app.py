@@ -14,7 +14,7 @@ from attnviz.app.components import DisplayGallery
 from tests.images import ASSET
 
 # the page's outputs after the state: predictions, the demo note, gallery, block, big, chart, detail, status
-PRED, NOTE, GALLERY, BLOCK, BIG, CHART, DETAIL, STATUS = range(8)
+PRED, NOTE, GALLERY, BLOCK, BIG, CHART, DETAIL, STATUS, HEAD = range(9)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def app(tmp_path: Path) -> Handlers:
 
 
 def _check_ok(out: tuple, n_overlays: int | None = None, trained: bool = True) -> None:
-    predictions, note, gallery, _block, _big, _chart, _detail, status = out
+    predictions, note, gallery, _block, _big, _chart, _detail, status, *_head = out
     assert len(predictions["confidences"]) == 5
     assert gallery and all(Path(item["image"]).stat().st_size > 0 for item in gallery)
     if n_overlays is not None:
@@ -512,3 +512,48 @@ def test_the_first_screen_names_the_startup_network_s_attention(tmp_path: Path) 
     dataset = next(b for b in demo.blocks.values() if type(b).__name__ == "Dataset")
     assert dataset.sample_labels == ["astronaut", "cat", "coffee", "rocket"]
     assert blocks["channel-chart"].visible is False and blocks["channel-note"].visible is False
+
+
+def test_a_vit_s_token_attention_per_head_query_and_rollout(app: Handlers) -> None:
+    """timm ViT-Tiny (random weights, no download): one token view per block and the network's rollout; the Head
+    choice shows one head's class-token row (from the kept rows per head) in the large view; a click shows the
+    clicked patch's row of the head-mean matrix."""
+    pytest.importorskip("timm")
+    import gradio as gr
+    import numpy as np
+
+    from attnviz.app.choices import NONE
+    from attnviz.app.handlers import _display_images
+    from attnviz.capture.rollout import rollout
+    from attnviz.render import overlay
+
+    spec = "timm:vit_tiny_patch16_224"
+    served = Handlers(dataclasses.replace(app.config, served=spec, model=spec, attention=None))
+    state, *out = served.run_analysis(ASSET, NONE, spec, "random", "turbo", 1.0, "map", "32", None)
+    maps = state.result.maps
+    assert len(maps) == 12 and {m.kind for m in maps} == {"token"} and all(m.kept == "rows" for m in maps)
+    views = state.views
+    assert [v.key for v in views].count("rollout") == 1 and views[-1].key == "rollout"
+    expected = rollout([m.data for m in maps], maps[0].size, prefix=1)[0].numpy()
+    np.testing.assert_allclose(views[-1].spatial, expected, rtol=0, atol=1e-7)
+    assert "Abnar & Zuidema 2020" in out[GALLERY][-1][1]
+    assert out[BLOCK].value == "rollout"  # the last view with a spatial map: the network's rollout
+
+    block = maps[-1].name
+    _, *mean = served.pick_head(state, "mean", "turbo", 1.0, "map", "32", block)
+    menu = mean[HEAD]
+    assert menu.visible and [v for _, v in menu.choices] == ["mean", "0", "1", "2"]  # ViT-Tiny: 3 heads
+    head_state, *one = served.pick_head(state, "2", "turbo", 1.0, "map", "32", block)
+    assert head_state.head == 2 and one[HEAD].value == "2" and "head 2" in one[STATUS]
+    row = maps[-1].rows[0, 2, 0, 1:].reshape(14, 14).numpy()  # head 2's class-token row, kept per head
+    photo = _display_images(head_state)[0]
+    want = overlay(photo, (row - row.min()) / (row.max() - row.min()), "turbo", 1.0)
+    np.testing.assert_array_equal(one[BIG], want)
+    assert not np.array_equal(one[BIG], mean[BIG])
+
+    click = gr.SelectData(None, {"index": [0, 0], "value": None, "selected": True})
+    q_state, *clicked = served.pick_query(state, "turbo", 1.0, "map", "32", block, "0–1", click)
+    v = next(v for v in q_state.views if v.key == block)
+    assert v.cell == (0, 0) and "query (0, 0)" in v.spatial_label
+    np.testing.assert_array_equal(v.spatial, maps[-1].data[0, 0, 1, 1:].reshape(14, 14).numpy())  # patch (0, 0)
+    assert not np.array_equal(clicked[BIG], mean[BIG]) and clicked[HEAD].value == "mean"

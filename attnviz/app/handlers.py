@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from ..capture.kinds import detail_image
-from ..capture.views import View, owner_module
+from ..capture.views import View, head_view, owner_module, token_heads
 from ..checks import check_result
 from ..comparison import compare
 from ..pipeline.core import (
@@ -33,7 +33,7 @@ from ..pipeline.core import (
 )
 from ..pipeline.image import ImageError
 from ..pipeline.run import analyze
-from ..render import channel_stats, channel_table, display_size, overlay
+from ..render import channel_stats, channel_table, display_size, normalize, overlay
 from ..sources.meta import meta_of
 from ..sources.select import choose_network
 from ..sources.spec import Weights, is_own, parse_weights
@@ -85,6 +85,14 @@ def _display_images(state: AppState) -> tuple[np.ndarray, np.ndarray]:
         return view, view if small is large else np.asarray(small)
 
     return state.cached("display images", make)
+
+
+def _head_menu(view: View | None, head: int | None) -> Any:
+    """The Head choice for the selected view: the head mean or one of its heads (shown for token views only)."""
+    n = 0 if view is None else token_heads(view)
+    value = "mean" if head is None or head >= n else str(head)
+    choices = [("mean", "mean"), *((f"head {i}", str(i)) for i in range(n))]
+    return gr.Dropdown(choices=choices, value=value, visible=n > 0)
 
 
 def _chart(channel: View | None, topk: int | None, axis: str, visible: bool) -> tuple[Any, str]:
@@ -187,8 +195,8 @@ class Handlers:
 
     def draw(self, state: AppState, display: Display) -> tuple[Any, ...]:
         """Everything the Image tab shows of a kept Result: (predictions, the demo note, gallery, block choice, large
-        view, gate chart, detail, status). No model runs here, and no file is written; the result's timings get
-        ``views`` and ``render`` (the drawing)."""
+        view, gate chart, detail, status, head choice). No model runs here, and no file is written; the result's
+        timings get ``views`` and ``render`` (the drawing)."""
         t0 = time.perf_counter()
         result = state.result
         views = state.views
@@ -210,7 +218,11 @@ class Handlers:
             view = views[keys.index(block)]
             channel = next((v for v in views if v.block == view.block and v.kind == "channel"), None)
             detail = None if view.kind == "channel" else detail_image(view, display.top)  # a gate: the chart
-            if view in shown:
+            one = head_view(view, state.head)  # a token view: the chosen head in place of the head mean
+            if one is not view and one.spatial is not None:
+                big = overlay(view_image, normalize([one.spatial], display.norm, [one.stage])[0], cmap, alpha)
+                extra.append(f"large view: {one.title}")
+            elif view in shown:
                 i = shown.index(view)  # the large view: the thumbnail's overlay when both have one size
                 big = gallery[i][0] if thumb_image is view_image else overlay(view_image, normed[i], cmap, alpha)
         chart, note = _chart(channel, display.top, display.axis, gates)
@@ -227,6 +239,7 @@ class Handlers:
             chart,
             detail,
             status_text(result, extra),
+            _head_menu(view, state.head),
         )
 
     def follow_network(self, state: AppState | None, attention: str | None, arch: str) -> tuple[Any, Any, Any]:
@@ -257,11 +270,32 @@ class Handlers:
         axis: str,
         evt: gr.SelectData,
     ) -> tuple[Any, ...]:
-        """A click on the large view picks the query position for pairwise maps."""
+        """A click on the large view picks the query position for pairwise and token maps (a token map: the clicked
+        patch's row)."""
         state = kept(state, "Run an analysis first.")
         w, h = display_size(state.result.image.size, VIEW_SIDE)  # the large view's size: clicks in its pixels
         x, y = evt.index
         state = dataclasses.replace(state, query=(min(max(x / w, 0.0), 1.0), min(max(y / h, 0.0), 1.0)))
+        return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
+
+    def pick_head(
+        self,
+        state: AppState | None,
+        head: str | None,
+        cmap: str,
+        alpha: float,
+        norm: str,
+        topk: str,
+        block: str | None,
+        axis: str = AXES[0],
+    ) -> tuple[Any, ...]:
+        """The Head choice: the selected token view shows one head ("0", "1", ...) or the head mean ("mean")."""
+        state = kept(state, "Run an analysis first.")
+        try:
+            index = None if head in (None, "", "mean") else int(head)  # type: ignore[arg-type]
+        except ValueError:
+            raise user_error(f"not a head: {head!r}") from None
+        state = dataclasses.replace(state, head=index)
         return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
 
     def pick_channel(
@@ -344,7 +378,7 @@ class Handlers:
         model = self._model_of(state.result)
         progress(0.05, desc="checks: ablation, Grad-CAM, randomised weights")
         try:
-            check_result(state.result, model=model, query=state.query or (0.5, 0.5))
+            check_result(state.result, model=model, query=state.query)
         except (RuntimeError, ValueError) as e:
             raise user_error(f"The checks could not run on this network: {e}") from None
         state = dataclasses.replace(state, categories=tuple(meta_of(model).categories))

@@ -73,6 +73,7 @@ class ImageTab:
     about: gr.Markdown
     gallery: gr.Gallery
     block: gr.Dropdown
+    head: gr.Dropdown
     big: gr.Image
     detail: gr.Image
     chart: gr.BarPlot
@@ -90,7 +91,8 @@ class ImageTab:
     @property
     def outputs(self) -> list[Any]:
         """What :meth:`Handlers.draw` returns into."""
-        return [self.predictions, self.about, self.gallery, self.block, self.big, self.chart, self.detail, self.status]
+        outs = [self.predictions, self.about, self.gallery, self.block, self.big, self.chart, self.detail, self.status]
+        return [*outs, self.head]
 
 
 def _attention_menu(config: AppConfig) -> gr.Dropdown:
@@ -178,9 +180,13 @@ def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
                 object_fit="contain",
                 elem_id="overlays",
             )
-            block = gr.Dropdown(label="Block", choices=[], elem_id="block-select")
             with gr.Row():
-                big = _photo("block-view", "Selected block (click to pick the query of pairwise maps)")
+                block = gr.Dropdown(label="Block", choices=[], elem_id="block-select", scale=3)
+                head = gr.Dropdown(  # token attention: shown for a transformer block's view
+                    label="Head", choices=[("mean", "mean")], value="mean", elem_id="head-select", visible=False
+                )
+            with gr.Row():
+                big = _photo("block-view", "Selected block (click to pick the query of pairwise and token maps)")
                 detail = _image("block-detail", "Block detail")
             chart = gr.BarPlot(  # hidden until a network with channel gates is shown
                 EMPTY_CHART,
@@ -206,7 +212,7 @@ def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
             below = panels()
     tab = ImageTab(
         image, attention, arch, weights, run, cmap, alpha, norm, topk, axis, examples.dataset, status, predictions,
-        about, gallery, block, big, detail, chart, channel_note, png, zipf, png_file, zip_file,
+        about, gallery, block, head, big, detail, chart, channel_note, png, zipf, png_file, zip_file,
     )  # fmt: skip
     return tab, below
 
@@ -333,6 +339,7 @@ def _wire_image(h: Handlers, state: gr.State, t: ImageTab, after: list[Any], aft
     for setting in t.display:
         then_panels(setting.input(h.render_outputs, [state, *t.display], t.outputs, **PRIVATE))
     then_panels(t.big.select(h.pick_query, [state, *t.display], [state, *t.outputs], **PRIVATE))
+    then_panels(t.head.input(h.pick_head, [state, t.head, *t.display], [state, *t.outputs], **PRIVATE))
     t.chart.select(h.pick_channel, [state, t.cmap, t.alpha, t.block], [t.big, t.channel_note], **PRIVATE)
     t.png.click(h.make_png, [state, t.cmap, t.alpha, t.norm, t.block], t.png_file, **PRIVATE).then(
         None, js=_click("download-png-file")

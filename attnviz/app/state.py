@@ -53,13 +53,16 @@ class AppState:
 
     Attributes:
         result: the shown :class:`attnviz.pipeline.core.Result` (its checks, once run, are kept on it).
-        query: (x, y) fractions of the image: the query of pairwise maps (``None``: the centre).
+        query: (x, y) fractions of the image: the query of pairwise and token maps (``None``: each kind's default,
+            the centre; a token map's class token).
+        head: the head a token view shows when it is selected (``None``: the head mean).
         categories: the network's class names, kept when the checks ran (they name the classes followed).
         compare: the last comparison made with this result as its A side.
     """
 
     result: Result
     query: tuple[float, float] | None = None
+    head: int | None = None
     categories: tuple[str, ...] = ()
     compare: Comparison | None = None
     _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)

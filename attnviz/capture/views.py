@@ -13,6 +13,12 @@ Spatial view per kind (:data:`attnviz.capture.kinds.KIND_SPECS`):
                    without prefix tokens: the centre's), else where the query's patch attends, head mean
   channel_pairwise none (drawn as a C x C matrix)
 
+A network with two or more token maps over one grid and one prefix (a ViT's blocks) also gets one network-level
+view: attention rollout (Abnar & Zuidema 2020, :mod:`attnviz.capture.rollout`; head fusion mean, nothing discarded),
+the class token's row of the rolled-out matrix over the grid (:func:`rollout_view`). Its ``data`` is that matrix
+(1, N, N), so it draws, exports and answers a query click as a token map does. A token view can show one head in
+place of the head mean (:func:`head_view`).
+
 The one rule for a block's activation view is :func:`view_activations`: a spatial gate wins, else the owner's
 gate-weighted activation.
 """
@@ -20,25 +26,33 @@ gate-weighted activation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
 import numpy as np
 
 from ..render import normalize, value_range
-from .kinds import KIND_SPECS
+from .kinds import KIND_SPECS, token_prefix
 from .recorder import AttentionMap
+from .rollout import rollout_matrix
 
 __all__ = [
+    "ROLLOUT_KEY",
     "Captured",
     "View",
     "build_views",
+    "head_view",
     "owner_activation",
     "owner_module",
+    "rollout_view",
     "spatial_view",
     "spatial_views",
+    "token_heads",
     "view_activations",
 ]
+
+#: the key (and block) of the network-level rollout view
+ROLLOUT_KEY = "rollout"
 
 T = TypeVar("T")
 
@@ -69,6 +83,7 @@ class View:
         grid: (h, w) of the feature map for pairwise/memory maps.
         cell: (row, col) of the query cell on ``grid`` for pairwise maps.
         rows: a token map's prefix rows per head (heads, k, N) kept beside its head mean, else ``None``.
+        name: a title of its own (the rollout view), else ``""`` (the title says stage, block and kind).
     """
 
     key: str
@@ -82,9 +97,12 @@ class View:
     grid: tuple[int, int] | None = None
     cell: tuple[int, int] | None = None
     rows: np.ndarray | None = None
+    name: str = ""
 
     @property
     def title(self) -> str:
+        if self.name:
+            return self.name + (f": {self.spatial_label}" if self.spatial_label else "")
         stage = f"stage {self.stage}" if self.stage is not None else "model"
         return f"{stage} · {self.block} · {self.kind}" + (f": {self.spatial_label}" if self.spatial_label else "")
 
@@ -147,7 +165,73 @@ def build_views(result: Captured, query: tuple[float, float] | None = None) -> l
         spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows)
         gate = m.kind == "spatial"
         views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell, rows))
-    return views
+    rolled = rollout_view(result.maps, query)
+    return views if rolled is None else [*views, rolled]
+
+
+def rollout_view(maps: Sequence[AttentionMap], query: tuple[float, float] | None = None) -> View | None:
+    """The network's attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020)
+    as one more view, or ``None`` where it does not apply: fewer than two token maps, token maps over different
+    grids or token counts (a hybrid's stages), or no prefix (class) token.
+
+    The layers' weights are fused by the head mean (a head-mean map, ``keep="rows"`` or ``"mean"``, gives the same),
+    nothing is discarded, ``Â = 0.5·A + 0.5·I`` with rows renormalised (:func:`attnviz.capture.rollout.rollout_matrix`),
+    in forward order. ``data`` is the rolled-out matrix of the first image (1, N, N); the spatial view is its class
+    token's row over the grid (equal to :func:`attnviz.capture.rollout.rollout`), or the query's patch's row.
+    """
+    tokens = [m for m in maps if m.kind == "token" and m.size is not None]
+    if len(tokens) < 2 or len({(m.size, m.data.shape[-1]) for m in tokens}) != 1:
+        return None
+    size: tuple[int, int] = tokens[0].size  # type: ignore[assignment]
+    k = int(tokens[0].data.shape[-1]) - size[0] * size[1]
+    if k < 1:
+        return None
+    r = rollout_matrix([m.data[:1] for m in tokens], fusion="mean", discard_ratio=0.0)  # (1, N, N) float64
+    data = r.float().numpy()
+    spatial, label, cell = KIND_SPECS["token"].view(data, size, None, query, None)
+    label = label.replace("class token's attention, head mean", "class token")
+    label = f"rollout over {len(tokens)} blocks, head mean, {label}"
+    name = "model · attention rollout (Abnar & Zuidema 2020)"
+    return View(ROLLOUT_KEY, ROLLOUT_KEY, None, "token", data, spatial, label, False, size, cell, None, name)
+
+
+def token_heads(view: View) -> int:
+    """How many heads of a token view can be shown one by one (:func:`head_view`): every head's matrix (``keep=
+    "full"``, or an explicit softmax), or the class token's rows per head (``keep="rows"``); 0 for other views."""
+    if view.kind != "token" or view.grid is None or view.key == ROLLOUT_KEY:
+        return 0
+    if view.data.shape[0] > 1:
+        return int(view.data.shape[0])
+    return 0 if view.rows is None else int(view.rows.shape[0])
+
+
+def head_view(view: View, head: int | None) -> View:
+    """``view`` showing head ``head`` in place of the head mean (``None``, or a view with fewer heads: as it is).
+
+    The class token's attention (no query) comes from every head's matrix or from the kept rows per head; a query's
+    row needs every head's matrix (``keep="full"``): where only the head mean was kept, the view stays the head mean
+    and its label says why.
+    """
+    n = token_heads(view)
+    if head is None or not 0 <= head < n:
+        return view
+    size: tuple[int, int] = view.grid  # type: ignore[assignment]
+    k = token_prefix(view.data, size)
+    if view.cell is None and k > 0:  # the class token's attention over the grid
+        rows = view.data if view.data.shape[0] > 1 else view.rows  # (heads, >= 1, N)
+        spatial = rows[head, 0, k:].reshape(size)  # type: ignore[index]
+        label = f"class token's attention, head {head}"
+    elif view.data.shape[0] > 1:  # a query's row
+        cell = view.cell if view.cell is not None else (size[0] // 2, size[1] // 2)
+        spatial = view.data[head, k + cell[0] * size[1] + cell[1], k:].reshape(size)
+        label = f"attention from query ({cell[0]}, {cell[1]}), head {head}"
+    else:
+        return replace(
+            view,
+            spatial_label=f"{view.spatial_label} (head {head}: only the class token's rows per head "
+            "were kept; keep='full' keeps every query's)",
+        )
+    return replace(view, spatial=np.ascontiguousarray(spatial, dtype=np.float32), spatial_label=label)
 
 
 def spatial_views(views: list[View], norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:

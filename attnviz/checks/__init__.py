@@ -152,7 +152,7 @@ def run_checks(
     gradcam_on: bool = True,
     randomise: bool = True,
     seed: int = 0,
-    query: tuple[float, float] = (0.5, 0.5),
+    query: tuple[float, float] | None = None,
     batch_size: int = 16,
 ) -> Checks:
     """Ablation, Grad-CAM agreement and the randomisation check for every attention block, for one image.
@@ -164,7 +164,8 @@ def run_checks(
         gradcam_on: compute Grad-CAM and its agreement (one forward and one backward for every block).
         randomise: compute the randomised maps (one deep copy, one forward per block).
         seed: the randomisation's seed.
-        query: (x, y) fractions of the image: the query of pairwise views.
+        query: (x, y) fractions of the image: the query of pairwise and token views (``None``: each kind's default,
+            the centre for pairwise maps, the class token for token maps).
         batch_size: most images per ablation forward.
     """
     t = time.perf_counter()

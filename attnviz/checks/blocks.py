@@ -110,15 +110,18 @@ def find_blocks(
 
 
 def block_view(
-    block: Block, maps: list[AttentionMap], activations: dict[str, np.ndarray], query: tuple[float, float] = (0.5, 0.5)
+    block: Block, maps: list[AttentionMap], activations: dict[str, np.ndarray], query: tuple[float, float] | None = None
 ) -> tuple[np.ndarray | None, str, str | None]:
     """The block's spatial view, as the app and the export draw it (:func:`attnviz.capture.views.build_views`): the
     first of its maps that has one (CBAM: its spatial gate; SE: the gate-weighted mean activation; MHSA: the query's
-    attention). Returns (the (h, w) map or ``None``, its label, the name of the map it comes from)."""
+    attention; a ViT block: the class token's attention). ``query``: (x, y) fractions of the image, ``None``: each
+    kind's default (the centre for pairwise maps, the class token for token maps). Returns (the (h, w) map or
+    ``None``, its label, the name of the map it comes from)."""
     for m, act in zip(maps, view_activations(maps, activations), strict=True):
         if m.name not in block.maps:
             continue
-        view, label, _ = spatial_view(m.kind, m.data[0].numpy(), m.size, act, query)
+        rows = None if m.rows is None else m.rows[0].numpy()
+        view, label, _ = spatial_view(m.kind, m.data[0].numpy(), m.size, act, query, rows)
         if view is not None:
             return np.asarray(view, dtype=np.float32), label, m.name
     return None, "", None

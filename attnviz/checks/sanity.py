@@ -90,7 +90,7 @@ def randomised_views(
     blocks: Sequence[Block],
     *,
     seed: int = 0,
-    query: tuple[float, float] = (0.5, 0.5),
+    query: tuple[float, float] | None = None,
 ) -> dict[str, np.ndarray | None]:
     """Each block's spatial view recomputed with the parameters randomised from the classifier down to that block.
 
@@ -102,7 +102,7 @@ def randomised_views(
         x: (1, 3, H, W) the preprocessed image.
         blocks: from :func:`~attnviz.checks.find_blocks` (of ``model``).
         seed: the randomisation's seed.
-        query: the query of pairwise views, as fractions of the image.
+        query: the query of pairwise and token views, as fractions of the image (``None``: each kind's default).
 
     Returns:
         block path -> its randomised (h, w) spatial view (``None`` for a block without one).

@@ -2,7 +2,9 @@
 
 For every map that yields a spatial view (the view the app overlays, :func:`attnviz.capture.views.spatial_view`; for
 pairwise attention the attention each position *receives*, averaged over queries and heads, since no single
-query is privileged), each map is upsampled bilinearly to the image and min-max normalised, then scored:
+query is privileged; for token attention the kind's default view, the class token's attention over the patch
+grid, head mean, as in the app and the checks), each map is upsampled bilinearly to the image and min-max
+normalised, then scored:
 
 * pointing game (Zhang et al., "Top-down Neural Attention by Excitation Backprop", ECCV 2016): the map's
   maximum lies inside the object mask dilated by ``tolerance`` pixels. A flat map points nowhere (a miss).
@@ -152,7 +154,9 @@ def views_of(maps: list, acts: dict[str, Tensor]) -> dict[str, tuple[int | None,
             continue
         views = []
         for i in range(m.data.shape[0]):
-            spatial, _, _ = spatial_view(m.kind, m.data[i].numpy(), m.size, None if act is None else act[i].numpy())
+            a = None if act is None else act[i].numpy()
+            rows = None if m.rows is None else m.rows[i].numpy()
+            spatial, _, _ = spatial_view(m.kind, m.data[i].numpy(), m.size, a, None, rows)  # None: the kind's default
             if spatial is None:
                 break
             views.append(torch.as_tensor(np.ascontiguousarray(spatial)))
