@@ -222,3 +222,39 @@ def test_mha_weights_are_computed_only_for_kept_sites() -> None:
     assert rec.maps == []
     handle.remove()
     assert _hooks(model) == 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_replaced_weights_give_out_proj_of_weights_times_v(case: str) -> None:
+    """The checks' ablation replaces an MHA's weights: the engine returns ``out_proj(W' @ V)`` (mha_output). With the
+    module's own weights it reproduces the module's output; with other weights it equals a plain computation."""
+    from attnviz.capture.adapters import adapter_sites
+    from attnviz.capture.hooks import SiteHooks
+    from attnviz.capture.mha import mha_output
+
+    m, args, kwargs = _case(case)
+    with torch.no_grad():
+        own_out = m(*args, **kwargs, need_weights=False)
+        w = mha_weights(m, args, kwargs)  # (B, heads, L, S)
+        again = mha_output(m, args, {**kwargs, "need_weights": False}, own_out, w)
+        assert torch.allclose(again[0], own_out[0], atol=1e-5) and again[1] is own_out[1]
+
+        uniform = torch.full_like(w, 1.0 / w.shape[-1])
+        value = args[2] if not m.batch_first else args[2].transpose(0, 1)  # (S, B, vdim)
+        w_v = m.in_proj_weight.chunk(3)[2] if m._qkv_same_embed_dim else m.v_proj_weight
+        b_v = m.in_proj_bias.chunk(3)[2]
+        v = nn.functional.linear(value, w_v, b_v).mean(0)  # uniform rows: every query gets the mean value (B, E)
+        plain = m.out_proj(v).unsqueeze(0).expand(w.shape[-2], -1, -1)  # (L, B, E)
+        if m.batch_first:
+            plain = plain.transpose(0, 1)
+
+        (site,) = [s for s in adapter_sites(module_paths(m))[0] if s.compute is not None]
+        hooks = SiteHooks(m, on_site=lambda s, weight, op, dim: torch.full_like(weight, 1.0 / weight.shape[-1]))
+        hooks.open()
+        try:
+            hooks.sites([site])
+            got = m(*args, **kwargs, need_weights=False)
+        finally:
+            hooks.close()
+    assert torch.allclose(got[0], plain, atol=1e-5), (got[0] - plain).abs().max()
+    assert _hooks(m) == 0

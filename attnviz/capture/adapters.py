@@ -43,11 +43,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .mha import mha_unsupported, mha_weights
+from .mha import mha_output, mha_unsupported, mha_weights
 from .sites import Site, qualname
 
 __all__ = ["ADAPTERS", "Call", "Computed", "On", "adapter_sites"]
@@ -79,11 +80,14 @@ class Call:
 @dataclass(frozen=True)
 class Computed:
     """The weight (B, heads, Nq, Nk) is ``weights(module, args, kwargs)``, computed from the module's inputs after
-    its forward (a softmax over the last dim); ``unsupported(module)``: why it cannot be, or ``None``."""
+    its forward (a softmax over the last dim); ``unsupported(module)``: why it cannot be, or ``None``;
+    ``apply(module, args, kwargs, output, weight)``: the module's output with the weight replaced (the checks'
+    ablation)."""
 
     suffix: str
     weights: Callable[[nn.Module, tuple, dict], Tensor]
     unsupported: Callable[[nn.Module], str | None] | None = None
+    apply: Callable[[nn.Module, tuple, dict, Any, Tensor], Any] | None = None
 
 
 def _radix(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Tensor:
@@ -151,7 +155,7 @@ ADAPTERS: dict[str, tuple[On | Call | Computed, ...]] = {
     "timm.layers.bottleneck_attn.BottleneckAttn": (Call(0, "softmax()", "pairwise"),),
     "timm.layers.halo_attn.HaloAttn": (Call(0, "softmax()", "pairwise", _halo),),
     "torchvision.ops.misc.SqueezeExcitation": (On("scale_activation", "channel"),),
-    "torch.nn.modules.activation.MultiheadAttention": (Computed("", mha_weights, mha_unsupported),),
+    "torch.nn.modules.activation.MultiheadAttention": (Computed("", mha_weights, mha_unsupported, mha_output),),
 }
 
 
@@ -172,7 +176,17 @@ def adapter_sites(paths: dict[int, tuple[str, nn.Module]]) -> tuple[list[Site], 
             if isinstance(e, Computed):
                 why = e.unsupported(module) if e.unsupported is not None else None
                 name = prefix + e.suffix if e.suffix else path
-                site = Site(name, "adapter", module, op="softmax", dim=3, fused=True, compute=e.weights, why=why or "")
+                site = Site(
+                    name,
+                    "adapter",
+                    module,
+                    op="softmax",
+                    dim=3,
+                    fused=True,
+                    compute=e.weights,
+                    apply=e.apply,
+                    why=why or "",
+                )
                 sites.append(site)
                 continue
             if e.when is not None and not e.when(module):

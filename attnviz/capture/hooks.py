@@ -13,7 +13,8 @@ The recorder (:class:`attnviz.capture.recorder.AttentionRecorder`) reads each we
   the caller gets the original call's output (a replacement weight gives ``replacement @ V`` instead);
 - a computed site (``Site.compute``, e.g. ``nn.MultiheadAttention``): a forward hook with the owner's arguments
   computes the weight from its inputs (outside every function mode, so no pass counts its softmax) and calls
-  ``on_site(site, weight, "softmax", last dim)``; the owner's output is untouched (a replacement is not applied).
+  ``on_site(site, weight, "softmax", last dim)``; the owner's output is untouched, unless the callback returns a
+  replacement: then the output is ``Site.apply``'s (``out_proj(replacement @ V)`` for ``nn.MultiheadAttention``).
 
 A callback returns ``None`` to leave the weight as it is, or a tensor that replaces it (the in-place ``sigmoid_``
 keeps its caller's tensor: the replacement is copied into it). Which call of an owner a site means (``Site.call``) is
@@ -246,16 +247,23 @@ class SiteHooks:
 
         return hook
 
-    def _computed_post(self, computed: list[Site]) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> None:
+    def _computed_post(self, computed: list[Site]) -> Callable[..., Any]:
+        def hook(module: nn.Module, args: tuple, kwargs: dict[str, Any], output: Any) -> Any:
             if threading.get_ident() != self.thread:
-                return
+                return None
             k = self._calls.get(id(module), 1) - 1
+            replaced = None
             for s in computed:
                 if s.call is None or s.call == k:
                     with torch._C.DisableTorchFunction():  # no mode (a discovery pass's, a site's) sees this softmax
                         weight = s.compute(module, args, kwargs)  # type: ignore[misc]
-                    self.on_site(s, weight, "softmax", weight.dim() - 1)
+                    new = self.on_site(s, weight, "softmax", weight.dim() - 1)
+                    if new is not None:  # a replacement (the checks' ablation): the output it gives
+                        if s.apply is None:
+                            raise NotImplementedError(f"{s.name}: replacing its computed weights is not supported")
+                        with torch._C.DisableTorchFunction():
+                            replaced = s.apply(module, args, kwargs, replaced or output, new)
+            return replaced
 
         return hook
 

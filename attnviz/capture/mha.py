@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["mha_unsupported", "mha_weights"]
+__all__ = ["mha_output", "mha_unsupported", "mha_weights"]
 
 _ARGS = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask", "average_attn_weights", "is_causal")
 
@@ -35,14 +35,19 @@ def mha_unsupported(m: nn.Module) -> str | None:
     return None
 
 
+def _bound(args: tuple, kwargs: dict) -> dict:
+    bound = dict(zip(_ARGS, args, strict=False))
+    bound.update(kwargs)
+    return bound
+
+
 def mha_weights(m: nn.Module, args: tuple, kwargs: dict) -> Tensor:
     """The attention weights of one call ``m(*args, **kwargs)`` of an ``nn.MultiheadAttention``, (B, heads, L, S)
     float32, batch first whatever ``m.batch_first`` is (an unbatched call gives B = 1).
 
     Equal to the module's own ``need_weights=True, average_attn_weights=False`` weights (without dropout); a query
     row whose keys are all masked out is all zeros (not NaN)."""
-    bound = dict(zip(_ARGS, args, strict=False))
-    bound.update(kwargs)
+    bound = _bound(args, kwargs)
     query, key = bound["query"], bound["key"]
     unbatched = query.dim() == 2
     if unbatched:  # (L, E) -> (L, 1, E)
@@ -86,3 +91,34 @@ def mha_weights(m: nn.Module, args: tuple, kwargs: dict) -> Tensor:
     if masked:
         weights = weights.nan_to_num_(0.0)  # rows with every key masked out: exp(-inf) / 0
     return weights
+
+
+def mha_output(m: nn.Module, args: tuple, kwargs: dict, output: tuple, weights: Tensor) -> tuple:
+    """The module's output ``(attn_output, attn_weights)`` with its attention weights replaced by ``weights``
+    (B, heads, L, S) (e.g. the checks' ablation, :mod:`attnviz.checks.ablate`): ``out_proj(weights @ V)`` with V the
+    module's value projection, in the layout and dtype of the original ``attn_output``; the second element is kept.
+    Dropout is not applied (the checks run in eval mode)."""
+    value = _bound(args, kwargs)["value"]
+    attn_output = output[0]
+    unbatched = value.dim() == 2
+    if unbatched:  # (S, E) -> (S, 1, E)
+        value = value.unsqueeze(1)
+    elif m.batch_first:  # (B, S, E) -> (S, B, E)
+        value = value.transpose(0, 1)
+    e, heads = m.embed_dim, m.num_heads
+    hd = e // heads
+    w_v = m.in_proj_weight.chunk(3)[2] if m._qkv_same_embed_dim else m.v_proj_weight  # (E, vdim)
+    b_v = None if m.in_proj_bias is None else m.in_proj_bias.chunk(3)[2]
+    keys, batch, _ = value.shape
+    v = F.linear(value.float(), w_v.float(), None if b_v is None else b_v.float())  # (S, B, E)
+    v = v.reshape(keys, batch * heads, hd).transpose(0, 1)  # (B·heads, S, hd)
+    length = weights.shape[-2]
+    a = torch.bmm(weights.float().reshape(batch * heads, length, keys), v)  # (B·heads, L, hd)
+    a = a.transpose(0, 1).reshape(length, batch, e)  # (L, B, E)
+    b_o = m.out_proj.bias
+    out = F.linear(a, m.out_proj.weight.float(), None if b_o is None else b_o.float())  # (L, B, E)
+    if unbatched:
+        out = out.squeeze(1)
+    elif m.batch_first:
+        out = out.transpose(0, 1)
+    return (out.to(attn_output.dtype), *output[1:])

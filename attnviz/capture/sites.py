@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,6 +129,8 @@ class Site:
         compute: ``fn(owner, args, kwargs) -> weight`` (B, heads, Nq, Nk): the weight is computed from the owner's
             inputs after its forward, while the site is kept (an adapter's ``Computed`` entry, e.g.
             ``nn.MultiheadAttention``, :mod:`attnviz.capture.mha`); ``None``: the weight is read where it is computed.
+        apply: ``fn(owner, args, kwargs, output, weight) -> output``: the owner's output with a computed weight
+            replaced (the checks' ablation); ``None``: a replacement cannot be applied (refused, never ignored).
         why: why the weight cannot be read (an adapter's unsupported configuration): the site is listed as
             unclassified with this reason and never hooked; ``""``: readable.
     """
@@ -146,6 +149,7 @@ class Site:
     fused: bool = False
     grid: nn.Module | None = None
     compute: Callable[[nn.Module, tuple, dict], Tensor] | None = field(default=None, repr=False)
+    apply: Callable[[nn.Module, tuple, dict, Any, Tensor], Any] | None = field(default=None, repr=False)
     why: str = ""
 
 
