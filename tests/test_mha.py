@@ -239,7 +239,6 @@ def test_replaced_weights_give_out_proj_of_weights_times_v(case: str) -> None:
         again = mha_output(m, args, {**kwargs, "need_weights": False}, own_out, w)
         assert torch.allclose(again[0], own_out[0], atol=1e-5) and again[1] is own_out[1]
 
-        uniform = torch.full_like(w, 1.0 / w.shape[-1])
         value = args[2] if not m.batch_first else args[2].transpose(0, 1)  # (S, B, vdim)
         w_v = m.in_proj_weight.chunk(3)[2] if m._qkv_same_embed_dim else m.v_proj_weight
         b_v = m.in_proj_bias.chunk(3)[2]
