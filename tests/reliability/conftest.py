@@ -56,7 +56,7 @@ def check_ok(out: tuple) -> dict[str, Any]:
     """Assert ``out`` is a complete answer (5 finite predictions, overlays on disk, a status) and return its
     fingerprint: everything it shows except timings. Gradio names each output file by a hash of its content,
     so equal fingerprints mean equal predictions, overlays, charts and details."""
-    predictions, _note, gallery, _block, big, chart, detail, status = out
+    predictions, _note, gallery, _block, big, chart, detail, status, _head = out
     chart = chart and chart.get("value", chart)  # a chart update carries its table as its value
     confidences = [(c["label"], c["confidence"]) for c in predictions["confidences"]]
     assert len(confidences) == 5 and all(math.isfinite(p) and 0 <= p <= 1 for _, p in confidences), predictions
