@@ -31,7 +31,7 @@ from attnviz.sources.meta import meta_of
 
 IMAGE = Path(__file__).resolve().parent.parent / "assets" / "chelsea_cat.jpg"
 OUTPUT_IDS = ["predictions", "predictions-note", "overlays", "block-select", "block-view", "channel-chart"]
-OUTPUT_IDS += ["block-detail", "status"]
+OUTPUT_IDS += ["block-detail", "status", "head-select"]
 PARTS = ["capture", "views", "drawing", "encoding"]
 
 
