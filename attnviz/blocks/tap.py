@@ -13,7 +13,7 @@ __all__ = ["KINDS", "Tap"]
 
 #: The kinds of attention weight (DESIGN.md, "Capture contract"). What each one is (canonical shape, normalised axis,
 #: views, ablation) is :data:`attnviz.capture.kinds.KIND_SPECS`, keyed by these names.
-KINDS: tuple[str, ...] = ("channel", "spatial", "branch", "pairwise", "channel_pairwise", "memory", "token")
+KINDS: tuple[str, ...] = ("channel", "spatial", "branch", "pairwise", "channel_pairwise", "memory", "token", "window")
 
 
 class Tap(nn.Module):

@@ -22,6 +22,9 @@ timm SimpleCoordAttn                        ``gate`` output               spatia
 timm BottleneckAttn                         its softmax (B·heads, N, N)   pairwise
 timm HaloAttn                               its softmax, block-local      pairwise (scattered into N x N)
 torchvision SqueezeExcitation               ``scale_activation`` output   channel
+timm SwinTransformerBlock                   its window softmax            window (B, nW, heads, M², M²), the
+                                            (B·nW, heads, M², M²)         block's window_size and shift_size
+torchvision ShiftedWindowAttention(V2)      its window softmax            window (padded, then rolled)
 torch nn.MultiheadAttention (torchvision    weights recomputed from its   token (ViT: class token + grid), or
 ViT, DETR-like code)                        inputs (``Computed``)         pairwise over a feature map's grid
 ==========================================  ============================  ==========================================
@@ -30,7 +33,8 @@ Papers: SENet (Hu et al., CVPR 2018), ECA-Net (Wang et al., CVPR 2020), CBAM (Wo
 al., CVPR 2019), ResNeSt (Zhang et al., 2020), GCNet (Cao et al., ICCVW 2019), Gather-Excite (Hu et al., NeurIPS
 2018), Coordinate Attention (Hou et al., CVPR 2021), BoTNet (Srinivas et al., CVPR 2021), HaloNet (Vaswani et al.,
 CVPR 2021), MobileNetV3 / EfficientNet SE (Howard et al., ICCV 2019; Tan & Le, ICML 2019), Transformer multi-head
-attention (Vaswani et al., NeurIPS 2017; :mod:`attnviz.capture.mha`).
+attention (Vaswani et al., NeurIPS 2017; :mod:`attnviz.capture.mha`), Swin (Liu et al., ICCV 2021;
+:mod:`attnviz.capture.windows`).
 
 A ``Computed`` site's weight is computed from the module's inputs after its forward, only while a recorder keeps
 the site (the module's own forward and output are untouched); it is a fused site (:class:`Site` ``fused``: the
@@ -48,12 +52,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .kinds import Canon, shape_str
 from .mha import mha_output, mha_unsupported, mha_weights
 from .sites import Site, qualname
+from .windows import WindowLayout
 
 __all__ = ["ADAPTERS", "Call", "Computed", "On", "adapter_sites"]
 
-Transform = Callable[[nn.Module, Tensor, "tuple[int, ...] | None"], Tensor]
+#: (owner, weight, ref shape) -> the weight, or laid out as a Canon where the adapter knows more than its shape says
+Transform = Callable[[nn.Module, Tensor, "tuple[int, ...] | None"], "Tensor | Canon"]
 
 
 @dataclass(frozen=True)
@@ -129,6 +136,37 @@ def _gc_spatial(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Ten
     return t.reshape(t.shape[0], 1, ref[2], ref[3])
 
 
+def _windows(t: Tensor, ref: tuple[int, ...] | None, layout: WindowLayout) -> Canon:
+    """A window softmax (B·nW, heads, M², M²) -> (B, nW, heads, M², M²), with its layout."""
+    nw, (mh, mw) = layout.count, layout.window
+    s = tuple(t.shape)
+    if ref is None or t.dim() != 4 or s[0] % nw or s[-1] != mh * mw or s[-2] != s[-1]:
+        raise ValueError(f"not (B·nW, heads, M², M²) for {layout.describe()}")
+    data = t.reshape(s[0] // nw, nw, s[1], s[2], s[3])
+    return Canon(
+        "window", data, layout.grid, None, f"{shape_str(s)} softmax, {s[1]} head(s), {layout.describe()}", layout
+    )
+
+
+def _timm_swin(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
+    """timm SwinTransformerBlock (input (B, H, W, C)): rolls by -shift_size, pads, partitions (``_attn``)."""
+    if ref is None or len(ref) != 4:
+        raise ValueError("the block's input (B, H, W, C) was not seen")
+    window, shift = tuple(owner.window_size), tuple(owner.shift_size)
+    return _windows(t, ref, WindowLayout((int(ref[1]), int(ref[2])), window, shift, pad_first=False))
+
+
+def _tv_swin(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
+    """torchvision ShiftedWindowAttention(V2) (input (B, H, W, C)): ``shifted_window_attention`` pads, then rolls
+    by -shift_size, with no shift along an axis the window covers."""
+    if ref is None or len(ref) != 4:
+        raise ValueError("the module's input (B, H, W, C) was not seen")
+    grid, window = (int(ref[1]), int(ref[2])), (int(owner.window_size[0]), int(owner.window_size[1]))
+    layout = WindowLayout(grid, window, pad_first=True)
+    shift = tuple(0 if w >= p else int(s) for w, p, s in zip(window, layout.padded, owner.shift_size, strict=True))
+    return _windows(t, ref, WindowLayout(grid, window, shift, pad_first=True))  # type: ignore[arg-type]
+
+
 _SE = (On("gate"),)
 _CBAM = (On("channel.gate", "channel"), On("spatial.gate", "spatial"))
 
@@ -155,6 +193,9 @@ ADAPTERS: dict[str, tuple[On | Call | Computed, ...]] = {
     "timm.layers.bottleneck_attn.BottleneckAttn": (Call(0, "softmax()", "pairwise"),),
     "timm.layers.halo_attn.HaloAttn": (Call(0, "softmax()", "pairwise", _halo),),
     "torchvision.ops.misc.SqueezeExcitation": (On("scale_activation", "channel"),),
+    "timm.models.swin_transformer.SwinTransformerBlock": (Call(0, "attn.softmax()", "window", _timm_swin),),
+    "torchvision.models.swin_transformer.ShiftedWindowAttention": (Call(0, "softmax()", "window", _tv_swin),),
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": (Call(0, "softmax()", "window", _tv_swin),),
     "torch.nn.modules.activation.MultiheadAttention": (Computed("", mha_weights, mha_unsupported, mha_output),),
 }
 

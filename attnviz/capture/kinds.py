@@ -15,6 +15,10 @@ memory            (B, S, H, W)        over S      the most variable memory unit 
 token             (B, heads, Q, N),   each row    the class token's attention      its rows per head and their mean,
                   N = k + H*W                     over the grid, head mean; a      the other prefix tokens' rows
                                                   clicked query's row              (gray tiles)
+window            (B, nW, heads,      each row    what each position receives in   a clicked query's row on the grid,
+                  M², M²)                         its window (query + head mean),  per head and averaged (gray tiles)
+                                                  shift undone; a clicked query's
+                                                  row on the whole grid
 ================  ==================  ==========  ==============================  =================================
 
 A ``token`` map is a vision transformer's attention (Dosovitskiy et al., ICLR 2021) read against the patch grid
@@ -22,6 +26,10 @@ A ``token`` map is a vision transformer's attention (Dosovitskiy et al., ICLR 20
 ``data`` holds every head's N x N matrix, or their mean alone (heads = 1) where the recorder's keep policy
 (:class:`attnviz.capture.fused.KeepPolicy`) kept less; with ``keep="rows"`` the map's ``rows`` (B, heads, k, N) keep the
 prefix tokens' rows of every head beside it.
+
+A ``window`` map is windowed attention (Swin, Liu et al., ICCV 2021) kept per window, with its
+:class:`~attnviz.capture.windows.WindowLayout` (window size, cyclic shift, padding) in ``Canon.window`` /
+``AttentionMap.window``; only an adapter lays a weight out as one, since the shift is the block's.
 
 Each entry also holds how a tap's weight becomes the canonical shape (:meth:`KindSpec.canonical`), how any tensor is
 laid out as the kind when an adapter or a user fixes it (:meth:`KindSpec.force`), and what switching the weight off
@@ -43,6 +51,7 @@ from torch import Tensor
 from .. import render
 from ..blocks.tap import KINDS
 from .tokens import MAX_PREFIX
+from .windows import WindowLayout, query_rows, received
 
 __all__ = ["KIND_SPECS", "KINDS", "Canon", "Drawable", "KindSpec", "detail_image", "gray_tiles", "spec"]
 
@@ -57,6 +66,7 @@ class Canon:
         size: (H, W) of the feature map for pairwise and memory maps, and the map's own for spatial ones.
         raw: the full tensor where the canonical one is a reduction of it (full-size and grouped gates), else None.
         layout: how the weight was laid out when computed, e.g. ``"(B, C, 1, 1) gate"``.
+        window: a ``window`` map's windows on its grid (:class:`~attnviz.capture.windows.WindowLayout`), else None.
     """
 
     kind: str
@@ -64,6 +74,7 @@ class Canon:
     size: tuple[int, int] | None = None
     raw: Tensor | None = None
     layout: str = ""
+    window: WindowLayout | None = None
 
 
 class Drawable(Protocol):
@@ -87,12 +98,22 @@ class Drawable(Protocol):
     @property
     def rows(self) -> np.ndarray | None: ...
 
+    @property
+    def window(self) -> WindowLayout | None: ...
+
 
 #: (data without the batch dimension, feature-map size, owner's activation or None, query or None (the kind's
-#: default), the map's kept prefix rows per head without the batch dimension or None) -> (map or None, label, query
-#: cell or None)
+#: default), the map's kept prefix rows per head without the batch dimension or None, a window map's layout or None)
+#: -> (map or None, label, query cell or None)
 ViewRule = Callable[
-    [np.ndarray, "tuple[int, int] | None", "np.ndarray | None", "tuple[float, float] | None", "np.ndarray | None"],
+    [
+        np.ndarray,
+        "tuple[int, int] | None",
+        "np.ndarray | None",
+        "tuple[float, float] | None",
+        "np.ndarray | None",
+        "WindowLayout | None",
+    ],
     "tuple[np.ndarray | None, str, tuple[int, int] | None]",
 ]
 #: (weight, batch, ref shape) -> Canon, or the reason it cannot be laid out as the kind
@@ -289,39 +310,55 @@ def _force_token(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | 
     return Canon("token", t.reshape(batch, -1, n, n), grid, None, f"{shape_str(s)} as token, {k} prefix + {grid}")
 
 
+def _force_window(t: Tensor, batch: int, ref: tuple[int, ...] | None) -> Canon | str:
+    """A window map needs its block's window layout (window size, shift), which only an adapter reads."""
+    return f"{shape_str(tuple(t.shape))}: window attention is laid out by its block's adapter (window size, shift)"
+
+
 # -- spatial views -----------------------------------------------------------------------------------------------
 Size = tuple[int, int] | None
 Shown = tuple[np.ndarray | None, str, tuple[int, int] | None]
 Query = tuple[float, float] | None
 Rows = np.ndarray | None
 Act = np.ndarray | None
+Win = WindowLayout | None
 
 
-def _view_none(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
+def _view_none(
+    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+) -> Shown:
     return None, "", None
 
 
-def _view_spatial(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
+def _view_spatial(
+    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+) -> Shown:
     return data, "spatial gate", None
 
 
 def _view_activation(label: str) -> ViewRule:
     """The owner's activation (channel mean of the attention module's output), where the caller passes one."""
 
-    def view(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
+    def view(
+        data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+    ) -> Shown:
         return (activation, label, None) if activation is not None else (None, "", None)
 
     return view
 
 
-def _view_pairwise(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
+def _view_pairwise(
+    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+) -> Shown:
     if size is None:
         return None, "", None
     cell = render.query_cell(query or (0.5, 0.5), (1, 1), size)  # the query as fractions of a unit image (centre)
     return render.pairwise_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell
 
 
-def _view_memory(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
+def _view_memory(
+    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+) -> Shown:
     unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
     return data[unit], f"memory unit {unit} (most variable)", None
 
@@ -352,7 +389,9 @@ def token_prefix_rows(data: np.ndarray, size: tuple[int, int], rows: Rows = None
     return np.concatenate([*heads, mean]).reshape(-1, *size).astype(np.float32, copy=False)
 
 
-def _view_token(data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None) -> Shown:
+def _view_token(
+    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+) -> Shown:
     if size is None:
         return None, "", None
     k = token_prefix(data, size)
@@ -360,6 +399,21 @@ def _view_token(data: np.ndarray, size: Size, activation: Act, query: Query, row
         return data[:, 0, k:].mean(axis=0).reshape(size), "class token's attention, head mean", None
     cell = render.query_cell(query or (0.5, 0.5), (1, 1), size)
     return token_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell
+
+
+def _view_window(
+    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+) -> Shown:
+    if window is None:
+        return None, "", None
+    if query is None:  # the block's view: what each position receives in its window (attnviz.capture.windows)
+        return received(data, window), "attention received within its window, query and head mean", None
+    cell = render.query_cell(query, (1, 1), window.grid)
+    return (
+        query_rows(data, window, cell)[-1],
+        f"attention from query ({cell[0]}, {cell[1]}) in its window, head mean",
+        cell,
+    )
 
 
 # -- detail drawings (charts are drawn with matplotlib, which render loads on first use) --------------------------
@@ -385,6 +439,13 @@ def _detail_token(view: Drawable, topk: int | None) -> np.ndarray | None:
         tiles = token_prefix_rows(view.data, view.grid, view.rows)
     else:
         return None
+    return gray_tiles(render.tile_maps(tiles, cols=min(len(tiles), 8)))
+
+
+def _detail_window(view: Drawable, topk: int | None) -> np.ndarray | None:
+    if view.window is None or view.cell is None:
+        return None
+    tiles = query_rows(view.data, view.window, view.cell)
     return gray_tiles(render.tile_maps(tiles, cols=min(len(tiles), 8)))
 
 
@@ -489,6 +550,19 @@ KIND_SPECS: dict[str, KindSpec] = {
             layout=_force_token,
             view=_view_token,
             detail=_detail_token,
+        ),
+        KindSpec(
+            name="window",
+            shape="(B, nW, heads, M², M²), nW windows of M² = Mh*Mw tokens",
+            ndim=5,
+            normalised=-1,
+            grid="size",
+            channels=False,
+            off=f"{_UNIFORM} 1/M² over the window",
+            not_normalised=_ROWS,
+            layout=_force_window,
+            view=_view_window,
+            detail=_detail_window,
         ),
     )
 }

@@ -33,6 +33,7 @@ from .hooks import SiteHooks, model_lock
 from .kinds import KIND_SPECS, Canon
 from .sites import Site, axis_alone, canonical, pair_axes
 from .tokens import TokenLayout, prefix_names, token_layout
+from .windows import WindowLayout
 
 __all__ = ["AttentionMap", "AttentionRecorder", "model_lock", "to_cpu"]
 
@@ -75,6 +76,8 @@ class AttentionMap:
             ``keep`` policy kept: ``"full"`` (every head), ``"mean"`` (``data`` is the head mean, heads = 1) or
             ``"rows"`` (the head mean, and :attr:`rows`); ``""``: the weight as the network computed it.
         rows: ``kept == "rows"``: the first query rows of every head, (B, heads, k, Nk) (the class token's for a ViT).
+        window: a ``window`` map's windows on its grid (window size, shift, padding;
+            :class:`~attnviz.capture.windows.WindowLayout`), else ``None``.
     """
 
     name: str
@@ -86,6 +89,7 @@ class AttentionMap:
     raw: Tensor | None = None
     kept: str = ""
     rows: Tensor | None = None
+    window: WindowLayout | None = None
 
     @property
     def stage(self) -> int | None:
@@ -446,15 +450,19 @@ class AttentionRecorder:
             try:
                 w = site.transform(site.owner, weight, ref) if site.transform is not None else weight
                 declared = site.how == "declared" or self._declared_kind(site.name) is not None
-                c = canonical(
-                    w,
-                    batch=self._batch,
-                    ref=ref,
-                    kind=kind,
-                    op=site.op,
-                    dim=site.dim if dim is None else dim,
-                    declared=declared,
-                    tokens=self._layouts.pop(seq, None),
+                c = (
+                    w
+                    if isinstance(w, Canon)
+                    else canonical(  # an adapter's transform may lay it out itself
+                        w,
+                        batch=self._batch,
+                        ref=ref,
+                        kind=kind,
+                        op=site.op,
+                        dim=site.dim if dim is None else dim,
+                        declared=declared,
+                        tokens=self._layouts.pop(seq, None),
+                    )
                 )
             except (ValueError, RuntimeError) as e:
                 c = f"{tuple(weight.shape)}: {e}"
@@ -489,18 +497,33 @@ class AttentionRecorder:
                 k = int(c.data.shape[-1]) - size[0] * size[1]
                 self._kept[seq] = kept = self.keep.reduce(c.data, self.keep.how(tuple(c.data.shape), ref), k)
                 c = dataclasses.replace(c, data=kept.weight)
+            if c.kind == "window" and seq not in self._kept:  # per window; keep="auto"/"full": every head
+                c = self._keep_windows(site, c)
             data = c.data.to(self.dtype)
             raw = None if c.raw is None else c.raw.to(self.dtype)
             kept = self._kept.pop(seq, None)
             how = "" if kept is None else kept.how
             rows = None if kept is None or kept.rows is None else kept.rows.to(self.dtype)
             layout = c.layout if kept is None else kept.describe(c.layout)  # the heads as computed, what was kept
-            out.append((seq, AttentionMap(site.name, c.kind, data, size, site.how, layout, raw, how, rows)))
+            m = AttentionMap(site.name, c.kind, data, size, site.how, layout, raw, how, rows, c.window)
+            out.append((seq, m))
         self._raw.clear()
         self._canon.clear()
         self._kept.clear()
         self._layouts.clear()
         return out
+
+    def _keep_windows(self, site: Site, c: Canon) -> Canon:
+        """What the keep policy keeps of a window map (B, nW, heads, M², M²): every head (``keep="auto"``, ``"full"``:
+        a window's matrices grow with N·M², not N²), else the head mean (heads = 1; no prefix rows to keep)."""
+        b, nw, heads, m, _ = c.data.shape
+        how = "full" if self.keep.keep == "auto" else self.keep.keep
+        how = self.keep.admit(site.name, (b * nw, heads, m, m), None, how=how)
+        kept = self.keep.reduce(c.data.flatten(0, 1), how, 0)  # (B·nW, heads or 1, M², M²)
+        if kept.how == "full":
+            return c
+        note = f"{c.layout}; kept: the head mean"
+        return dataclasses.replace(c, data=kept.weight.view(b, nw, 1, m, m), layout=note)
 
     def _found(self, found: Discovery) -> list[Site]:
         """The discovered sites this recorder records: the wanted ones, and those of unread weights whose kind

@@ -145,7 +145,7 @@ class Site:
     kind: str | None = None
     op: str = "output"
     dim: int | None = None
-    transform: Callable[[nn.Module, Tensor, tuple[int, ...] | None], Tensor] | None = field(default=None, repr=False)
+    transform: Callable[[nn.Module, Tensor, tuple[int, ...] | None], Any] | None = field(default=None, repr=False)
     fused: bool = False
     grid: nn.Module | None = None
     compute: Callable[[nn.Module, tuple, dict], Tensor] | None = field(default=None, repr=False)

@@ -11,6 +11,8 @@ Spatial view per kind (:data:`attnviz.capture.kinds.KIND_SPECS`):
   memory           the External Attention unit whose weights vary most over positions
   token            the class token's attention over the patch grid, head mean (no query given; a transformer
                    without prefix tokens: the centre's), else where the query's patch attends, head mean
+  window           what each position receives within its window, averaged over the window's queries and heads,
+                   shift undone (no query given), else the query's row in its window on the whole grid
   channel_pairwise none (drawn as a C x C matrix)
 
 A network with two or more token maps over one grid and one prefix (a ViT's blocks) also gets one network-level
@@ -35,6 +37,7 @@ from ..render import normalize, value_range
 from .kinds import KIND_SPECS, token_prefix
 from .recorder import AttentionMap
 from .rollout import rollout_matrix
+from .windows import WindowLayout
 
 __all__ = [
     "ROLLOUT_KEY",
@@ -84,6 +87,7 @@ class View:
         cell: (row, col) of the query cell on ``grid`` for pairwise maps.
         rows: a token map's prefix rows per head (heads, k, N) kept beside its head mean, else ``None``.
         name: a title of its own (the rollout view), else ``""`` (the title says stage, block and kind).
+        window: a ``window`` map's windows on its grid (:class:`~attnviz.capture.windows.WindowLayout`), else None.
     """
 
     key: str
@@ -98,6 +102,7 @@ class View:
     cell: tuple[int, int] | None = None
     rows: np.ndarray | None = None
     name: str = ""
+    window: WindowLayout | None = None
 
     @property
     def title(self) -> str:
@@ -134,6 +139,7 @@ def spatial_view(
     activation: np.ndarray | None,
     query: tuple[float, float] | None = None,
     rows: np.ndarray | None = None,
+    window: WindowLayout | None = None,
 ) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
     """The spatial map to overlay for one map of one image (module docstring), its label, and the query cell.
 
@@ -145,8 +151,9 @@ def spatial_view(
         query: (x, y) fractions of the image for pairwise and token maps; ``None``: the kind's default (the centre;
             a token map's class token).
         rows: a token map's kept prefix rows per head (heads, k, N) without the batch dimension, or ``None``.
+        window: a window map's layout (:class:`~attnviz.capture.windows.WindowLayout`), or ``None``.
     """
-    return KIND_SPECS[kind].view(data, size, activation, query, rows)
+    return KIND_SPECS[kind].view(data, size, activation, query, rows, window)
 
 
 def build_views(result: Captured, query: tuple[float, float] | None = None) -> list[View]:
@@ -162,9 +169,11 @@ def build_views(result: Captured, query: tuple[float, float] | None = None) -> l
     for m, act in zip(result.maps, view_activations(result.maps, result.activations), strict=True):
         data = m.data[0].numpy()
         rows = None if m.rows is None else m.rows[0].numpy()
-        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows)
+        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows, m.window)
         gate = m.kind == "spatial"
-        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell, rows))
+        views.append(
+            View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell, rows, "", m.window)
+        )
     rolled = rollout_view(result.maps, query)
     return views if rolled is None else [*views, rolled]
 

@@ -1,0 +1,102 @@
+"""Window attention (Swin: Liu et al., ICCV 2021) read against the whole grid.
+
+A Swin block cuts its (B, H, W, C) map into windows of Mh x Mw tokens after a cyclic shift (``torch.roll`` by
+-shift; every other block) and attends within each window: a softmax (B·nW, heads, M², M²), M² = Mh·Mw. Where the grid
+is not a multiple of the window it is zero-padded at the bottom and right: timm (``SwinTransformerBlock._attn``)
+rolls, then pads; torchvision (``shifted_window_attention``) pads, then rolls over the padded grid. A
+:class:`WindowLayout` says which image position each window token is (:meth:`WindowLayout.positions`), so the
+shift is undone (rolled back by +shift) and padding left out wherever a map is placed on the image.
+
+The canonical ``window`` data is per window, (B, nW, heads, M², M²) (nW windows in row-major order of the shifted,
+padded grid); its views over the whole H x W grid:
+
+- the block's view, :func:`received`: the attention each position *receives*, averaged over the (non-padding)
+  queries of its own window and over heads: r(p) = mean_h mean_{q in Q(w(p))} A[w(p), h, q, j(p)], where p is token
+  j(p) of window w(p). Rows sum to 1, so r sums to 1 within each window (over its real keys, less what padding took).
+- a query's view, :func:`query_rows`: the query position's row in its own window, placed on the grid (zeros
+  elsewhere), per head and head mean.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["WindowLayout", "query_rows", "received"]
+
+
+@dataclass(frozen=True)
+class WindowLayout:
+    """How a block's windows lie on its grid.
+
+    Attributes:
+        grid: (H, W), the map the block received (before padding).
+        window: (Mh, Mw).
+        shift: (sh, sw): the block rolled its map by -shift before partitioning (0: plain windows).
+        pad_first: padded before rolling (torchvision: the shift wraps over the padded grid); ``False``: rolled
+            the H x W map, then padded (timm, the authors' code).
+    """
+
+    grid: tuple[int, int]
+    window: tuple[int, int]
+    shift: tuple[int, int] = (0, 0)
+    pad_first: bool = False
+
+    @property
+    def padded(self) -> tuple[int, int]:
+        """(Hp, Wp): the grid padded up to whole windows."""
+        (h, w), (mh, mw) = self.grid, self.window
+        return -(-h // mh) * mh, -(-w // mw) * mw
+
+    @property
+    def count(self) -> int:
+        """nW, windows per image."""
+        hp, wp = self.padded
+        return (hp // self.window[0]) * (wp // self.window[1])
+
+    def describe(self) -> str:
+        """``64 windows of 7 x 7 over a 56 x 56 grid, shift (3, 3)``."""
+        (h, w), (mh, mw) = self.grid, self.window
+        shift = f", shift {self.shift}" if any(self.shift) else ""
+        return f"{self.count} windows of {mh} x {mw} over a {h} x {w} grid{shift}"
+
+    def positions(self) -> np.ndarray:
+        """(nW, Mh·Mw) int64: the image position y·W + x of each window token (shift undone), -1 for padding."""
+        (h, w), (mh, mw), (sh, sw) = self.grid, self.window, self.shift
+        hp, wp = self.padded
+        a = np.arange(hp).reshape(hp // mh, 1, mh, 1)  # rows of the shifted (padded) frame, by window row
+        b = np.arange(wp).reshape(1, wp // mw, 1, mw)
+        if self.pad_first:  # shifted[a] = padded[(a + s) mod Hp]
+            y, x = (a + sh) % hp, (b + sw) % wp
+            valid = (y < h) & (x < w)
+        else:  # shifted[a] = x[(a + s) mod H] for a < H; padding past it
+            valid = (a < h) & (b < w)
+            y, x = (a + sh) % h, (b + sw) % w
+        pos = np.where(valid, y * w + x, -1)  # (nWh, nWw, Mh, Mw)
+        return pos.reshape(self.count, mh * mw)
+
+
+def received(data: np.ndarray, layout: WindowLayout) -> np.ndarray:
+    """The attention each position receives, (H, W) (module docstring): ``data`` (nW, heads, M², M²) of one image."""
+    pos = layout.positions()  # (nW, M²)
+    real = pos >= 0
+    a = data.astype(np.float64).mean(axis=1)  # (nW, M², M²), head mean
+    got = (a * real[:, :, None]).sum(axis=1) / np.maximum(real.sum(axis=1, keepdims=True), 1)  # (nW, M²) over queries
+    out = np.zeros(layout.grid[0] * layout.grid[1])
+    out[pos[real]] = got[real]
+    return out.reshape(layout.grid).astype(np.float32)
+
+
+def query_rows(data: np.ndarray, layout: WindowLayout, cell: tuple[int, int]) -> np.ndarray:
+    """Where the position ``cell`` attends, placed on the whole grid, (heads + 1, H, W) (each head, then the mean;
+    (1, H, W) where one head was kept): its row in its own window, zeros outside it."""
+    pos = layout.positions()
+    p = cell[0] * layout.grid[1] + cell[1]
+    win, q = (int(i[0]) for i in np.nonzero(pos == p))
+    row = data[win, :, q]  # (heads, M²)
+    rows = np.concatenate([row, row.mean(axis=0, keepdims=True)]) if len(row) > 1 else row
+    real = pos[win] >= 0
+    out = np.zeros((len(rows), layout.grid[0] * layout.grid[1]), dtype=np.float32)
+    out[:, pos[win][real]] = rows[:, real]
+    return out.reshape(-1, *layout.grid)
