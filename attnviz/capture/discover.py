@@ -7,6 +7,8 @@ function call (``torch.sigmoid``, ``Tensor.sigmoid``, ``sigmoid_``, ``F.softmax`
 unless it is:
 
 - an activation: its output is multiplied by its own input (x·sigmoid(x): SiLU/Swish, x·hardsigmoid(x): h-swish);
+- a constant: its input does not depend on the image, only on parameters and buffers (ConViT's per-head gate
+  sigmoid(gating_param), d'Ascoli et al. 2021, weights heads, not channels, and is the same for every image);
   SiLU/GELU/Hardswish modules call none of the gate functions and are never seen;
 - an output activation: its result reaches the model's output without weighting a feature map (the classifier's
   softmax, a detection head's ``torch.cat((box, cls.sigmoid()), 1)``);
@@ -285,6 +287,7 @@ class _Event:
     fused: bool = False  # a fused attention call's weights, computed explicitly
     applied: bool = False  # its result (or one computed from it) multiplied a tensor that carries no weight
     feeds: _Event | None = None  # another weight whose input was computed from this one
+    constant: bool = False  # its input was computed from the model's parameters, buffers and constants only
 
 
 class _Mode(TorchFunctionMode):
@@ -295,6 +298,7 @@ class _Mode(TorchFunctionMode):
     def __torch_function__(self, func: Callable, types: tuple, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        self.owner._on_const(func, args, kwargs, out)
         op = gate_op(func)
         if op is not None and isinstance(out, Tensor):
             self.owner._on_function(func, op, args, kwargs, out)
@@ -352,6 +356,8 @@ class DiscoveryPass:
         self._grids: list[tuple[nn.Module, tuple[int, int]]] = []  # (module, (H, W)) of 4-d outputs, in order
         # id(tensor) -> (tensor, the weights it was computed from); the tensor is held so its id stays its own
         self._carries: dict[int, tuple[Tensor, frozenset[_Event]]] = {}
+        # id(tensor) -> tensor computed from the model's parameters, buffers and constants only (not the image)
+        self._const: dict[int, Tensor] = {}
         self._handles: list[RemovableHandle] = []
         self._mode: _Mode | None = None
         self._batch = 1
@@ -363,6 +369,7 @@ class DiscoveryPass:
         self._batch = batch
         self._calls[id(self.model)] = 1
         self._stack = [_Frame(self.model, "", 0, first_tensor(args))]  # the root's global pre-hook has already run
+        self._const = {id(t): t for t in itertools.chain(self.model.parameters(), self.model.buffers())}
         self._handles = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
         self._mode = _Mode(self)
         self._mode.__enter__()
@@ -376,6 +383,7 @@ class DiscoveryPass:
         for h in self._handles:
             h.remove()
         self._handles = []
+        self._const.clear()
 
     def _pre(self, module: nn.Module, args: tuple) -> None:
         if threading.get_ident() != self._thread:
@@ -410,6 +418,27 @@ class DiscoveryPass:
                 dim = -3 if type(module).__name__ == "Softmax2d" else getattr(module, "dim", None)
                 dim = softmax_dim(F.softmax, (output, dim), {}, output.dim())
             self._add(self._stack, gate=frame, op=op, dim=dim, func="", inp=frame.inp, out=output)
+
+    def _on_const(self, func: Callable, args: tuple, kwargs: dict, out: Any) -> None:
+        """Follow what does not depend on the image: a call's outputs are constant when every tensor it got is (a
+        parameter, a buffer, or computed from them; a factory call gets none); any other call's outputs are not,
+        nor is a tensor it updates in place (``buf[i] = x``, ``buf.add_(x)``, ``out=``)."""
+        if threading.get_ident() != self._thread:
+            return
+        if all(self._is_const(t) for t in tensors_in((args, kwargs))):
+            for t in tensors_in(out):
+                self._const[id(t)] = t
+            return
+        name = getattr(func, "__name__", "")
+        changed = list(tensors_in(out)) + list(tensors_in(kwargs.get("out")))
+        if name == "__setitem__" or name.startswith("__i") or (name.endswith("_") and not name.endswith("__")):
+            changed += [t for t in args[:1] if isinstance(t, Tensor)]
+        for t in changed:
+            self._const.pop(id(t), None)
+
+    def _is_const(self, t: Tensor | None) -> bool:
+        entry = None if t is None else self._const.get(id(t))
+        return entry is not None and entry is t
 
     def _on_function(self, func: Callable, op: str, args: tuple, kwargs: dict, out: Tensor) -> None:
         if threading.get_ident() != self._thread:
@@ -471,6 +500,7 @@ class DiscoveryPass:
         data = out if fused else out.detach().clone()  # fused: computed here, no one else holds it
         event = _Event(next(SEQ), list(stack), ordinals, gate, op, dim, func, inp, out, data)
         event.fused = event.applied = fused  # the fused call weights V with them itself
+        event.constant = self._is_const(inp)
         self._events.append(event)
         self._by_out[id(out)] = event
         for source in self._carried(inp):  # this weight is computed from earlier ones: they are part of it
@@ -539,6 +569,10 @@ class DiscoveryPass:
                 continue
             if ev.activation:
                 found.skipped.append((site.name, shape, "an activation: its output multiplies its own input"))
+                continue
+            if ev.constant:
+                why = "a constant: its input is computed from parameters and buffers only, not from the image"
+                found.skipped.append((site.name, shape, why))
                 continue
             if ev in reaches and not ev.applied:
                 why = "an output activation: it reaches the model's output without weighting a feature map"
