@@ -655,21 +655,29 @@ class DiscoveryPass:
             if isinstance(canon, Canon):
                 return canon, f
             first = first or canon
+        if op == "softmax":  # a softmax over channel blocks of the tokens (B, N, C) a module got: XCiT's XCA
+            for f in frames:
+                if f.inp is not None and f.inp.dim() == 3:
+                    ref = tuple(f.inp.shape)
+                    canon = canonical(ev.data, batch=self._batch, ref=ref, op=op, dim=ev.dim, tokens=tokens)
+                    if isinstance(canon, Canon) and canon.kind == "channel_pairwise":
+                        return canon, f
         if first is not None:  # judged against every feature map around it, it fits none: say why (first reason)
             return first, None
         canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim, tokens=tokens)  # no 4-d map
         return canon, None
 
     def _tokens(self, ev: _Event, site: Site) -> TokenLayout | None:
-        """The token layout of an N x N softmax: N = k + H·W over the latest feature map (B, C, H, W) computed before
+        """The token layout of an N x N softmax (or a Q x N one whose Q <= k queries are the prefix tokens: CaiT's
+        class attention): N = k + H·W over the latest feature map (B, C, H, W) computed before
         it (a ViT's patch-embed convolution's output) that the model's own prefix count allows; its module becomes
         the site's ``grid`` (read again in every forward)."""
         s = ev.data.shape
-        if ev.data.dim() < 3 or s[-1] != s[-2]:
+        if ev.data.dim() < 3 or s[-2] > s[-1]:
             return None
         for module, grid in reversed(self._grids):
             layout = token_layout(int(s[-1]), grid, self.model)
-            if layout is not None:
+            if layout is not None and (s[-2] == s[-1] or 1 <= s[-2] <= layout.prefix):  # N x N, or class attention
                 site.grid = module
                 return layout
         return None

@@ -25,7 +25,9 @@ A ``token`` map is a vision transformer's attention (Dosovitskiy et al., ICLR 20
 (:mod:`attnviz.capture.tokens`): N = k + H*W tokens, the k prefix tokens (class, distillation, registers) first.
 ``data`` holds every head's N x N matrix, or their mean alone (heads = 1) where the recorder's keep policy
 (:class:`attnviz.capture.fused.KeepPolicy`) kept less; with ``keep="rows"`` the map's ``rows`` (B, heads, k, N) keep the
-prefix tokens' rows of every head beside it.
+prefix tokens' rows of every head beside it. Q = N, except in class attention (CaiT, Touvron et al., ICCV 2021),
+where only the Q <= k prefix (class) tokens query: ``data`` is (B, heads, Q, N) and every view is the class token's
+row. Blocks that run before the class token joins (CaiT's self-attention, ConViT's GPSA) have k = 0.
 
 A ``window`` map is windowed attention (Swin, Liu et al., ICCV 2021) kept per window, with its
 :class:`~attnviz.capture.windows.WindowLayout` (window size, cyclic shift, padding) in ``Canon.window`` /
@@ -395,7 +397,7 @@ def _view_token(
     if size is None:
         return None, "", None
     k = token_prefix(data, size)
-    if query is None and k > 0:  # the block's view: the class token's attention over the grid, head mean
+    if k > 0 and (query is None or data.shape[-2] <= k):  # the block's view, or class attention (only prefix queries)
         return data[:, 0, k:].mean(axis=0).reshape(size), "class token's attention, head mean", None
     cell = render.query_cell(query or (0.5, 0.5), (1, 1), size)
     return token_query(data, size, cell)[-1], f"attention from query ({cell[0]}, {cell[1]}), head mean", cell

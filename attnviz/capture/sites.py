@@ -23,8 +23,10 @@ layout computed                             kind                   canonical
 softmax over K: (K,B,C,…) dim 0, (B,K,C,…)  branch                 (B, K, C)
 softmax (B,[heads,]N,N), (B·heads,N,N)      pairwise               (B, heads, N, N), N = H·W
 softmax (B,[1,]C,C)                         channel_pairwise       (B, C, C)
+softmax (B,heads,d,d), heads·d = C tokens'   channel_pairwise       (B, C, C) block-diagonal (XCiT)
 softmax (B,N,S) or (B,S,N), S > 1           memory                 (B, S, H, W)
 softmax (B,heads,N,N), N = k + H·W tokens    token                  (B, heads, N, N), k prefix tokens + the grid
+softmax (B,heads,q,N), q <= k (CaiT)         token                  (B, heads, q, N): class attention
 ==========================================  =====================  ==============================================
 
 Anything else is *unclassified*: reported with its shape and the reason, never dropped in silence.
@@ -258,6 +260,16 @@ def _softmax(
         m = s[-1]
         heads = lead * math.prod(s[1:-2])
         grid = grid_of(m, ref, strict=True)
+        width = int(ref[2]) if ref is not None and len(ref) == 3 else None  # C of the tokens (B, N, C) it refers to
+        if width is not None and heads > 1 and m * heads == width and (tokens is None or tokens.n != m):
+            # cross-covariance attention (XCiT, El-Nouby et al., NeurIPS 2021): a d x d softmax per head over the
+            # C = heads·d channels, laid out as the block-diagonal C x C matrix it acts as
+            blocks = t.reshape(batch, heads, m, m)
+            data = torch.zeros(batch, width, width, dtype=t.dtype, device=t.device)
+            for h in range(heads):
+                data[:, h * m : (h + 1) * m, h * m : (h + 1) * m] = blocks[:, h]
+            layout = f"{shape_str(s)} softmax, {heads} head(s) of d x d = {m} x {m}: block-diagonal C x C, C = {width}"
+            return Canon("channel_pairwise", data, None, None, layout)
         if c is not None and m == c and m != n:
             if heads != 1:
                 return f"{shape_str(s)}: a C x C softmax with {heads} heads"
@@ -270,6 +282,13 @@ def _softmax(
             layout = f"{shape_str(s)} softmax, {heads} head(s), N = {tokens.describe()}"
             return Canon("token", data, tokens.grid, None, layout)
         return f"{shape_str(s)}: an M x M softmax with M = {m}, neither C nor H*W of the feature map"
+    if nd >= 3 and tokens is not None and s[-1] == tokens.n and 1 <= s[-2] <= tokens.prefix and d == nd - 1:
+        # class attention (CaiT, Touvron et al., ICCV 2021): only the prefix (class) tokens query all N tokens
+        q, m = s[-2], s[-1]
+        heads = lead * math.prod(s[1:-2])
+        layout = f"{shape_str(s)} softmax, {heads} head(s), class attention: {q} prefix query(ies)"
+        layout += f", N = {tokens.describe()}"
+        return Canon("token", t.reshape(batch, heads, q, m), tokens.grid, None, layout)
     if lead != 1:
         return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
     if nd == 3 and n is not None and n in s[1:]:  # (B, N, S) or (B, S, N): weights over memory units per position

@@ -86,13 +86,15 @@ def declared_prefix(model: nn.Module | None) -> int | None:
 
 def token_layout(n: int, grid: tuple[int, int] | None, model: nn.Module | None = None) -> TokenLayout | None:
     """The layout of ``n`` tokens over ``grid`` (the patch grid the forward produced), or ``None`` where ``n`` is
-    not k + H·W with 0 <= k <= :data:`MAX_PREFIX`, or k is not what the model declares (:func:`declared_prefix`)."""
+    not k + H·W with 0 <= k <= :data:`MAX_PREFIX`, or k is not what the model declares (:func:`declared_prefix`).
+    k = 0 (the patch tokens alone) is read whatever the model declares: blocks that run before the class token joins
+    (CaiT's self-attention blocks, Touvron et al., ICCV 2021; ConViT's GPSA blocks)."""
     if grid is None:
         return None
     k = n - grid[0] * grid[1]
     if not 0 <= k <= MAX_PREFIX:
         return None
     declared = declared_prefix(model)
-    if declared is not None and declared != k:
+    if declared is not None and declared != k and k != 0:
         return None
     return TokenLayout(k, (int(grid[0]), int(grid[1])), prefix_names(model, k) if k else ())

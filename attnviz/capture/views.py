@@ -181,14 +181,15 @@ def build_views(result: Captured, query: tuple[float, float] | None = None) -> l
 def rollout_view(maps: Sequence[AttentionMap], query: tuple[float, float] | None = None) -> View | None:
     """The network's attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020)
     as one more view, or ``None`` where it does not apply: fewer than two token maps, token maps over different
-    grids or token counts (a hybrid's stages), or no prefix (class) token.
+    grids or token counts (a hybrid's stages), or no prefix (class) token; class attention maps (only the class
+    token queries, CaiT) are left out of the product, which needs every token's row.
 
     The layers' weights are fused by the head mean (a head-mean map, ``keep="rows"`` or ``"mean"``, gives the same),
     nothing is discarded, ``Â = 0.5·A + 0.5·I`` with rows renormalised (:func:`attnviz.capture.rollout.rollout_matrix`),
     in forward order. ``data`` is the rolled-out matrix of the first image (1, N, N); the spatial view is its class
     token's row over the grid (equal to :func:`attnviz.capture.rollout.rollout`), or the query's patch's row.
     """
-    tokens = [m for m in maps if m.kind == "token" and m.size is not None]
+    tokens = [m for m in maps if m.kind == "token" and m.size is not None and m.data.shape[-2] == m.data.shape[-1]]
     if len(tokens) < 2 or len({(m.size, m.data.shape[-1]) for m in tokens}) != 1:
         return None
     size: tuple[int, int] = tokens[0].size  # type: ignore[assignment]

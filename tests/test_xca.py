@@ -1,0 +1,63 @@
+"""Cross-covariance attention (XCiT, El-Nouby et al., NeurIPS 2021): each head's d x d softmax over channels,
+softmax(q̂ k̂ᵀ · τ) with q, k L2-normalised over the tokens, read as ``channel_pairwise`` (B, C, C): the block-diagonal
+matrix it acts as on the C = heads·d channels (zeros between heads)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attnviz.capture.recorder import AttentionRecorder
+
+timm = pytest.importorskip("timm")
+
+
+def _reference(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each XCA's weights written out from its input, as the block-diagonal (B, C, C)."""
+    inputs: list[torch.Tensor] = []
+    handles = [b.attn.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for b in model.blocks]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    out = []
+    with torch.no_grad():
+        for block, t in zip(model.blocks, inputs, strict=True):
+            a = block.attn
+            b, n, c = t.shape
+            h = a.num_heads
+            d = c // h
+            qkv = a.qkv(t).reshape(b, n, 3, h, d).permute(2, 0, 3, 4, 1)  # (3, B, heads, d, N)
+            q, k = F.normalize(qkv[0], dim=-1), F.normalize(qkv[1], dim=-1)
+            attn = ((q @ k.transpose(-2, -1)) * a.temperature).softmax(-1)  # (B, heads, d, d)
+            full = torch.zeros(b, c, c)
+            for i in range(h):
+                full[:, i * d : (i + 1) * d, i * d : (i + 1) * d] = attn[:, i]
+            out.append(full)
+    return out
+
+
+def test_xca_is_block_diagonal_channel_pairwise() -> None:
+    torch.manual_seed(0)
+    model = timm.create_model("xcit_nano_12_p16_224", pretrained=False, depth=3).eval()
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        bare = model(x)
+        for _ in range(2):  # the discovery pass, then the cached sites' hooks
+            with AttentionRecorder(model) as rec:
+                out = model(x)
+            assert torch.equal(out, bare)
+            assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+            xca = [m for m in rec.maps if m.name.startswith("blocks.")]
+            assert [m.kind for m in xca] == ["channel_pairwise"] * 3, rec.unclassified
+            for m, ref in zip(xca, _reference(model, x), strict=True):
+                assert tuple(m.data.shape) == (2, 128, 128) and "block-diagonal" in m.layout
+                torch.testing.assert_close(m.data, ref, rtol=0, atol=1e-6)
+                torch.testing.assert_close(m.data.sum(-1), torch.ones(2, 128), rtol=0, atol=1e-5)
+            # its class-attention blocks: token maps whose one query is the class token
+            cls = [m for m in rec.maps if m.name.startswith("cls_attn_blocks.")]
+            assert [m.kind for m in cls] == ["token", "token"] and all(m.data.shape[-2] == 1 for m in cls)
