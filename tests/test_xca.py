@@ -61,3 +61,39 @@ def test_xca_is_block_diagonal_channel_pairwise() -> None:
             # its class-attention blocks: token maps whose one query is the class token
             cls = [m for m in rec.maps if m.name.startswith("cls_attn_blocks.")]
             assert [m.kind for m in cls] == ["token", "token"] and all(m.data.shape[-2] == 1 for m in cls)
+
+
+class TokenAttention(nn.Module):
+    """Plain multi-head attention over N tokens (B, N, C) whose N x N softmax has heads·N = C: token attention, not
+    cross-covariance (LeViT's last stage: 16 tokens, 8 heads, C = 128)."""
+
+    def __init__(self, c: int = 128, heads: int = 8) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(c, 3 * c)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)  # (B, h, N, d)
+        attn = (q @ k.transpose(-2, -1)).softmax(-1)  # (B, heads, N, N)
+        return (attn @ v).transpose(1, 2).reshape(b, n, c)
+
+
+class Tokens(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(3 * 8 * 8, 128)  # patches cut in forward: no feature map (B, C, H, W) to refer to
+        self.attn = TokenAttention()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = F.unfold(x, 8, stride=8).transpose(1, 2)  # (B, N, 3·8·8)
+        return self.attn(self.embed(patches)).mean(1)
+
+
+def test_token_softmax_with_heads_times_n_equal_c_is_not_cross_covariance() -> None:
+    torch.manual_seed(0)
+    model = Tokens().eval()
+    with torch.no_grad(), AttentionRecorder(model) as rec:
+        model(torch.randn(2, 3, 32, 32))  # a 4 x 4 grid: N = 16, 8 heads, C = 128 = 8 * 16
+    assert not [m for m in rec.maps if m.kind == "channel_pairwise"]
+    assert [(n, s) for n, s, _ in rec.unclassified] == [("attn.softmax()", (2, 8, 16, 16))]

@@ -655,13 +655,12 @@ class DiscoveryPass:
             if isinstance(canon, Canon):
                 return canon, f
             first = first or canon
-        if op == "softmax":  # a softmax over channel blocks of the tokens (B, N, C) a module got: XCiT's XCA
-            for f in frames:
-                if f.inp is not None and f.inp.dim() == 3:
-                    ref = tuple(f.inp.shape)
-                    canon = canonical(ev.data, batch=self._batch, ref=ref, op=op, dim=ev.dim, tokens=tokens)
-                    if isinstance(canon, Canon) and canon.kind == "channel_pairwise":
-                        return canon, f
+        got = next((f for f in frames if f.inp is not None and f.inp.dim() == 3), None)  # the innermost tokens' module
+        if op == "softmax" and got is not None:  # a softmax over channel blocks of its tokens (B, N, C): XCiT's XCA
+            shape = tuple(got.inp.shape)  # type: ignore[union-attr]
+            canon = canonical(ev.data, batch=self._batch, ref=shape, op=op, dim=ev.dim, tokens=tokens)
+            if isinstance(canon, Canon) and canon.kind == "channel_pairwise":
+                return canon, got
         if first is not None:  # judged against every feature map around it, it fits none: say why (first reason)
             return first, None
         canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim, tokens=tokens)  # no 4-d map

@@ -261,7 +261,7 @@ def _softmax(
         heads = lead * math.prod(s[1:-2])
         grid = grid_of(m, ref, strict=True)
         width = int(ref[2]) if ref is not None and len(ref) == 3 else None  # C of the tokens (B, N, C) it refers to
-        if width is not None and heads > 1 and m * heads == width and (tokens is None or tokens.n != m):
+        if width is not None and heads > 1 and m * heads == width and m != ref[1] and (tokens is None or tokens.n != m):
             # cross-covariance attention (XCiT, El-Nouby et al., NeurIPS 2021): a d x d softmax per head over the
             # C = heads·d channels, laid out as the block-diagonal C x C matrix it acts as
             blocks = t.reshape(batch, heads, m, m)
