@@ -192,7 +192,7 @@ def measure(family: str, name: str, control: bool = False) -> Row:
     row.kinds = dict(Counter(m.kind for m in maps))
     row.token_maps = row.kinds.get("token", 0)
     row.unclassified = len(unclassified)
-    row.reasons = [f"{n} {s}: {why}" for n, s, why in unclassified]
+    row.reasons = [f"{n}: {why}" for n, _, why in unclassified]  # the reason starts with the shape
     row.found = [p for p in row.present if any(_under(m.name, p) for m in maps)]
     return row
 
@@ -228,7 +228,7 @@ def write(rows: list[Row], path: Path) -> None:
         if r.reasons:
             tail.append(f"- {r.family} (`{r.model}`, {r.unclassified}):")
             tail += [f"  - {why}" for why in r.reasons[:3]]
-    path.write_text("\n".join(head) + markdown(rows) + "\n" + "\n".join(tail) + "\n")
+    path.write_text("\n".join(head) + "\n" + markdown(rows) + "\n" + "\n".join(tail) + "\n")
 
 
 def main() -> None:

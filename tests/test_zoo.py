@@ -38,6 +38,13 @@ ALL = [(f, n, False) for f, n in zoo.FAMILIES] + [(f, n, True) for f, n in zoo.C
 #: families whose every block is one token attention (N = prefix + grid): one token map per block
 TOKEN_FAMILIES = {"vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "vit_little_patch16_reg4_gap_256"}
 TOKEN_FAMILIES |= {"eva02_tiny_patch14_224"}
+#: families read whole today, with the kinds they must give: CaiT's class attention (token, one query) after its
+#: self-attention blocks; XCiT's cross-covariance attention (channel_pairwise) and class attention
+READ_WHOLE = {
+    "cait_xxs24_224": {"token": 2},
+    "xcit_nano_12_p16_224": {"channel_pairwise": 12, "token": 2},
+    "convit_tiny": {"token": 2},
+}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +95,11 @@ def test_zoo_network(rows: dict[str, object], family: str, name: str, control: b
         blocks = [p for p in row.present if p.startswith("blocks.")]
         assert row.token_maps == row.maps == len(blocks) == len(row.present), row
         assert row.found == row.present and row.unclassified == 0
+    if name in READ_WHOLE:  # every attention module read, as the kinds given
+        assert row.found == row.present and row.unclassified == 0, row.reasons
+        assert all(row.kinds.get(k, 0) >= n for k, n in READ_WHOLE[name].items()), row.kinds
+    if name == "convit_tiny":  # its per-head gating sigmoid(gating_param) is a constant, not channel gates
+        assert "channel" not in row.kinds
 
 
 def test_zoo_table(rows: dict[str, object], tmp_path: Path) -> None:
