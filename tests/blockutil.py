@@ -24,3 +24,16 @@ def capture(block: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list
     with attnviz.AttentionRecorder(block) as rec, torch.no_grad():
         y = block(x)
     return y, rec.maps
+
+
+def module_inputs(model: torch.nn.Module, modules: list[torch.nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """The first input each of ``modules`` receives in one no-grad forward of ``model`` (hooks removed after)."""
+    inputs: list[torch.Tensor] = []
+    handles = [m.register_forward_pre_hook(lambda _m, a: inputs.append(a[0])) for m in modules]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return inputs

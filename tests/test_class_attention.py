@@ -11,6 +11,7 @@ from torch import nn
 
 from attnviz.capture.recorder import AttentionRecorder
 from attnviz.capture.views import ROLLOUT_KEY, build_views, head_view, token_heads
+from tests.blockutil import module_inputs
 
 timm = pytest.importorskip("timm")
 
@@ -32,14 +33,7 @@ def _no_hooks(model: nn.Module) -> bool:
 
 def _reference(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Each ClassAttn's weights written out from its input: softmax(q_cls · kᵀ · scale), (B, heads, 1, N)."""
-    inputs: list[torch.Tensor] = []
-    handles = [b.attn.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for b in model.blocks_token_only]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    inputs = module_inputs(model, [b.attn for b in model.blocks_token_only], x)
     out = []
     for block, t in zip(model.blocks_token_only, inputs, strict=True):
         a = block.attn

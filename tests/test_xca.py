@@ -10,20 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnviz.capture.recorder import AttentionRecorder
+from tests.blockutil import module_inputs
 
 timm = pytest.importorskip("timm")
 
 
 def _reference(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """Each XCA's weights written out from its input, as the block-diagonal (B, C, C)."""
-    inputs: list[torch.Tensor] = []
-    handles = [b.attn.register_forward_pre_hook(lambda m, a: inputs.append(a[0])) for b in model.blocks]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
+    inputs = module_inputs(model, [b.attn for b in model.blocks], x)
     out = []
     with torch.no_grad():
         for block, t in zip(model.blocks, inputs, strict=True):
