@@ -52,6 +52,11 @@ def analyze_api(client: Client, image: str | Path, attention: str, *model: str) 
     return client.predict(handle_file(str(image)), attention, *(model or MODEL), api_name="/analyze")
 
 
+#: Where the status line is among the Image tab's outputs (predictions, note, gallery, block, view, chart, detail,
+#: status, head choice).
+STATUS = 7
+
+
 def check_ok(out: tuple) -> dict[str, Any]:
     """Assert ``out`` is a complete answer (5 finite predictions, overlays on disk, a status) and return its
     fingerprint: everything it shows except timings. Gradio names each output file by a hash of its content,

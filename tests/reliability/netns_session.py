@@ -74,7 +74,7 @@ def _outcome(call: Callable[[], Any]) -> dict[str, Any]:
         out = call()
     except Exception as e:
         return {"ok": False, "error": f"{type(e).__name__}: {e}"}
-    return {"ok": True, "predictions": len(out[0]["confidences"]), "status": out[-1]}
+    return {"ok": True, "predictions": len(out[0]["confidences"]), "status": out[7]}  # status (then the head)
 
 
 def _wait_for(url: str, proc: subprocess.Popen) -> None:

@@ -24,7 +24,7 @@ from attnviz.cli.main import main
 from attnviz.pipeline.core import ModelCache
 from attnviz.pipeline.image import decode_image
 from tests.images import bad_files, exif_upright_png, odd_images, photo
-from tests.reliability.conftest import FIGURES, MODEL, RENDER, analyze_api, check_ok, write
+from tests.reliability.conftest import FIGURES, MODEL, RENDER, STATUS, analyze_api, check_ok, write
 
 ODD = odd_images()
 BAD = bad_files()
@@ -58,7 +58,7 @@ def test_hostile_and_odd_uploads_through_the_server(client: Client, tmp_path: Pa
             shown = decode_image(data).image.size
             assert {Image.open(item["image"]["path"]).size for item in out[2]} == {shown}, name  # maps cover it
             if name in NOTES:
-                assert f"note: {NOTES[name]}" in out[-1], out[-1]
+                assert f"note: {NOTES[name]}" in out[STATUS], out[STATUS]
         else:
             with pytest.raises(AppError) as err:
                 analyze_api(client, path, "spatial")
