@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from attnviz import AttentionRecorder
-from attnviz.capture.discover import module_paths
+from attnviz.capture.structure import module_paths
 from tests.user_nets import (
     USER_NETS,
     FiveD,

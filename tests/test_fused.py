@@ -14,9 +14,9 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from attnviz import AttentionRecorder
-from attnviz.capture.discover import module_paths
 from attnviz.capture.fused import KeepPolicy, MemoryLimitError, sdpa_weights
 from attnviz.capture.hooks import SiteHooks
+from attnviz.capture.structure import module_paths
 
 VARIANTS = ("plain", "scale", "causal", "bool", "float", "gqa")
 

@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn.modules import module as nn_module
 
 from attnviz import AttentionRecorder
-from attnviz.capture.discover import module_paths
 from attnviz.capture.mha import mha_weights
+from attnviz.capture.structure import module_paths
 
 E, HEADS, L, S, B = 32, 4, 7, 9, 2
 CASES = ("plain", "batch_first", "kvdim", "bool_mask", "float_mask_3d", "padding", "padding_float_mask", "causal")

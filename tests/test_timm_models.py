@@ -26,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 from attnviz import AttentionRecorder
 from attnviz.blocks import Tap
 from attnviz.capture.adapters import adapter_sites
-from attnviz.capture.discover import module_paths
+from attnviz.capture.structure import module_paths
 
 timm = pytest.importorskip("timm")
 from attnviz.sources.timm import (  # noqa: E402
@@ -387,7 +387,7 @@ _CHILD = textwrap.dedent(
 
     import timm, torch
     from attnviz.capture.adapters import adapter_sites
-    from attnviz.capture.discover import module_paths
+    from attnviz.capture.structure import module_paths
     from attnviz.sources.timm import TIMM_MODELS, build_timm_model, timm_availability
 
     def digest(sd):  # the same as _digest in the test module

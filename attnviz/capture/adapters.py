@@ -201,7 +201,7 @@ ADAPTERS: dict[str, tuple[On | Call | Computed, ...]] = {
 
 
 def adapter_sites(paths: dict[int, tuple[str, nn.Module]]) -> tuple[list[Site], set[int]]:
-    """The adapters' sites in a model (given :func:`attnviz.capture.discover.module_paths`), and the ids of the adapted
+    """The adapters' sites in a model (given :func:`attnviz.capture.structure.module_paths`), and the ids of the adapted
     modules (discovery leaves their insides to the adapters)."""
     sites: list[Site] = []
     adapted: set[int] = set()

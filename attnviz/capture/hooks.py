@@ -40,9 +40,9 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.hooks import RemovableHandle
 
 from ..blocks.tap import Tap
-from .discover import first_tensor
 from .fused import fused_op, sdpa_weights
 from .sites import Site, gate_op, softmax_dim
+from .structure import first_tensor
 
 __all__ = ["OnSite", "OnTap", "SiteHooks", "model_lock"]
 

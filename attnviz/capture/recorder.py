@@ -27,11 +27,12 @@ from torch import Tensor, nn
 
 from ..blocks.modules import attention_modules
 from ..blocks.tap import KINDS, Tap
-from .discover import SEQ, Discovery, DiscoveryPass, cached_discovery, first_tensor, remember_layout, structure
+from .discover import SEQ, DiscoveryPass
 from .fused import KeepPolicy, Kept
 from .hooks import SiteHooks, model_lock
 from .kinds import KIND_SPECS, Canon
 from .sites import Site, axis_alone, canonical, pair_axes
+from .structure import Discovery, cached_discovery, first_tensor, remember_layout, structure
 from .tokens import TokenLayout, prefix_names, token_layout
 from .windows import WindowLayout
 
@@ -393,7 +394,7 @@ class AttentionRecorder:
     def _learn(self, seq: int, site: Site, weight: Tensor) -> None:
         """A computed site's layout, read by the discovery pass around the running forward as it reads a discovered
         softmax's: its patch grid (``Site.grid``) and reference module (``Site.ref``), watched from now on and
-        remembered for later recorders of this model (:func:`~attnviz.capture.discover.remember_layout`)."""
+        remembered for later recorders of this model (:func:`~attnviz.capture.structure.remember_layout`)."""
         assert self._pass is not None
         canon, ref = self._pass.judge(weight, site)
         if ref is None:  # fits no layout: judged again (and listed with its reason) when the maps are read

@@ -39,10 +39,10 @@ import torch
 from torch import Tensor, nn
 
 from ..blocks.tap import Tap
-from ..capture.discover import first_tensor
 from ..capture.hooks import SiteHooks
 from ..capture.kinds import KIND_SPECS
 from ..capture.sites import Site
+from ..capture.structure import first_tensor
 from .blocks import Block, find_blocks
 
 __all__ = ["OFF", "Ablation", "AblationResult", "Effect", "NotAClassifierError", "ablate", "neutral"]
