@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .capture.kinds import detail_image
-from .capture.recorder import AttentionMap
+from .capture.maps import AttentionMap
 from .capture.views import build_views, spatial_views
 from .pipeline.core import Result
 from .render import encode_png, figure_png

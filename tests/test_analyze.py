@@ -206,7 +206,7 @@ def _owns_its_memory(t: torch.Tensor) -> bool:
 
 
 def test_to_cpu_gives_each_tensor_its_own_pageable_memory(device: torch.device) -> None:
-    from attnviz.capture.recorder import to_cpu
+    from attnviz.capture.maps import to_cpu
 
     tensors = [torch.rand(2, 3, device=device), torch.rand(4, 5, 6, device=device).transpose(0, 2), torch.rand(7)]
     out = to_cpu(tensors)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from attnviz import AttentionRecorder
-from attnviz.capture.recorder import AttentionMap
+from attnviz.capture.maps import AttentionMap
 from attnviz.cli.main import main as cli
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.pipeline.image import decode_image

@@ -35,7 +35,7 @@ import numpy as np
 
 from ..render import normalize, value_range
 from .kinds import KIND_SPECS, token_prefix
-from .recorder import AttentionMap
+from .maps import AttentionMap
 from .rollout import rollout_matrix
 from .windows import WindowLayout
 

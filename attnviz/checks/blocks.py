@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..blocks import get_attention, list_attentions
 from ..blocks.tap import Tap
-from ..capture.recorder import AttentionMap, AttentionRecorder
+from ..capture import AttentionMap, AttentionRecorder
 from ..capture.sites import Site
 from ..capture.views import spatial_view, view_activations
 

@@ -23,7 +23,7 @@ from PIL import Image
 from torch import nn
 
 from ..capture.hooks import model_lock
-from ..capture.recorder import AttentionMap
+from ..capture.maps import AttentionMap
 from ..sources.loading import build
 from ..sources.meta import Preprocess, meta_of, warm_size
 from ..sources.spec import model_request

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ..capture.recorder import AttentionMap, AttentionRecorder
+from ..capture import AttentionMap, AttentionRecorder
 from ..sources.loading import model_info
 from ..sources.meta import meta_of, short_side
 from .core import (

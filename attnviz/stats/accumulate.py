@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..capture.kinds import KIND_SPECS
-from ..capture.recorder import AttentionMap
+from ..capture.maps import AttentionMap
 from .localisation import LocalisationScores, localise, to_image, views_of
 
 __all__ = ["BINS", "FLAT_TOL", "accumulate", "finalize", "merge", "new_partial"]
