@@ -36,6 +36,9 @@ def _case(case: str) -> tuple[nn.MultiheadAttention, tuple, dict]:
         E, HEADS, batch_first=case == "batch_first", kdim=24 if kv else None, vdim=20 if kv else None
     )
     m.eval()
+    with torch.no_grad():  # PyTorch starts the biases at 0: random ones, so a bias left out cannot go unnoticed
+        m.in_proj_bias.normal_()
+        m.out_proj.bias.normal_()
     n = L if case == "causal" else S
     q = torch.randn(B, L, E) if m.batch_first else torch.randn(L, B, E)
     k = torch.randn(n, B, 24 if kv else E) if not m.batch_first else torch.randn(B, n, E)
