@@ -7,6 +7,7 @@ thermal throttling) moves both sides of each ratio together.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shlex
@@ -85,6 +86,14 @@ def table(columns: list[str], rows: list[list[str]]) -> None:
     for row in rows:
         print("| " + " | ".join(row) + " |")
     sys.stdout.flush()
+
+
+def inference(device: str) -> contextlib.ExitStack:
+    """What a benchmarked forward runs under, as the app runs it: inference mode, bfloat16 autocast on CUDA."""
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"))
+    return stack
 
 
 def synchronize(device: str) -> None:

@@ -11,10 +11,9 @@ channels_last. Target: capture / bare <= 1.03. Prints a markdown block for bench
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import torch
-from _common import header, interleave, med, ratio, table
+from _common import header, inference, interleave, med, ratio, table
 
 from attnviz import AttentionRecorder, build_model
 
@@ -54,25 +53,19 @@ def bench_one(model: torch.nn.Module, arch: str, attention: str, batch: int, arg
     if device == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def ctx() -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"))
-        return stack
-
     def bare() -> None:
-        with ctx():
+        with inference(device):
             model(x)
 
     n_maps = [0]
 
     def capture() -> None:
-        with AttentionRecorder(model) as rec, ctx():
+        with AttentionRecorder(model) as rec, inference(device):
             model(x)
         n_maps[0] = len(rec.maps)
 
     def capture_act() -> None:
-        with AttentionRecorder(model, activations=True) as rec, ctx():
+        with AttentionRecorder(model, activations=True) as rec, inference(device):
             model(x)
         rec.maps, rec.activations  # noqa: B018  (reading them moves them to the CPU)
 

@@ -12,11 +12,10 @@ weights beside each call (attnviz/capture/fused.py) and keeps what ``keep`` says
 from __future__ import annotations
 
 import argparse
-import contextlib
 
 import timm
 import torch
-from _common import header, interleave, med, ratio, table
+from _common import header, inference, interleave, med, ratio, table
 
 from attnviz import AttentionRecorder
 
@@ -52,27 +51,21 @@ def bench_one(model: torch.nn.Module, batch: int, args: argparse.Namespace, devi
     """One table row: the bare forward and each keep policy's recorded forward, interleaved."""
     x = torch.randn(batch, 3, args.size, args.size, device=device)
 
-    def ctx() -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=device == "cuda"))
-        return stack
-
     def bare() -> None:
-        with ctx():
+        with inference(device):
             model(x)
 
     n_maps: dict[str, int] = {}
 
     def recorded(keep: str):
         def run() -> None:
-            with AttentionRecorder(model, keep=keep) as rec, ctx():
+            with AttentionRecorder(model, keep=keep) as rec, inference(device):
                 model(x)
             n_maps[keep] = len(rec.maps)
 
         return run
 
-    with AttentionRecorder(model), ctx():  # discovery: once per model, not timed
+    with AttentionRecorder(model), inference(device):  # discovery: once per model, not timed
         model(x)
     variants = {"bare": bare} | {keep: recorded(keep) for keep in args.keeps}
     t = interleave(variants, args.repeat, warmup=1, device=device)

@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from _common import header, interleave, med, ratio, table
+from _common import header, inference, interleave, med, ratio, table
 
 from attnviz import AttentionRecorder
 from attnviz.cli.main import main as cli_main
@@ -78,23 +78,17 @@ def capture_row(arch: str, attention: str, args: argparse.Namespace, device: str
     if cuda:
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def ctx() -> contextlib.ExitStack:
-        stack = contextlib.ExitStack()
-        stack.enter_context(torch.inference_mode())
-        stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda))
-        return stack
-
     def bare() -> None:
-        with ctx():
+        with inference(device):
             model(x)
 
     def capture() -> None:
-        with AttentionRecorder(model) as rec, ctx():
+        with AttentionRecorder(model) as rec, inference(device):
             model(x)
         rec.maps  # noqa: B018  (one transfer, one sync)
 
     def capture_act() -> None:
-        with AttentionRecorder(model, activations=True) as rec, ctx():
+        with AttentionRecorder(model, activations=True) as rec, inference(device):
             model(x)
         rec.maps  # noqa: B018
 
