@@ -16,10 +16,10 @@ Spatial view per kind (:data:`attnviz.capture.kinds.KIND_SPECS`):
   channel_pairwise none (drawn as a C x C matrix)
 
 A network with two or more token maps over one grid and one prefix (a ViT's blocks) also gets one network-level
-view: attention rollout (Abnar & Zuidema 2020, :mod:`attnviz.capture.rollout`; head fusion mean, nothing discarded),
-the class token's row of the rolled-out matrix over the grid (:func:`rollout_view`). Its ``data`` is that matrix
-(1, N, N), so it draws, exports and answers a query click as a token map does. A token view can show one head in
-place of the head mean (:func:`head_view`).
+view: attention rollout (Abnar & Zuidema 2020, :mod:`attnviz.capture.rollout`; head fusion mean, max or min and a
+discard ratio, by default mean and nothing discarded), the class token's row of the rolled-out matrix over the grid
+(:func:`rollout_view`). Its ``data`` is that matrix (1, N, N), so it draws, exports and answers a query click as a
+token map does. A token or window view can show one head in place of the head mean (:func:`head_view`).
 
 The one rule for a block's activation view is :func:`view_activations`: a spatial gate wins, else the owner's
 gate-weighted activation.
@@ -37,7 +37,7 @@ from ..render import normalize, value_range
 from .kinds import KIND_SPECS, token_prefix
 from .maps import AttentionMap
 from .rollout import rollout_matrix
-from .windows import WindowLayout
+from .windows import WindowLayout, query_rows, received
 
 __all__ = [
     "ROLLOUT_KEY",
@@ -47,6 +47,8 @@ __all__ = [
     "head_view",
     "owner_activation",
     "owner_module",
+    "rollout_heads",
+    "rollout_maps",
     "rollout_view",
     "spatial_view",
     "spatial_views",
@@ -156,14 +158,22 @@ def spatial_view(
     return KIND_SPECS[kind].view(data, size, activation, query, rows, window)
 
 
-def build_views(result: Captured, query: tuple[float, float] | None = None) -> list[View]:
-    """Views for every map of ``result``, in forward order.
+def build_views(
+    result: Captured,
+    query: tuple[float, float] | None = None,
+    *,
+    rollout: bool = True,
+    fusion: str = "mean",
+    discard_ratio: float = 0.0,
+) -> list[View]:
+    """Views for every map of ``result``, in forward order, then the network's rollout (where it applies).
 
     Args:
         result: an :func:`attnviz.analyze` result, or anything with its ``maps`` and ``activations``
             (:class:`Captured`).
         query: (x, y) as fractions (0..1) of the image's width and height for pairwise and token maps; default
             (``None``): the centre, and a token map's class token.
+        rollout: add the rollout view (:func:`rollout_view`); ``fusion``, ``discard_ratio``: its settings.
     """
     views: list[View] = []
     for m, act in zip(result.maps, view_activations(result.maps, result.activations), strict=True):
@@ -174,40 +184,72 @@ def build_views(result: Captured, query: tuple[float, float] | None = None) -> l
         views.append(
             View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell, rows, "", m.window)
         )
-    rolled = rollout_view(result.maps, query)
+    rolled = rollout_view(result.maps, query, fusion=fusion, discard_ratio=discard_ratio) if rollout else None
     return views if rolled is None else [*views, rolled]
 
 
-def rollout_view(maps: Sequence[AttentionMap], query: tuple[float, float] | None = None) -> View | None:
+def rollout_maps(maps: Sequence[AttentionMap]) -> list[AttentionMap]:
+    """The token maps :func:`rollout_view` multiplies, in forward order, or ``[]`` where rollout does not apply
+    (its docstring says when)."""
+    tokens = [m for m in maps if m.kind == "token" and m.size is not None and m.data.shape[-2] == m.data.shape[-1]]
+    if len(tokens) < 2 or len({(m.size, m.data.shape[-1]) for m in tokens}) != 1:
+        return []
+    h, w = tokens[0].size  # type: ignore[misc]
+    return tokens if int(tokens[0].data.shape[-1]) - h * w >= 1 else []
+
+
+def rollout_heads(maps: Sequence[AttentionMap]) -> bool:
+    """Whether the token maps that :func:`rollout_view` multiplies kept every head (``keep="full"``, or an explicit
+    softmax): head fusion by max or min needs them; a head mean (``keep="rows"``/``"mean"``) fuses by the mean only."""
+    tokens = rollout_maps(maps)
+    return bool(tokens) and all(m.data.shape[1] > 1 for m in tokens)
+
+
+def rollout_view(
+    maps: Sequence[AttentionMap],
+    query: tuple[float, float] | None = None,
+    *,
+    fusion: str = "mean",
+    discard_ratio: float = 0.0,
+) -> View | None:
     """The network's attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020)
     as one more view, or ``None`` where it does not apply: fewer than two token maps, token maps over different
     grids or token counts (a hybrid's stages), or no prefix (class) token; class attention maps (only the class
     token queries, CaiT) are left out of the product, which needs every token's row.
 
-    The layers' weights are fused by the head mean (a head-mean map, ``keep="rows"`` or ``"mean"``, gives the same),
-    nothing is discarded, ``Â = 0.5·A + 0.5·I`` with rows renormalised (:func:`attnviz.capture.rollout.rollout_matrix`),
-    in forward order. ``data`` is the rolled-out matrix of the first image (1, N, N); the spatial view is its class
-    token's row over the grid (equal to :func:`attnviz.capture.rollout.rollout`), or the query's patch's row.
+    The layers' heads are fused by ``fusion`` (mean, max or min) and the lowest ``discard_ratio`` of each fused
+    matrix's weights dropped (the class token's column kept), ``Â = 0.5·A + 0.5·I`` with rows renormalised
+    (:func:`attnviz.capture.rollout.rollout_matrix`), in forward order. Where a map kept only the head mean
+    (``keep="rows"`` or ``"mean"``), max and min cannot be taken: the mean is, and the label says so
+    (:func:`rollout_heads`). ``data`` is the rolled-out matrix of the first image (1, N, N); the spatial view is its
+    class token's row over the grid (equal to :func:`attnviz.capture.rollout.rollout`), or the query's patch's row.
     """
-    tokens = [m for m in maps if m.kind == "token" and m.size is not None and m.data.shape[-2] == m.data.shape[-1]]
-    if len(tokens) < 2 or len({(m.size, m.data.shape[-1]) for m in tokens}) != 1:
+    tokens = rollout_maps(maps)
+    if not tokens:
         return None
     size: tuple[int, int] = tokens[0].size  # type: ignore[assignment]
-    k = int(tokens[0].data.shape[-1]) - size[0] * size[1]
-    if k < 1:
-        return None
-    r = rollout_matrix([m.data[:1] for m in tokens], fusion="mean", discard_ratio=0.0)  # (1, N, N) float64
+    used = fusion if rollout_heads(tokens) else "mean"  # max/min need every head's matrix
+    r = rollout_matrix([m.data[:1] for m in tokens], fusion=used, discard_ratio=discard_ratio)  # (1, N, N) float64
     data = r.float().numpy()
     spatial, label, cell = KIND_SPECS["token"].view(data, size, None, query, None)
     label = label.replace("class token's attention, head mean", "class token")
-    label = f"rollout over {len(tokens)} blocks, head mean, {label}"
+    how = "head mean" if used == "mean" else f"head {used}"
+    if used != fusion:
+        how += f" (head {fusion} needs every head: only their mean was kept; keep='full' keeps them)"
+    if discard_ratio > 0:
+        how += f", lowest {discard_ratio:.0%} discarded"
+    label = f"rollout over {len(tokens)} blocks, {how}, {label}"
     name = "model · attention rollout (Abnar & Zuidema 2020)"
     return View(ROLLOUT_KEY, ROLLOUT_KEY, None, "token", data, spatial, label, False, size, cell, None, name)
 
 
 def token_heads(view: View) -> int:
-    """How many heads of a token view can be shown one by one (:func:`head_view`): every head's matrix (``keep=
-    "full"``, or an explicit softmax), or the class token's rows per head (``keep="rows"``); 0 for other views."""
+    """How many heads of a token or window view can be shown one by one (:func:`head_view`): every head's matrix
+    (``keep="full"``, or an explicit softmax; a window map under ``keep="auto"``), or the class token's rows per head
+    (``keep="rows"``); 0 for other views."""
+    if view.kind == "window" and view.window is not None:
+        heads = int(view.data.shape[1])  # (nW, heads, M², M²)
+        return heads if heads > 1 else 0
     if view.kind != "token" or view.grid is None or view.key == ROLLOUT_KEY:
         return 0
     if view.data.shape[0] > 1:
@@ -218,13 +260,23 @@ def token_heads(view: View) -> int:
 def head_view(view: View, head: int | None) -> View:
     """``view`` showing head ``head`` in place of the head mean (``None``, or a view with fewer heads: as it is).
 
-    The class token's attention (no query) comes from every head's matrix or from the kept rows per head; a query's
+    A window view shows what each position receives from that head's queries within its window, or the query's row
+    of that head (:func:`attnviz.capture.windows.received`, :func:`~attnviz.capture.windows.query_rows`). A token
+    view's class token's attention (no query) comes from every head's matrix or from the kept rows per head; a query's
     row needs every head's matrix (``keep="full"``): where only the head mean was kept, the view stays the head mean
     and its label says why.
     """
     n = token_heads(view)
     if head is None or not 0 <= head < n:
         return view
+    if view.window is not None:  # a window map: its heads, one by one (attnviz.capture.windows)
+        if view.cell is None:
+            spatial = received(view.data[:, head : head + 1], view.window)
+            label = f"attention received within its window, head {head}"
+        else:
+            spatial = query_rows(view.data, view.window, view.cell)[head]
+            label = f"attention from query ({view.cell[0]}, {view.cell[1]}) in its window, head {head}"
+        return replace(view, spatial=np.ascontiguousarray(spatial, dtype=np.float32), spatial_label=label)
     size: tuple[int, int] = view.grid  # type: ignore[assignment]
     k = token_prefix(view.data, size)
     if view.cell is None and k > 0:  # the class token's attention over the grid

@@ -59,6 +59,7 @@ def analyze(
     size: int | None = None,
     topk: int = 5,
     cache: ModelCache | None = None,
+    keep: str = "auto",
     **options: Any,
 ) -> Result:
     """Run ``image`` through ``arch`` with ``attention`` blocks and capture every block's weights.
@@ -75,6 +76,8 @@ def analyze(
         size: short side the image is resized to (aspect kept); default from the weights' metadata.
         topk: number of predictions.
         cache: where built models are kept (default: a process-wide LRU of 4).
+        keep: what the recorder keeps of token attention (:class:`attnviz.capture.fused.KeepPolicy`: ``"auto"``,
+            the class-token rows per head + the head mean; ``"full"``, every head's matrix; ``"mean"``; ``"rows"``).
         options: ``labels``, ``offline``, ``trust_pickle`` for :func:`attnviz.load_model`.
 
     Raises:
@@ -93,6 +96,7 @@ def analyze(
         cache=cache,
         batch_size=1,
         decode_workers=0,  # one image: decoded in this thread
+        keep=keep,
         **options,
     )
     if isinstance(out, (ImageError, AnalyzeError)):  # analyze_many reports them per input; one image raises
@@ -119,6 +123,7 @@ def analyze_many(
     cache: ModelCache | None = None,
     batch_size: int = 16,
     decode_workers: int | None = None,
+    keep: str = "auto",
     **options: Any,
 ) -> Iterator[Result | ImageError | AnalyzeError]:
     """Analyze ``images`` in batches; yield one result per input, in order.
@@ -128,7 +133,7 @@ def analyze_many(
 
     Args:
         images: paths, encoded bytes, PIL images or uint8 arrays (see :func:`attnviz.analyze`).
-        attention, arch, weights, device, size, topk, cache: as for :func:`attnviz.analyze`.
+        attention, arch, weights, device, size, topk, cache, keep: as for :func:`attnviz.analyze`.
         batch_size: most images per forward (>= 1).
         decode_workers: threads decoding ahead, or 0 to decode in the calling thread. Default: 2 on CUDA (the CPU
             is free while the GPU computes), 0 on the CPU, where a decode thread's torch ops start a second
@@ -153,8 +158,9 @@ def analyze_many(
     short = short_side(meta.preprocess, size)
     common = {
         "model": model_info(model, arch, attention, weights),
-        "settings": run_settings(arch, attention, weights, device, short, topk),
+        "settings": {**run_settings(arch, attention, weights, device, short, topk), "keep": keep},
         "categories": meta.categories,
+        "keep": keep,
     }
 
     def prepare(source: Source) -> _Item | ImageError:
@@ -224,7 +230,7 @@ def _run(
     if not batch:
         return
     t0 = time.perf_counter()
-    ran = _forward(model, batch, device, topk)
+    ran = _forward(model, batch, device, topk, common["keep"])
     if ran is None:
         # Out of memory. _forward has returned, so the batch's input, pending maps, logits and the error's
         # traceback are gone: freeing the cache now gives their memory back before the retry.
@@ -263,7 +269,7 @@ def _one(m: AttentionMap, i: int) -> AttentionMap:
 
 
 def _forward(
-    model: nn.Module, batch: list[_Item], device: str, topk: int
+    model: nn.Module, batch: list[_Item], device: str, topk: int, keep: str = "auto"
 ) -> tuple[list[AttentionMap], dict[str, torch.Tensor], list, list, float, float, tuple[list, list]] | None:
     """The batch's recorded forward: (maps, activations, top-k probabilities, top-k indices, time the forward
     ended, time the maps were on the CPU, the recorder's (skipped, unclassified)); ``None`` when the GPU ran out
@@ -276,7 +282,7 @@ def _forward(
         if cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         with (
-            AttentionRecorder(model, activations=True) as rec,
+            AttentionRecorder(model, activations=True, keep=keep) as rec,
             torch.inference_mode(),
             torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda),
         ):
