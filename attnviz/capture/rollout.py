@@ -5,6 +5,10 @@ Per layer, the heads are fused (mean, max or min: jacobgil/vit-explain's ``head_
 weights are discarded (``discard_ratio``; the class token's column is kept), the residual is added as the identity,
 ``Â = 0.5·A + 0.5·I``, and the rows are renormalised to sum to 1; the layers' matrices are multiplied in forward
 order, ``R = Â_L ··· Â_1``. The class token's row of ``R`` over the patch grid is the rollout map.
+
+Its class-specific gradient variant (Chefer, Gur & Wolf, ICCV 2021: :func:`gradient_rollout`) weighs each head's
+weights by the gradient of the explained class's logit, keeps the positive part, and accumulates ``R = R + Ā·R``
+from ``R = I``; the gradients come from one backward (:mod:`attnviz.checks.gradient`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["FUSIONS", "rollout", "rollout_matrix"]
+__all__ = ["FUSIONS", "gradient_rollout", "gradient_rollout_matrix", "rollout", "rollout_matrix"]
 
 #: how the heads of one layer are fused
 FUSIONS: tuple[str, ...] = ("mean", "max", "min")
@@ -91,6 +95,58 @@ def rollout(
     if prefix < 1:
         raise ValueError("rollout reads the class token's row: the tokens need a prefix (class) token")
     r = rollout_matrix(attentions, fusion=fusion, discard_ratio=discard_ratio, keep=1)
+    if r.shape[-1] != prefix + h * w:
+        raise ValueError(f"N = {r.shape[-1]} tokens is not {prefix} prefix + {h} x {w}")
+    return r[:, 0, prefix:].reshape(-1, h, w).float()
+
+
+def gradient_rollout_matrix(attentions: Sequence[Tensor], gradients: Sequence[Tensor]) -> Tensor:
+    """Chefer, Gur & Wolf's class-specific relevance of self-attention ("Generic Attention-model Explainability for
+    Interpreting Bi-Modal and Encoder-Decoder Transformers", ICCV 2021, the self-attention update rules): ``R = I``,
+    then for each block b in forward order ``Ā_b = E_h[(∇A_b ⊙ A_b)⁺]`` and ``R = R + Ā_b · R``; (B, N, N) float64.
+
+    Args:
+        attentions: each block's weights A_b (B, heads, N, N) (every head: the ⁺ is taken per head, before the mean).
+        gradients: ∂y_t/∂A_b of the same shapes: the gradient of the explained class's logit y_t.
+
+    Raises:
+        ValueError: no blocks, a gradient missing or of another shape, blocks of different sizes.
+    """
+    if not attentions:
+        raise ValueError("gradient rollout needs at least one block's attention")
+    if len(gradients) != len(attentions):
+        raise ValueError(f"{len(attentions)} attention weights but {len(gradients)} gradients")
+    shape = tuple(attentions[0].shape)
+    if len(shape) != 4 or shape[-1] != shape[-2]:
+        raise ValueError(f"gradient rollout needs (B, heads, N, N) weights, got {shape}")
+    for a, g in zip(attentions, gradients, strict=True):
+        if tuple(a.shape) != tuple(g.shape) or a.shape[0] != shape[0] or tuple(a.shape[-2:]) != shape[-2:]:
+            raise ValueError(f"weights {tuple(a.shape)} and gradient {tuple(g.shape)} do not fit blocks of {shape}")
+    b, n = shape[0], shape[-1]
+    result = torch.eye(n, dtype=torch.float64).expand(b, n, n).clone()  # R = I: every token is its own relevance
+    for a, g in zip(attentions, gradients, strict=True):
+        a64 = a.detach().to("cpu", torch.float64)
+        g64 = g.detach().to("cpu", torch.float64)
+        a_bar = (g64 * a64).clamp(min=0).mean(dim=1)  # (B, N, N): E_h[(∇A ⊙ A)⁺]
+        result = result + a_bar @ result
+    return result
+
+
+def gradient_rollout(
+    attentions: Sequence[Tensor], gradients: Sequence[Tensor], grid: tuple[int, int], *, prefix: int = 1
+) -> Tensor:
+    """The class-specific map: the class token's row of :func:`gradient_rollout_matrix` over the patch grid,
+    (B, H, W) float32 (the prefix tokens' own columns left out, as the paper reads ``R[0, 1:]``).
+
+    Args:
+        attentions, gradients: as :func:`gradient_rollout_matrix`, N = prefix + H·W.
+        grid: (H, W) of the patch grid.
+        prefix: k, the prefix tokens before the grid (the class token first; registers, a distillation token).
+    """
+    h, w = grid
+    if prefix < 1:
+        raise ValueError("gradient rollout reads the class token's row: the tokens need a prefix (class) token")
+    r = gradient_rollout_matrix(attentions, gradients)
     if r.shape[-1] != prefix + h * w:
         raise ValueError(f"N = {r.shape[-1]} tokens is not {prefix} prefix + {h} x {w}")
     return r[:, 0, prefix:].reshape(-1, h, w).float()

@@ -1,5 +1,6 @@
 """Checks for every attention block: does switching it off change the decision (ablation), does its map agree with
-Grad-CAM at the same place (Selvaraju et al., ICCV 2017), does it depend on the trained weights (cascading
+Grad-CAM at the same place (Selvaraju et al., ICCV 2017) or, for token attention, the network's gradient rollout
+(Chefer et al., ICCV 2021: :mod:`attnviz.checks.gradient`), does it depend on the trained weights (cascading
 randomisation, Adebayo et al., NeurIPS 2018)?
 
     checks = attnviz.checks.run_checks(model, x)           # a model and one preprocessed image (1, 3, H, W)
@@ -28,6 +29,7 @@ from ..sources.meta import meta_of
 from .ablate import OFF, Ablation, AblationResult, Effect, NotAClassifierError, ablate, neutral
 from .attribution import agreement, gradcam, rank, resize, spearman, top_iou
 from .blocks import Block, block_view, find_blocks
+from .gradient import GradientRollout, gradient_rollout_check
 from .sanity import WARN_ABOVE, call_order, randomise_from, randomised_views, warn
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "BlockCheck",
     "Checks",
     "Effect",
+    "GradientRollout",
     "NotAClassifierError",
     "ablate",
     "ablation_chart_png",
@@ -49,6 +52,7 @@ __all__ = [
     "check_result",
     "find_blocks",
     "gradcam",
+    "gradient_rollout_check",
     "neutral",
     "randomise_from",
     "randomised_views",
@@ -75,6 +79,8 @@ class BlockCheck:
         view_label: what ``view`` shows.
         gradcam: Grad-CAM at the module's output for the checks' class, (h, w) at the module's resolution, or None.
         gradcam_scores: ``{"spearman", "top20_iou"}`` of ``view`` and ``gradcam`` (on the view's grid), or None.
+        gradient_rollout_scores: ``{"spearman", "top20_iou"}`` of ``view`` and the network's gradient rollout
+            (:attr:`Checks.gradient_rollout`), for the blocks of token attention it runs over; else None.
         randomised: the view with the weights randomised down to this block (:mod:`attnviz.checks.sanity`), or None.
         randomised_scores: ``{"spearman", "top20_iou"}`` of ``view`` and ``randomised``, or None.
         warning: '' or the sanity warning (randomised Spearman above :data:`WARN_ABOVE`).
@@ -90,6 +96,7 @@ class BlockCheck:
     view_label: str = ""
     gradcam: np.ndarray | None = None
     gradcam_scores: dict[str, float] | None = None
+    gradient_rollout_scores: dict[str, float] | None = None
     randomised: np.ndarray | None = None
     randomised_scores: dict[str, float] | None = None
     warning: str = ""
@@ -99,6 +106,8 @@ class BlockCheck:
         out: dict[str, Any] = {} if self.ablation is None else {"ablation": self.ablation.json()}
         if self.gradcam_scores is not None:
             out["gradcam"] = dict(self.gradcam_scores)
+        if self.gradient_rollout_scores is not None:
+            out["gradient_rollout"] = dict(self.gradient_rollout_scores)
         if self.randomised_scores is not None:
             out["randomised"] = {**self.randomised_scores, "warning": self.warning}
         out.update({"stage": self.stage, "maps": list(self.maps), "off": self.off})
@@ -118,6 +127,9 @@ class Checks:
         seed: the randomisation's seed.
         timings: milliseconds per check (find, ablation, gradcam, randomisation).
         note: what was skipped and why ('' when every check ran).
+        gradient_rollout: the network's class-specific gradient rollout of its token attention
+            (:class:`~attnviz.checks.gradient.GradientRollout`), or ``None`` (no token attention it applies to, not
+            asked for, or no class).
     """
 
     target: int | None
@@ -127,15 +139,20 @@ class Checks:
     seed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
     note: str = ""
+    gradient_rollout: GradientRollout | None = None
 
     def json(self) -> dict[str, Any]:
-        """``{"checks": {block path: {...}}, "checks_all_off": {...}}``, the keys result.json gets."""
+        """``{"checks": {block path: {...}}, "checks_all_off": {...}}``, the keys result.json gets (and
+        ``"checks_gradient_rollout"`` where the gradient rollout ran)."""
         info = {"target": self.target, "prob": self.prob, "seed": self.seed, "timings_ms": self.timings}
-        return {
+        out = {
             "checks": {k: v.json() for k, v in self.blocks.items()},
             "checks_all_off": None if self.all_off is None else self.all_off.json(),
             "checks_info": {**info, "note": self.note} if self.note else info,
         }
+        if self.gradient_rollout is not None:
+            out["checks_gradient_rollout"] = self.gradient_rollout.json()
+        return out
 
 
 def _kind_off(kinds: list[str], residual: bool) -> str:
@@ -150,6 +167,7 @@ def run_checks(
     *,
     target: int | None = None,
     gradcam_on: bool = True,
+    gradient_rollout_on: bool = True,
     randomise: bool = True,
     seed: int = 0,
     query: tuple[float, float] | None = None,
@@ -162,6 +180,9 @@ def run_checks(
         x: (1, 3, H, W) the preprocessed image on the model's device.
         target: the class followed and explained (default: the predicted one).
         gradcam_on: compute Grad-CAM and its agreement (one forward and one backward for every block).
+        gradient_rollout_on: for token attention (ViT, DeiT, registers, torchvision's ViT), compute the network's
+            gradient rollout (Chefer et al. 2021; one forward and one backward) and its agreement with each token
+            block's view.
         randomise: compute the randomised maps (one deep copy, one forward per block).
         seed: the randomisation's seed.
         query: (x, y) fractions of the image: the query of pairwise and token views (``None``: each kind's default,
@@ -190,6 +211,13 @@ def run_checks(
     if gradcam_on and abl is not None:
         cams, _ = gradcam(model, x, blocks, abl.target)
         lap("gradcam")
+    grad_rollout: GradientRollout | None = None
+    if gradient_rollout_on and abl is not None:
+        try:
+            grad_rollout = gradient_rollout_check(model, x, blocks, maps, abl.target)
+        except ValueError as e:  # a token layout the pass cannot follow: said, the other checks stand
+            note = f"gradient rollout skipped: {e}"
+        lap("gradient_rollout")
     rand: dict[str, np.ndarray | None] = {}
     if randomise:
         rand = randomised_views(model, x, blocks, seed=seed, query=query)
@@ -205,6 +233,8 @@ def run_checks(
             if cam is not None:
                 check.gradcam = cam
                 check.gradcam_scores = agreement(view, cam)
+            if grad_rollout is not None and b.path in grad_rollout.layout.blocks:
+                check.gradient_rollout_scores = agreement(view, grad_rollout.map)
             r = rand.get(b.path)
             if r is not None:
                 check.randomised = r
@@ -213,7 +243,7 @@ def run_checks(
         out[b.path] = check
     if abl is None:
         return Checks(None, None, out, None, seed, timings, note)
-    return Checks(abl.target, abl.prob, out, abl.all_off, seed, timings)
+    return Checks(abl.target, abl.prob, out, abl.all_off, seed, timings, note, grad_rollout)
 
 
 def check_result(result: Any, model: nn.Module | None = None, cache: Any = None, **kwargs: Any) -> Checks:
@@ -240,7 +270,8 @@ def check_files(result: Any, settings: dict[str, Any]) -> list[tuple[str, bytes]
     """The files of ``result.checks`` for an export: per block with a spatial view, ``checks/<i>_<block>.gradcam``
     and ``.randomised`` as ``.npy`` (the raw (h, w) map) and ``.png`` (overlay with a colorbar, drawn as the block's
     view: same colormap and alpha, normalised with the export's mode, ``absolute`` taken as ``map`` for Grad-CAM),
-    and ``checks/ablation.png`` (the per-block bar chart)."""
+    ``checks/gradient_rollout.npy`` and ``.png`` (the network's gradient rollout, drawn as Grad-CAM) where it ran, and
+    ``checks/ablation.png`` (the per-block bar chart)."""
     import io
 
     checks: Checks | None = getattr(result, "checks", None)
@@ -265,6 +296,16 @@ def check_files(result: Any, settings: dict[str, Any]) -> list[tuple[str, bytes]
             scores = c.gradcam_scores if what == "gradcam" else c.randomised_scores
             title = f"{path} · {what}" + (f" (Spearman {scores['spearman']:.2f})" if scores else "")
             files.append((f"{stem}.{what}.png", figure_png(image, m01, cmap, alpha, title, vr, label)))
+    gr = checks.gradient_rollout
+    if gr is not None:
+        buf = io.BytesIO()
+        np.save(buf, gr.map.astype(np.float32))
+        files.append(("checks/gradient_rollout.npy", buf.getvalue()))
+        mode = "map" if norm in ("absolute", "stage", "network") else norm
+        title = f"model · {gr.json()['method']}, class {gr.target}"
+        label = f"class token's relevance over {len(gr.sites)} blocks"
+        m01, vr = normalize([gr.map], mode)[0], value_range([gr.map], mode)[0]
+        files.append(("checks/gradient_rollout.png", figure_png(image, m01, cmap, alpha, title, vr, label)))
     if checks.all_off is not None:
         files.append(("checks/ablation.png", ablation_chart_png(checks)))
     return files
