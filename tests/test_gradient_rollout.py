@@ -322,6 +322,7 @@ def test_run_checks_gives_the_gradient_rollout_and_its_agreement_per_token_block
     assert off.gradient_rollout is None and "checks_gradient_rollout" not in off.json()
 
 
+@pytest.mark.slow
 def test_render_checks_writes_the_gradient_rollout(tmp_path: Path) -> None:
     from attnviz.cli.main import main
     from tests.images import photo
@@ -338,3 +339,32 @@ def test_render_checks_writes_the_gradient_rollout(tmp_path: Path) -> None:
     assert (out / "cat" / "checks" / "gradient_rollout.png").read_bytes()[:4] == b"\x89PNG"
     assert "checks/gradient_rollout.png" in sidecar["files"]
     assert "gradient_rollout" in sidecar["checks"]["blocks.11.attn"]
+
+
+@pytest.mark.slow
+def test_app_checks_tab_shows_the_gradient_rollout_beside_a_token_block(tmp_path: Path) -> None:
+    """The Checks tab of a ViT: the attribution beside the selected token block's view is the gradient rollout (its
+    block has no Grad-CAM), drawn as Grad-CAM is, with its agreement row in the scores table."""
+    import dataclasses
+
+    from attnviz.app import AppConfig, Handlers
+    from attnviz.app.choices import NONE
+    from attnviz.app.panels import panel_image
+    from attnviz.render import normalize, overlay
+    from tests.images import ASSET
+
+    spec = "timm:vit_tiny_patch16_224"
+    config = AppConfig(device="cpu", offline=True, export_root=tmp_path / "exports")
+    app = Handlers(dataclasses.replace(config, served=spec, model=spec, attention=None))
+    state, *_ = app.run_analysis(ASSET, NONE, spec, "random", "turbo", 0.5, "map", "32", None)
+    key = state.result.maps[5].name
+    state, _chart, view, cam, _rand, text, _sanity = app.run_checks(state, "turbo", 0.5, "map", key)
+    checks = state.result.checks
+    c = checks.blocks["blocks.5.attn"]
+    assert c.gradcam is None and c.gradient_rollout_scores is not None and checks.gradient_rollout is not None
+    image = panel_image(state.result.image)
+    want = overlay(image, normalize([checks.gradient_rollout.map], "map")[0], "turbo", 0.5)
+    np.testing.assert_array_equal(cam, want)
+    s = c.gradient_rollout_scores
+    assert "| gradient rollout (" in text and f"| {s['spearman']:+.2f} | {s['top20_iou']:.2f} |" in text
+    assert "gradient rollout (Chefer et al. 2021)" in text and view is not None

@@ -17,6 +17,7 @@ from PIL import Image
 from torch import nn
 
 from ..checks import WARN_ABOVE, BlockCheck, Checks
+from ..checks.gradient import LABEL as GRADIENT_ROLLOUT
 from ..comparison import Comparison
 from ..render import diff_overlay, display_size, normalize, overlay
 from ..sources.meta import meta_of
@@ -105,7 +106,9 @@ def checks_panel(
     result: Any, key: str | None, cmap: str, alpha: float, norm: str, categories: list[str] | None = None
 ) -> tuple[Any, ...]:
     """(ablation chart PNG, block view, Grad-CAM, randomised view, scores text, sanity text) for the checked block
-    owning the selected view; placeholders before the checks have run."""
+    owning the selected view; placeholders before the checks have run. A token attention block has no Grad-CAM (its
+    output is no feature map): the attribution shown beside its view is the network's gradient rollout (Chefer et
+    al. 2021, :mod:`attnviz.checks.gradient`)."""
     checks: Checks | None = getattr(result, "checks", None)
     if checks is None:
         text = (
@@ -142,9 +145,18 @@ def checks_panel(
             "| compared with the block's view | Spearman | top-20 % IoU |",
             "|---|---|---|",
             _scores_row(f"Grad-CAM ({top})", c.gradcam_scores),
+            *(
+                [_scores_row(f"gradient rollout ({top})", c.gradient_rollout_scores)]
+                if c.gradient_rollout_scores
+                else []
+            ),
             _scores_row("the view with randomised weights", c.randomised_scores),
         ]
         lines.append("\n".join(table))
+    attribution = c.gradcam
+    if attribution is None and c.gradient_rollout_scores is not None and checks.gradient_rollout is not None:
+        attribution = checks.gradient_rollout.map  # token attention: the class-specific gradient rollout
+        lines.append(f"Shown beside the view: the network's {GRADIENT_ROLLOUT} for {top}.")
     timing = ", ".join(f"{k} {v:.0f} ms" for k, v in checks.timings.items())
     lines.append(f"block view: {c.view_label or '–'}; the checks took {timing}")
     if c.warning:
@@ -154,7 +166,7 @@ def checks_panel(
         sanity = f"✅ Sanity check passed: the map changes with randomised weights (Spearman {rho:.2f} ≤ {WARN_ABOVE})."
     else:
         sanity = ""
-    return chart, draw(c.view), draw(c.gradcam, gradcam=True), draw(c.randomised), "\n\n".join(lines), sanity
+    return chart, draw(c.view), draw(attribution, gradcam=True), draw(c.randomised), "\n\n".join(lines), sanity
 
 
 # -- compare -----------------------------------------------------------------------------------------------------
