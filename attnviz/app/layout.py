@@ -238,7 +238,7 @@ def checks_tab() -> ChecksTab:
     )
     with gr.Row():
         view = _photo("check-view", "The block's view")
-        gradcam = _photo("gradcam-view", "Grad-CAM at the block")
+        gradcam = _photo("gradcam-view", "Grad-CAM at the block (token attention: gradient rollout)")
         randomised = _photo("sanity-view", "Sanity: the view with randomised weights")
     scores = gr.Markdown("", elem_id="check-scores")
     sanity = gr.Markdown("", elem_id="sanity-warning")
