@@ -27,6 +27,10 @@ A fused attention call (``F.scaled_dot_product_attention``: timm's ViTs) is a so
 the pass computes them explicitly (:func:`attnviz.capture.fused.sdpa_weights`) and judges them as it judges an
 explicit softmax of the same shape; the call itself applies them (to V), and its output is the original call's.
 
+A gate applied to a permuted copy of a feature map (``x.permute(...)``, followed through ``contiguous`` and ``clone``)
+whose product is permuted back to the map's layout (triplet attention, Misra et al., WACV 2021) is read on the map's
+own axes (:func:`attnviz.capture.sites.unpermuted_gate`), in later forwards too (its site's transform).
+
 The result (:class:`Discovery`: sites, skipped activations, unclassified weights) is cached per model; later
 forwards record only those sites, through cheap hooks (:mod:`attnviz.capture.recorder`). The pass itself changes no
 tensor:
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -50,7 +55,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .fused import KeepPolicy, fused_op, sdpa_weights
 from .kinds import Canon
-from .sites import Site, canonical, gate_module_op, gate_op, softmax_dim
+from .sites import Site, Unpermute, canonical, gate_module_op, gate_op, softmax_dim, unpermuted_gate
 from .structure import Discovery, cache_discovery, first_tensor, tensors_in
 from .tokens import TokenLayout, token_layout
 
@@ -79,6 +84,8 @@ _APPLY = _MULS | frozenset(
         "tensordot",
     }
 )
+#: calls that lay out a tensor's axes anew (or copy it): followed for gates on permuted maps (triplet attention)
+_PERMS = frozenset({"permute", "transpose", "swapaxes", "swapdims", "contiguous", "clone"})
 SEQ = itertools.count()  # one order for every capture of every source: maps come out in forward order
 #: one capture of the discovery pass: (seq, site, canonical weight or None when unread, weight, reference shape, dim)
 Captured = tuple[int, Site, "Canon | None", Tensor, "tuple[int, ...] | None", "int | None"]
@@ -111,6 +118,8 @@ class _Event:
     applied: bool = False  # its result (or one computed from it) multiplied a tensor that carries no weight
     feeds: _Event | None = None  # another weight whose input was computed from this one
     constant: bool = False  # its input was computed from the model's parameters, buffers and constants only
+    # it gated a copy of a feature map permuted by perm, and the product was permuted back: (the map, perm)
+    permuted: tuple[weakref.ref, tuple[int, ...]] | None = None
 
 
 class _Mode(TorchFunctionMode):
@@ -132,6 +141,8 @@ class _Mode(TorchFunctionMode):
         if name in _MULS and len(args) >= 2:
             self.owner._on_mul(args[0], args[1])
         self.owner._on_flow(name, args, kwargs, out)
+        if name in _PERMS:
+            self.owner._on_perm(name, args, kwargs, out)
         return out
 
 
@@ -181,6 +192,10 @@ class DiscoveryPass:
         self._carries: dict[int, tuple[Tensor, frozenset[_Event]]] = {}
         # id(tensor) -> tensor computed from the model's parameters, buffers and constants only (not the image)
         self._const: dict[int, Tensor] = {}
+        # id(4-d tensor) -> (it, the feature map it is a permuted copy of, perm: it = map.permute(perm)), weakly held
+        self._perms: dict[int, tuple[weakref.ref, weakref.ref, tuple[int, ...]]] = {}
+        # id(product) -> (it, the weights that gated it, the map, perm): a gate applied to a permuted copy of a map
+        self._gated: dict[int, tuple[weakref.ref, frozenset[_Event], weakref.ref, tuple[int, ...]]] = {}
         self._handles: list[RemovableHandle] = []
         self._mode: _Mode | None = None
         self._batch = 1
@@ -207,6 +222,8 @@ class DiscoveryPass:
             h.remove()
         self._handles = []
         self._const.clear()
+        self._perms.clear()
+        self._gated.clear()
 
     def _pre(self, module: nn.Module, args: tuple) -> None:
         if threading.get_ident() != self._thread:
@@ -353,9 +370,61 @@ class DiscoveryPass:
         if name in _APPLY and plain:
             for ev in carried:
                 ev.applied = True
+            if name in _MULS and isinstance(out, Tensor):  # gating a permuted copy of a map (triplet attention)
+                self._gate_permuted(args, carried, out)
             return
         for t in tensors_in(out):
             self._carries[id(t)] = (t, carried | self._carried(t))
+
+    def _permuted(self, t: Any) -> tuple[Tensor, tuple[int, ...]] | None:
+        """(the feature map, perm) where ``t`` is ``map.permute(perm)`` (a copy or a view), else ``None``."""
+        entry = self._perms.get(id(t)) if isinstance(t, Tensor) else None
+        if entry is None or entry[0]() is not t:
+            return None
+        base = entry[1]()
+        return None if base is None else (base, entry[2])
+
+    def _on_perm(self, name: str, args: tuple, kwargs: dict, out: Any) -> None:
+        """Follow 4-d tensors whose axes are permuted (the batch axis kept first), and notice a gated permuted copy
+        of a map permuted back to the map's layout: the gate acts on the map's own axes (:func:`unpermuted_gate`)."""
+        t = args[0] if args else kwargs.get("input")
+        if threading.get_ident() != self._thread or not isinstance(t, Tensor) or not isinstance(out, Tensor):
+            return
+        if t.dim() != 4 or out.dim() != 4:
+            return
+        q: tuple[int, ...] = (0, 1, 2, 3)
+        if name == "permute":
+            dims = args[1:] if len(args) > 1 else kwargs.get("dims", ())
+            dims = dims[0] if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+            q = tuple(int(d) % 4 for d in dims)
+        elif name in ("transpose", "swapaxes", "swapdims"):
+            pair = [int(a) % 4 for a in (*args[1:], *kwargs.values())][:2]
+            if len(pair) != 2:
+                return
+            swap = list(q)
+            swap[pair[0]], swap[pair[1]] = swap[pair[1]], swap[pair[0]]
+            q = tuple(swap)
+        if sorted(q) != [0, 1, 2, 3] or q[0] != 0:
+            return
+        gated = self._gated.get(id(t))
+        if gated is not None and gated[0]() is t:
+            p = gated[3]
+            if tuple(p[i] for i in q) == (0, 1, 2, 3):  # the gated product is back in the map's layout
+                for ev in gated[1]:
+                    ev.permuted = ev.permuted or (gated[2], p)
+        known = self._permuted(t)
+        base, p = known if known is not None else (t, (0, 1, 2, 3))
+        perm = tuple(p[i] for i in q)
+        if perm != (0, 1, 2, 3):
+            self._perms[id(out)] = (weakref.ref(out), weakref.ref(base), perm)
+
+    def _gate_permuted(self, args: tuple, carried: frozenset[_Event], out: Tensor) -> None:
+        """A product of gates with a permuted copy of a feature map: remembered until it is permuted back."""
+        for t in args[:2]:
+            known = self._permuted(t)
+            if known is not None and not self._carried(t):
+                self._gated[id(out)] = (weakref.ref(out), carried, weakref.ref(known[0]), known[1])
+                return
 
     def _on_mul(self, a: Any, b: Any) -> None:
         if threading.get_ident() != self._thread:
@@ -461,6 +530,14 @@ class DiscoveryPass:
         same = [f for f in maps if isinstance(f.out, Tensor) and f.out.shape == f.inp.shape]  # type: ignore[union-attr]
         order = same + [f for f in maps if f not in same]
         op = ev.op if ev.op == "softmax" else "sigmoid"
+        if ev.permuted is not None and op == "sigmoid":  # a gate on a permuted copy of a map, permuted back
+            base, perm = ev.permuted[0](), ev.permuted[1]
+            got = next((f for f in frames if base is not None and f.inp is base), None)  # the module that got the map
+            if got is not None and base is not None:
+                canon = unpermuted_gate(ev.data, perm, tuple(base.shape))
+                if isinstance(canon, Canon):
+                    site.transform = Unpermute(perm)  # read so in every recorded forward, against got's input
+                    return canon, got
         tokens = self._tokens(ev, site) if op == "softmax" else None
         first: Canon | str | None = None
         for f in order:

@@ -27,13 +27,25 @@ softmax (B,heads,d,d), heads·d = C tokens'   channel_pairwise       (B, C, C) b
 softmax (B,N,S) or (B,S,N), S > 1           memory                 (B, S, H, W)
 softmax (B,heads,N,N), N = k + H·W tokens    token                  (B, heads, N, N), k prefix tokens + the grid
 softmax (B,heads,q,N), q <= k (CaiT)         token                  (B, heads, q, N): class attention
+softmax (B,H,W,H+W[-1]) over dim 3 (CCNet)  pairwise               (B, 1, N, N), zero off each query's cross
 ==========================================  =====================  ==============================================
+
+Two readings come before the table (DESIGN.md, "Any network"):
+
+- a weight constant over its trailing H x W positions (a weight expanded to the feature map's size before the softmax
+  or gate, as pyramid split attention's ``softmax(se.expand_as(feats))`` over the scales, Zhang et al. 2021) is read
+  as its real shape, with 1 x 1 there (:func:`unexpand`): (B, S, C, H, W) over dim 1 is ``branch`` (B, S, C);
+- a gate applied to a permuted copy of the feature map whose product is permuted back (triplet attention, Misra et
+  al., WACV 2021: (B, 1, C, W) on the map permuted to (B, H, C, W)) is laid back on the map's own axes by the
+  discovery pass (:func:`unpermuted_gate`), as the gate it acts as there: (B, C, 1, W) over the C x W plane,
+  broadcast over H; shown as ``spatial``, its channel mean at each position, ``raw`` keeping the plane.
 
 Anything else is *unclassified*: reported with its shape and the reason, never dropped in silence.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -46,7 +58,19 @@ from torch import Tensor, nn
 from .kinds import KIND_SPECS, KINDS, Canon, grid_of, shape_str
 from .tokens import TokenLayout
 
-__all__ = ["GATE_FUNCS", "GATE_MODULES", "Site", "canonical", "gate_module_op", "gate_op", "softmax_dim"]
+__all__ = [
+    "GATE_FUNCS",
+    "GATE_MODULES",
+    "Site",
+    "Unpermute",
+    "canonical",
+    "cross_pairwise",
+    "gate_module_op",
+    "gate_op",
+    "softmax_dim",
+    "unexpand",
+    "unpermuted_gate",
+]
 
 #: function -> op, for every function that computes a gate or a softmax (torch, Tensor methods, F).
 GATE_FUNCS: dict[Callable, str] = {
@@ -188,6 +212,14 @@ def canonical(
             why = declared_meaning(c, ref)
             return c if why is None else f"{shape_str(tuple(t.shape))} declared {kind!r}: {why}"
         return c
+    reduced = unexpand(t, op, dim)
+    if reduced is not t:  # constant over its H x W positions: judged as its real shape, the layout says so
+        h, w = t.shape[-2:]
+        read = canonical(reduced, batch=batch, ref=ref, op=op, dim=dim, tokens=tokens)
+        note = f"{shape_str(tuple(t.shape))} constant over its {h} x {w} positions (expanded), read as "
+        if isinstance(read, str):
+            return note + read
+        return dataclasses.replace(read, layout=note + read.layout)
     s = tuple(t.shape)
     nd = len(s)
     if nd < 2:
@@ -291,6 +323,11 @@ def _softmax(
         return Canon("token", t.reshape(batch, heads, q, m), tokens.grid, None, layout)
     if lead != 1:
         return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
+    if nd == 4 and d == 3 and ref is not None and len(ref) == 4 and s[1:3] == tuple(ref[2:]):
+        h, w = s[1], s[2]
+        if h > 1 and w > 1 and s[3] in (h + w, h + w - 1):  # criss-cross attention (CCNet): each query's cross
+            layout = f"{shape_str(s)} softmax over each query's column and row ({s[3]} of {h} x {w}), criss-cross"
+            return Canon("pairwise", cross_pairwise(t), (h, w), None, layout + ": N x N, zero off the cross")
     if nd == 3 and n is not None and n in s[1:]:  # (B, N, S) or (B, S, N): weights over memory units per position
         pos = 1 if s[1] == n else 2
         other = s[3 - pos]
@@ -314,6 +351,95 @@ def _softmax(
         k = s[1]
         return Canon("branch", t.reshape(batch, k, -1), None, None, f"{shape_str(s)} softmax over {k} branches (dim 1)")
     return f"{shape_str(s)}: a softmax over dim {d} that fits no kind"
+
+
+def unexpand(t: Tensor, op: str, dim: int | None) -> Tensor:
+    """``t`` with its trailing H x W axes reduced to 1 x 1 (a view) where it is constant over them, else ``t``.
+
+    A weight computed on a tensor expanded (broadcast) to the feature map's size, as pyramid split attention does
+    (EPSANet, Zhang et al. 2021: the per-scale SE weights ``expand_as`` the (B, S, C/S, H, W) features, then a softmax
+    over the S scales), holds one value per (b, s, c) at every position; its real shape is (B, S, C/S, 1, 1). Only a
+    4-d or wider weight with H, W > 1, more than one value per image besides them, and (for a softmax) normalised
+    over another axis is tested: stride 0 over H and W, or values equal to the first position's within a few ulps
+    (a softmax kernel may round a vectorised lane differently).
+    """
+    s = t.shape
+    nd = t.dim()
+    if nd < 4 or s[-2] < 2 or s[-1] < 2 or math.prod(s[1:-2]) < 2:
+        return t
+    if op == "softmax" and (dim is None or dim % nd >= nd - 2):
+        return t
+    first = t[..., :1, :1]
+    if t.stride()[-2:] == (0, 0):
+        return first
+    if not t.is_floating_point():
+        return t
+    tol = torch.finfo(t.dtype).eps * (4 if t.element_size() >= 4 else 1) * max(1.0, float(first.abs().amax()))
+    if float((t[..., -1:, -1:] - first).abs().amax()) > tol:  # cheap first: the last position differs
+        return t
+    return first if float((t - first).abs().amax()) <= tol else t
+
+
+def cross_pairwise(t: Tensor) -> Tensor:
+    """Criss-cross attention (CCNet, Huang et al., ICCV 2019) as the N x N matrix it acts as, (B, 1, N, N), N = H*W.
+
+    ``t`` (B, H, W, H + W) is each query (i, j)'s softmax over its column, keys (k, j) for k < H, then its row, keys
+    (i, k) for k < W: ``softmax(cat([energy_H, energy_W], 3))`` as CCNet's code computes it (the query itself masked
+    by -inf in the column part, so counted once); with H + W - 1 the column part leaves the query out. A key met in
+    both parts gets both weights, so every row still sums to 1; everything off the cross is 0.
+    """
+    b, h, w, m = t.shape
+    col, row = t[..., : m - w], t[..., m - w :]  # (B, H, W, H or H - 1), (B, H, W, W)
+    if m - w == h - 1:  # the query's own position left out of its column: put a 0 back at k = i
+        k = torch.arange(h, device=t.device)
+        i = k.view(h, 1)
+        idx = (k - (k > i).long()).clamp(0, h - 2)  # (H, H): column entry k of query row i
+        full = col.gather(3, idx.view(1, h, 1, h).expand(b, h, w, h))
+        col = full * (k != i).view(1, h, 1, h).to(t.dtype)
+    eye_w = torch.eye(w, dtype=t.dtype, device=t.device).view(1, 1, w, 1, w)  # key column l == query column j
+    eye_h = torch.eye(h, dtype=t.dtype, device=t.device).view(1, h, 1, h, 1)  # key row k == query row i
+    pairs = col.unsqueeze(-1) * eye_w + row.unsqueeze(3) * eye_h  # (B, H, W, H, W): query (i, j) -> key (k, l)
+    return pairs.reshape(b, 1, h * w, h * w)
+
+
+def unpermuted_gate(t: Tensor, perm: tuple[int, ...], ref: tuple[int, ...] | None) -> Canon | str:
+    """A gate computed on the feature map permuted by ``perm`` (``x.permute(perm)``), laid back on the map's own
+    axes and read as the gate it acts as there.
+
+    Triplet attention (Misra et al., WACV 2021) gates the map (B, C, H, W) permuted to (B, H, C, W) with a
+    (B, 1, C, W) gate and permutes the product back: on the map that is a gate over the C x W plane, (B, C, 1, W),
+    the same for every row; the (B, W, H, C) branch gives (B, C, H, 1), the H x C plane. Such a plane gate is
+    neither a channel gate nor a spatial one: it is shown as ``spatial``, its channel mean at each position of the
+    map's H x W grid (it varies along one axis), with ``raw`` keeping the plane. A gate that is one of the plain
+    layouts on the map's axes (a channels-last (B, 1, 1, C) gate is (B, C, 1, 1)) is read as that.
+    """
+    if t.dim() != len(perm) or ref is None or len(ref) != len(perm):
+        return f"{shape_str(tuple(t.shape))}: a gate on a permuted map that cannot be laid back on {ref}"
+    inverse = tuple(perm.index(i) for i in range(len(perm)))
+    g = t.permute(inverse)  # the gate on the map's own axes, broadcast where it has 1
+    c = canonical(g, batch=int(ref[0]), ref=ref, op="sigmoid")
+    own = shape_str(tuple(g.shape))
+    note = f"{shape_str(tuple(t.shape))} gate on the map permuted by {perm}, on the map's own axes {own}"
+    if isinstance(c, str):
+        return f"{note}: {c}"
+    if c.kind != "axis":
+        return dataclasses.replace(c, layout=f"{note}: {c.layout}")
+    plane = "C x W" if g.shape[2] == 1 else "H x C"
+    data = axis_alone(g, ref)  # (B, H, W): the plane's channel mean, broadcast along the axis it does not vary
+    layout = f"{note}: a gate over the {plane} plane (channel mean per position)"
+    return Canon("spatial", data, (int(data.shape[1]), int(data.shape[2])), g, layout)
+
+
+@dataclass(frozen=True)
+class Unpermute:
+    """A discovered site's transform: its gate was computed on the map permuted by ``perm`` (:func:`unpermuted_gate`,
+    against the reference map's shape); a gate that cannot be laid back goes on as computed, judged as it is."""
+
+    perm: tuple[int, ...]
+
+    def __call__(self, owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon | Tensor:
+        c = unpermuted_gate(t, self.perm, ref)
+        return t if isinstance(c, str) else c
 
 
 def _sums_to_one(x: Tensor, dim: int) -> bool:
