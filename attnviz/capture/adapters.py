@@ -25,6 +25,16 @@ torchvision SqueezeExcitation               ``scale_activation`` output   channe
 timm SwinTransformerBlock                   its window softmax            window (B, nW, heads, M², M²), the
                                             (B·nW, heads, M², M²)         block's window_size and shift_size
 torchvision ShiftedWindowAttention(V2)      its window softmax            window (padded, then rolled)
+timm SwinTransformerV2Block, V2CrBlock      its window softmax (V2: the   window, as SwinTransformerBlock
+                                            second call, after the cpb
+                                            sigmoid)
+timm PartitionAttentionCl / 2d (MaxViT)     its softmax (B·nW, heads,     window: ``partition_block`` -> contiguous
+                                            P², P²)                       P x P blocks, else a dilated G x G grid
+timm ParallelPartitionAttention             block, then grid softmax      window (block, grid)
+timm NesT Attention                         softmax (B, heads, T, N, N)   window: T square blocks of N tokens
+timm GlobalContextVitBlock (local only)     its window softmax            window (GCViT's global blocks: discovery)
+ultralytics / YOLOv12 AAttn                 softmax (B·area, heads, L, L) window: ``area`` runs of L = H·W/area
+                                                                          consecutive tokens (area attention)
 torch nn.MultiheadAttention (torchvision    weights recomputed from its   token (ViT: class token + grid), or
 ViT, DETR-like code)                        inputs (``Computed``)         pairwise over a feature map's grid
 ==========================================  ============================  ==========================================
@@ -33,8 +43,9 @@ Papers: SENet (Hu et al., CVPR 2018), ECA-Net (Wang et al., CVPR 2020), CBAM (Wo
 al., CVPR 2019), ResNeSt (Zhang et al., 2020), GCNet (Cao et al., ICCVW 2019), Gather-Excite (Hu et al., NeurIPS
 2018), Coordinate Attention (Hou et al., CVPR 2021), BoTNet (Srinivas et al., CVPR 2021), HaloNet (Vaswani et al.,
 CVPR 2021), MobileNetV3 / EfficientNet SE (Howard et al., ICCV 2019; Tan & Le, ICML 2019), Transformer multi-head
-attention (Vaswani et al., NeurIPS 2017; :mod:`attnviz.capture.mha`), Swin (Liu et al., ICCV 2021;
-:mod:`attnviz.capture.windows`).
+attention (Vaswani et al., NeurIPS 2017; :mod:`attnviz.capture.mha`), Swin (Liu et al., ICCV 2021), SwinV2 (Liu et
+al., CVPR 2022), MaxViT (Tu et al., ECCV 2022), NesT (Zhang et al., AAAI 2022), YOLOv12's area attention (Tian et al.,
+2025) (:mod:`attnviz.capture.windows`).
 
 A ``Computed`` site's weight is computed from the module's inputs after its forward, only while a recorder keeps
 the site (the module's own forward and output are untouched); it is a fused site (:class:`Site` ``fused``: the
@@ -45,6 +56,7 @@ is listed as unclassified with its reason (``unsupported``).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -52,8 +64,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .kinds import Canon, shape_str
+from .kinds import Canon
 from .mha import mha_output, mha_unsupported, mha_weights
+from .partitions import window_canon
 from .sites import Site, qualname
 from .windows import WindowLayout
 
@@ -136,24 +149,12 @@ def _gc_spatial(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Ten
     return t.reshape(t.shape[0], 1, ref[2], ref[3])
 
 
-def _windows(t: Tensor, ref: tuple[int, ...] | None, layout: WindowLayout) -> Canon:
-    """A window softmax (B·nW, heads, M², M²) -> (B, nW, heads, M², M²), with its layout."""
-    nw, (mh, mw) = layout.count, layout.window
-    s = tuple(t.shape)
-    if ref is None or t.dim() != 4 or s[0] % nw or s[-1] != mh * mw or s[-2] != s[-1]:
-        raise ValueError(f"not (B·nW, heads, M², M²) for {layout.describe()}")
-    data = t.reshape(s[0] // nw, nw, s[1], s[2], s[3])
-    return Canon(
-        "window", data, layout.grid, None, f"{shape_str(s)} softmax, {s[1]} head(s), {layout.describe()}", layout
-    )
-
-
 def _timm_swin(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
     """timm SwinTransformerBlock (input (B, H, W, C)): rolls by -shift_size, pads, partitions (``_attn``)."""
     if ref is None or len(ref) != 4:
         raise ValueError("the block's input (B, H, W, C) was not seen")
     window, shift = tuple(owner.window_size), tuple(owner.shift_size)
-    return _windows(t, ref, WindowLayout((int(ref[1]), int(ref[2])), window, shift, pad_first=False))
+    return window_canon(t, ref, WindowLayout((int(ref[1]), int(ref[2])), window, shift, pad_first=False))
 
 
 def _tv_swin(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
@@ -164,7 +165,72 @@ def _tv_swin(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
     grid, window = (int(ref[1]), int(ref[2])), (int(owner.window_size[0]), int(owner.window_size[1]))
     layout = WindowLayout(grid, window, pad_first=True)
     shift = tuple(0 if w >= p else int(s) for w, p, s in zip(window, layout.padded, owner.shift_size, strict=True))
-    return _windows(t, ref, WindowLayout(grid, window, shift, pad_first=True))  # type: ignore[arg-type]
+    return window_canon(t, ref, WindowLayout(grid, window, shift, pad_first=True))  # type: ignore[arg-type]
+
+
+def _grid_of(ref: tuple[int, ...] | None, channels_last: bool, what: str) -> tuple[int, int]:
+    """(H, W) of a module's input (B, H, W, C) (``channels_last``) or (B, C, H, W)."""
+    if ref is None or len(ref) != 4:
+        raise ValueError(f"the {what}'s input (B, H, W, C) or (B, C, H, W) was not seen")
+    return (int(ref[1]), int(ref[2])) if channels_last else (int(ref[2]), int(ref[3]))
+
+
+def _maxvit_partition(block: bool, size: tuple[int, int], grid: tuple[int, int]) -> WindowLayout:
+    """MaxViT's block (``window_partition``: contiguous P x P windows) or grid (``grid_partition``: a G x G grid of
+    tokens with stride H/G) partition (Tu et al., ECCV 2022)."""
+    return WindowLayout(grid, (int(size[0]), int(size[1])), partition="block" if block else "grid")
+
+
+def _timm_maxvit(channels_last: bool) -> Transform:
+    """timm PartitionAttentionCl (input (B, H, W, C)) / PartitionAttention2d ((B, C, H, W)): its ``partition_block``
+    and ``partition_size`` say which partition ``_partition_attn`` makes."""
+
+    def transform(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
+        grid = _grid_of(ref, channels_last, "partition attention")
+        return window_canon(t, ref, _maxvit_partition(bool(owner.partition_block), owner.partition_size, grid))
+
+    return transform
+
+
+def _timm_maxvit_parallel(block: bool) -> Transform:
+    """timm ParallelPartitionAttention (input (B, H, W, C)): block attention (``attn_block``), then grid attention
+    (``attn_grid``), both over ``partition_size``."""
+
+    def transform(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
+        grid = _grid_of(ref, True, "parallel partition attention")
+        return window_canon(t, ref, _maxvit_partition(block, owner.partition_size, grid))
+
+    return transform
+
+
+def _timm_nest(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
+    """timm NesT Attention (Zhang et al., AAAI 2022): its input (B, T, N, C) is ``blockify``'s T = g x g square
+    blocks of N = b x b tokens (NestLevel's ``block_size``), row-major, of a (g·b) x (g·b) map; its softmax is
+    (B, heads, T, N, N) -> (B, T, heads, N, N)."""
+    if ref is None or len(ref) != 4 or t.dim() != 5:
+        raise ValueError("not NesT's blocks: the input (B, T, N, C) or the softmax (B, heads, T, N, N) was not seen")
+    blocks, n = int(ref[1]), int(ref[2])
+    b, g = math.isqrt(n), math.isqrt(blocks)
+    if b * b != n or g * g != blocks:
+        raise ValueError(f"{blocks} blocks of {n} tokens are not g x g square blocks of b x b (blockify)")
+    layout = WindowLayout((g * b, g * b), (b, b))
+    return window_canon(t.transpose(1, 2).flatten(0, 1), ref, layout, tuple(t.shape))
+
+
+def _area(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
+    """YOLOv12's area attention (``AAttn``, Tian et al., 2025): the input (B, C, H, W)'s H·W tokens, flattened
+    row-major, reshaped into ``area`` equal runs (B·area, N/area, ...) that attend within themselves."""
+    h, w = _grid_of(ref, False, "area attention")
+    area = max(int(owner.area), 1)
+    return window_canon(t, ref, WindowLayout((h, w), (1, h * w // area), partition="runs"))
+
+
+def _timm_gcvit(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
+    """timm GlobalContextVitBlock with local attention (input (B, H, W, C)): ``window_partition`` into its
+    ``window_size`` (GCViT, Hatamizadeh et al., ICML 2023). Its global blocks' queries are the global context tokens,
+    not the window's, so they are left to discovery."""
+    grid = _grid_of(ref, True, "GCViT block")
+    return window_canon(t, ref, WindowLayout(grid, (int(owner.window_size[0]), int(owner.window_size[1]))))
 
 
 _SE = (On("gate"),)
@@ -195,7 +261,24 @@ ADAPTERS: dict[str, tuple[On | Call | Computed, ...]] = {
     "torchvision.ops.misc.SqueezeExcitation": (On("scale_activation", "channel"),),
     "timm.models.swin_transformer.SwinTransformerBlock": (Call(0, "attn.softmax()", "window", _timm_swin),),
     "torchvision.models.swin_transformer.ShiftedWindowAttention": (Call(0, "softmax()", "window", _tv_swin),),
-    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": (Call(0, "softmax()", "window", _tv_swin),),
+    # V2: the continuous position bias 16·sigmoid(cpb_mlp(...)) is the first call, the window softmax the second
+    "torchvision.models.swin_transformer.ShiftedWindowAttentionV2": (Call(1, "softmax()", "window", _tv_swin),),
+    # SwinV2 (Liu et al., CVPR 2022): cosine attention, rolled then padded as v1; timm's continuous position bias
+    # 16·sigmoid(cpb_mlp(...)) is the first call, the window softmax the second
+    "timm.models.swin_transformer_v2.SwinTransformerV2Block": (Call(1, "attn.softmax()", "window", _timm_swin),),
+    "timm.models.swin_transformer_v2_cr.SwinTransformerV2CrBlock": (Call(0, "attn.softmax()", "window", _timm_swin),),
+    "timm.models.maxxvit.PartitionAttentionCl": (Call(0, "attn.softmax()", "window", _timm_maxvit(True)),),
+    "timm.models.maxxvit.PartitionAttention2d": (Call(0, "attn.softmax()", "window", _timm_maxvit(False)),),
+    "timm.models.maxxvit.ParallelPartitionAttention": (
+        Call(0, "attn_block.softmax()", "window", _timm_maxvit_parallel(True)),
+        Call(1, "attn_grid.softmax()", "window", _timm_maxvit_parallel(False)),
+    ),
+    "timm.models.nest.Attention": (Call(0, "softmax()", "window", _timm_nest),),
+    "timm.models.gcvit.GlobalContextVitBlock": (
+        Call(0, "attn.softmax()", "window", _timm_gcvit, when=lambda m: not getattr(m.attn, "use_global", True)),
+    ),
+    # YOLOv12 (an ultralytics fork) and ultralytics keep AAttn at this path
+    "ultralytics.nn.modules.block.AAttn": (Call(0, "softmax()", "window", _area),),
     "torch.nn.modules.activation.MultiheadAttention": (Computed("", mha_weights, mha_unsupported, mha_output),),
 }
 

@@ -1,4 +1,5 @@
-"""Window attention (Swin: Liu et al., ICCV 2021) read against the whole grid.
+"""Windowed and partitioned attention read against the whole grid: Swin's shifted windows, MaxViT's block and grid
+partitions, NesT's blocks, YOLOv12's areas.
 
 A Swin block cuts its (B, H, W, C) map into windows of Mh x Mw tokens after a cyclic shift (``torch.roll`` by
 -shift; every other block) and attends within each window: a softmax (B·nW, heads, M², M²), M² = Mh·Mw. Where the grid
@@ -7,8 +8,19 @@ rolls, then pads; torchvision (``shifted_window_attention``) pads, then rolls ov
 :class:`WindowLayout` says which image position each window token is (:meth:`WindowLayout.positions`), so the
 shift is undone (rolled back by +shift) and padding left out wherever a map is placed on the image.
 
-The canonical ``window`` data is per window, (B, nW, heads, M², M²) (nW windows in row-major order of the shifted,
-padded grid); its views over the whole H x W grid:
+Three partitions (``WindowLayout.partition``), each the one its module's code makes: read by an adapter from the
+module's attributes (:mod:`attnviz.capture.adapters`), or by discovery from the tensors, matched exactly
+(:mod:`attnviz.capture.partitions`); never guessed from the weight's shape, since the three give the same shapes:
+
+- ``"block"``: contiguous Mh x Mw windows (Swin, Liu et al., ICCV 2021; MaxViT's block attention, Tu et al., ECCV
+  2022; NesT's ``blockify``, Zhang et al., AAAI 2022), with an optional shift and padding;
+- ``"grid"``: MaxViT's grid attention (dilated): a Gh x Gw grid of tokens with stride (H/Gh, W/Gw); window (a, b)
+  holds the positions (i·H/Gh + a, j·W/Gw + b), i < Gh, j < Gw (timm ``grid_partition``);
+- ``"runs"``: runs of L consecutive tokens of the row-major sequence, window = (1, L) (YOLOv12's area attention,
+  Tian et al., 2025: the flattened H·W tokens reshaped into ``area`` equal parts; whole rows when ``area`` divides H).
+
+The canonical ``window`` data is per window, (B, nW, heads, M², M²) (nW windows in the order the code made them); its
+views over the whole H x W grid:
 
 - the block's view, :func:`received`: the attention each position *receives*, averaged over the (non-padding)
   queries of its own window and over heads: r(p) = mean_h mean_{q in Q(w(p))} A[w(p), h, q, j(p)], where p is token
@@ -36,34 +48,67 @@ class WindowLayout:
         shift: (sh, sw): the block rolled its map by -shift before partitioning (0: plain windows).
         pad_first: padded before rolling (torchvision: the shift wraps over the padded grid); ``False``: rolled
             the H x W map, then padded (timm, the authors' code).
+        partition: ``"block"`` (contiguous windows), ``"grid"`` (dilated: window = the Gh x Gw grid of tokens) or
+            ``"runs"`` (window = (1, L): L consecutive tokens in row-major order); see the module docstring. Grid and
+            runs partitions have no shift or padding: the grid must be a multiple of the window (of L tokens).
     """
 
     grid: tuple[int, int]
     window: tuple[int, int]
     shift: tuple[int, int] = (0, 0)
     pad_first: bool = False
+    partition: str = "block"
+
+    def __post_init__(self) -> None:
+        (h, w), (mh, mw) = self.grid, self.window
+        if self.partition not in ("block", "grid", "runs"):
+            raise ValueError(f"unknown partition {self.partition!r}: 'block', 'grid' or 'runs'")
+        if self.partition != "block" and (any(self.shift) or self.pad_first):
+            raise ValueError(f"a {self.partition} partition has no shift or padding")
+        if self.partition == "grid" and (h % mh or w % mw):
+            raise ValueError(f"a {mh} x {mw} grid partition needs a multiple of it, not {h} x {w}")
+        if self.partition == "runs" and (mh != 1 or (h * w) % mw):
+            raise ValueError(f"runs of (1, L) tokens need L to divide H·W = {h * w}, not {self.window}")
 
     @property
     def padded(self) -> tuple[int, int]:
-        """(Hp, Wp): the grid padded up to whole windows."""
+        """(Hp, Wp): the grid padded up to whole windows (grid and runs partitions: the grid)."""
         (h, w), (mh, mw) = self.grid, self.window
+        if self.partition != "block":
+            return h, w
         return -(-h // mh) * mh, -(-w // mw) * mw
 
     @property
     def count(self) -> int:
         """nW, windows per image."""
+        if self.partition == "runs":
+            return self.grid[0] * self.grid[1] // self.window[1]
         hp, wp = self.padded
         return (hp // self.window[0]) * (wp // self.window[1])
 
     def describe(self) -> str:
-        """``64 windows of 7 x 7 over a 56 x 56 grid, shift (3, 3)``."""
+        """``64 windows of 7 x 7 over a 56 x 56 grid, shift (3, 3)``; ``64 grids of 8 x 8 (stride 8 x 8) over a 64 x
+        64 grid``; ``4 areas of 100 consecutive tokens over a 20 x 20 grid``."""
         (h, w), (mh, mw) = self.grid, self.window
+        if self.partition == "grid":
+            return f"{self.count} grids of {mh} x {mw} (stride {h // mh} x {w // mw}) over a {h} x {w} grid"
+        if self.partition == "runs":
+            return f"{self.count} areas of {mw} consecutive tokens (row-major) over a {h} x {w} grid"
         shift = f", shift {self.shift}" if any(self.shift) else ""
         return f"{self.count} windows of {mh} x {mw} over a {h} x {w} grid{shift}"
 
     def positions(self) -> np.ndarray:
         """(nW, Mh·Mw) int64: the image position y·W + x of each window token (shift undone), -1 for padding."""
         (h, w), (mh, mw), (sh, sw) = self.grid, self.window, self.shift
+        if self.partition == "runs":  # area k holds tokens k·L ... (k + 1)·L - 1 of the row-major sequence
+            return np.arange(h * w, dtype=np.int64).reshape(self.count, mw)
+        if self.partition == "grid":  # window (a, b), token (i, j) -> (i·H/Gh + a, j·W/Gw + b)
+            nh, nw = h // mh, w // mw  # windows per column / row = the stride
+            a = np.arange(nh).reshape(nh, 1, 1, 1)
+            b = np.arange(nw).reshape(1, nw, 1, 1)
+            i = np.arange(mh).reshape(1, 1, mh, 1)
+            j = np.arange(mw).reshape(1, 1, 1, mw)
+            return ((i * nh + a) * w + (j * nw + b)).reshape(self.count, mh * mw).astype(np.int64)
         hp, wp = self.padded
         a = np.arange(hp).reshape(hp // mh, 1, mh, 1)  # rows of the shifted (padded) frame, by window row
         b = np.arange(wp).reshape(1, wp // mw, 1, mw)
