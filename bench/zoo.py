@@ -56,6 +56,7 @@ FAMILIES: tuple[tuple[str, str], ...] = (
     ("tiny_vit", "tiny_vit_5m_224"),
     ("gcvit", "gcvit_xxtiny"),
     ("swin", "swin_tiny_patch4_window7_224"),
+    ("swinv2", "swinv2_tiny_window8_256"),
 )
 #: networks without attention: they must give 0 maps
 CONTROLS: tuple[tuple[str, str], ...] = (

@@ -445,3 +445,33 @@ def test_scratch_windows_with_queries_from_elsewhere_are_not_guessed() -> None:
     assert not rec.maps
     ((_, _, why),) = rec.unclassified
     assert "also got another tensor" in why, why
+
+
+def test_timm_gcvit_local_windows_and_global_queries() -> None:
+    """GCViT: local blocks are windows; a global block's queries (the global context map's tokens, shared by every
+    window) are read only where one window covers the map, else listed with why (never dropped in silence)."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("gcvit_xxtiny", pretrained=False)
+    rec = _record(model, torch.randn(1, 3, 224, 224))
+    windows = [m for m in rec.maps if m.kind == "window"]
+    assert [m.window.count for m in windows] == [64, 16, 1, 1, 1, 1, 1, 1, 1, 1]
+    assert [u[0] for u in rec.unclassified] == ["stages.0.blocks.1.attn.softmax()", "stages.1.blocks.1.attn.softmax()"]
+    assert all("global query attention over" in u[2] for u in rec.unclassified)
+
+
+def test_timm_tiny_vit_windows_read_by_discovery() -> None:
+    """TinyViT's blocks (no adapter): discovery matches the windows' tokens to the block input exactly; each window
+    token is the block input's vector at the position its layout says."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("tiny_vit_5m_224", pretrained=False).eval()
+    x = torch.randn(1, 3, 224, 224)
+    rec = _record(model, x)
+    windows = [m for m in rec.maps if m.kind == "window"]
+    assert len(windows) == 2 and not rec.unclassified, rec.unclassified
+    seen = {n: s for n, s in zip([n for n, m in model.named_modules() if type(m).__name__ == "TinyVitBlock"],
+                                  _tokens_seen(model, x, "Attention", "TinyVitBlock"), strict=True)}  # fmt: skip
+    for m in windows:
+        inp, toks = seen[m.name.rsplit(".attn.", 1)[0]]
+        pos = torch.from_numpy(m.window.positions())
+        assert m.window.describe() == "16 windows of 7 x 7 over a 28 x 28 grid"
+        assert torch.equal(toks.reshape(*pos.shape, -1), inp.reshape(-1, inp.shape[-1])[pos])

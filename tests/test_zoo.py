@@ -45,6 +45,14 @@ READ_WHOLE = {
     "xcit_nano_12_p16_224": {"channel_pairwise": 12, "token": 2},
     "convit_tiny": {"token": 2},
 }
+#: windowed and partitioned attention (tests/test_partitions.py): one window map per attention module, every one read:
+#: Swin's and SwinV2's shifted windows, MaxViT's block and grid attention (besides its MBConv SE gates), NesT's blocks
+READ_WHOLE_WINDOWS = {
+    "swin_tiny_patch4_window7_224": 12,
+    "swinv2_tiny_window8_256": 12,
+    "maxvit_rmlp_pico_rw_256": 22,
+    "nest_tiny": 12,
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,6 +106,10 @@ def test_zoo_network(rows: dict[str, object], family: str, name: str, control: b
     if name in READ_WHOLE:  # every attention module read, as the kinds given
         assert row.found == row.present and row.unclassified == 0, row.reasons
         assert all(row.kinds.get(k, 0) >= n for k, n in READ_WHOLE[name].items()), row.kinds
+    if name in READ_WHOLE_WINDOWS:  # one window map per attention module, every one read
+        assert row.found == row.present and row.unclassified == 0, row.reasons
+        assert row.kinds.get("window") == READ_WHOLE_WINDOWS[name] == len(row.present), row.kinds
+        assert set(row.kinds) <= {"window", "channel"}, row.kinds
     if name == "convit_tiny":  # its per-head gating sigmoid(gating_param) is a constant, not channel gates
         assert "channel" not in row.kinds
 

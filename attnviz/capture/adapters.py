@@ -32,7 +32,8 @@ timm PartitionAttentionCl / 2d (MaxViT)     its softmax (B·nW, heads,     windo
                                             P², P²)                       P x P blocks, else a dilated G x G grid
 timm ParallelPartitionAttention             block, then grid softmax      window (block, grid)
 timm NesT Attention                         softmax (B, heads, T, N, N)   window: T square blocks of N tokens
-timm GlobalContextVitBlock (local only)     its window softmax            window (GCViT's global blocks: discovery)
+timm GlobalContextVitBlock                  its window softmax            window (global queries over several
+                                                                          windows: listed as unclassified)
 ultralytics / YOLOv12 AAttn                 softmax (B·area, heads, L, L) window: ``area`` runs of L = H·W/area
                                                                           consecutive tokens (area attention)
 torch nn.MultiheadAttention (torchvision    weights recomputed from its   token (ViT: class token + grid), or
@@ -226,11 +227,18 @@ def _area(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
 
 
 def _timm_gcvit(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
-    """timm GlobalContextVitBlock with local attention (input (B, H, W, C)): ``window_partition`` into its
-    ``window_size`` (GCViT, Hatamizadeh et al., ICML 2023). Its global blocks' queries are the global context tokens,
-    not the window's, so they are left to discovery."""
+    """timm GlobalContextVitBlock (input (B, H, W, C)): ``window_partition`` into its ``window_size`` (GCViT,
+    Hatamizadeh et al., ICML 2023). A global block's queries are the tokens of the global context map (the image's
+    features pooled to the window's size), shared by every window: read where one window covers the map (the
+    queries lie on its grid), refused (listed, with why) where there are several."""
     grid = _grid_of(ref, True, "GCViT block")
-    return window_canon(t, ref, WindowLayout(grid, (int(owner.window_size[0]), int(owner.window_size[1]))))
+    layout = WindowLayout(grid, (int(owner.window_size[0]), int(owner.window_size[1])))
+    if getattr(owner.attn, "use_global", False) and layout.count > 1:
+        raise ValueError(
+            f"GCViT's global query attention over {layout.count} windows: its queries are the global context map's "
+            "tokens (pooled to the window's size), shared by every window, not the window's own positions"
+        )
+    return window_canon(t, ref, layout)
 
 
 _SE = (On("gate"),)
@@ -274,9 +282,7 @@ ADAPTERS: dict[str, tuple[On | Call | Computed, ...]] = {
         Call(1, "attn_grid.softmax()", "window", _timm_maxvit_parallel(False)),
     ),
     "timm.models.nest.Attention": (Call(0, "softmax()", "window", _timm_nest),),
-    "timm.models.gcvit.GlobalContextVitBlock": (
-        Call(0, "attn.softmax()", "window", _timm_gcvit, when=lambda m: not getattr(m.attn, "use_global", True)),
-    ),
+    "timm.models.gcvit.GlobalContextVitBlock": (Call(0, "attn.softmax()", "window", _timm_gcvit),),
     # YOLOv12 (an ultralytics fork) and ultralytics keep AAttn at this path
     "ultralytics.nn.modules.block.AAttn": (Call(0, "softmax()", "window", _area),),
     "torch.nn.modules.activation.MultiheadAttention": (Computed("", mha_weights, mha_unsupported, mha_output),),
