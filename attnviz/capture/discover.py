@@ -39,6 +39,7 @@ the model's outputs are bit-identical with and without it.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import weakref
@@ -55,6 +56,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .fused import KeepPolicy, fused_op, sdpa_weights
 from .kinds import Canon
+from .partitions import Found, find_partition
 from .sites import Site, Unpermute, canonical, gate_module_op, gate_op, softmax_dim, unpermuted_gate
 from .structure import Discovery, cache_discovery, first_tensor, tensors_in
 from .tokens import TokenLayout, token_layout
@@ -99,6 +101,7 @@ class _Frame:
     inp: Tensor | None
     count: int = 0  # gate/softmax calls so far during this call (its submodules' included)
     out: Any = None
+    tensors: int = 1  # tensors among its positional arguments
 
 
 @dataclass(eq=False)
@@ -118,6 +121,7 @@ class _Event:
     applied: bool = False  # its result (or one computed from it) multiplied a tensor that carries no weight
     feeds: _Event | None = None  # another weight whose input was computed from this one
     constant: bool = False  # its input was computed from the model's parameters, buffers and constants only
+    partition: Any = None  # a windowed softmax's partition, read when computed (DiscoveryPass._partition)
     # it gated a copy of a feature map permuted by perm, and the product was permuted back: (the map, perm)
     permuted: tuple[weakref.ref, tuple[int, ...]] | None = None
 
@@ -199,6 +203,7 @@ class DiscoveryPass:
         self._handles: list[RemovableHandle] = []
         self._mode: _Mode | None = None
         self._batch = 1
+        self._recent: collections.deque[Tensor] = collections.deque(maxlen=16)  # 4-d batch-B outputs, latest first
 
     # -- instrumentation -----------------------------------------------------------------------------------------
     def start(self, batch: int, args: tuple) -> None:
@@ -231,7 +236,9 @@ class DiscoveryPass:
         k = self._calls.get(id(module), 0)
         self._calls[id(module)] = k + 1
         path = self.paths.get(id(module))
-        self._stack.append(_Frame(module, None if path is None else path[0], k, first_tensor(args)))
+        frame = _Frame(module, None if path is None else path[0], k, first_tensor(args))
+        frame.tensors = sum(1 for _ in tensors_in(args))
+        self._stack.append(frame)
         if id(module) in self.plain and self._suspended is None and self._mode_on_top():
             self._suspended = module
             self._mode.__exit__(None, None, None)  # type: ignore[union-attr]
@@ -249,6 +256,8 @@ class DiscoveryPass:
             self._mode.__enter__()
         frame = self._stack.pop()
         frame.out = output
+        if isinstance(output, Tensor) and output.dim() == 4 and output.shape[0] == self._batch:
+            self._recent.appendleft(output)  # the maps a partitioned attention's windows may come from
         if isinstance(output, Tensor) and output.dim() == 4 and frame.name is not None:
             self._grids.append((module, (int(output.shape[2]), int(output.shape[3]))))  # a patch grid, maybe
         op = gate_module_op(module)
@@ -341,6 +350,8 @@ class DiscoveryPass:
         event = _Event(next(SEQ), list(stack), ordinals, gate, op, dim, func, inp, out, data)
         event.fused = event.applied = fused  # the fused call weights V with them itself
         event.constant = self._is_const(inp)
+        if self._windowed(event) and not any(id(f.module) in self.covered for f in stack):
+            event.partition = self._partition(event)  # now, while the maps it may come from are the recent ones
         self._events.append(event)
         self._by_out[id(out)] = event
         for source in self._carried(inp):  # this weight is computed from earlier ones: they are part of it
@@ -538,8 +549,15 @@ class DiscoveryPass:
                 if isinstance(canon, Canon):
                     site.transform = Unpermute(perm)  # read so in every recorded forward, against got's input
                     return canon, got
-        tokens = self._tokens(ev, site) if op == "softmax" else None
-        first: Canon | str | None = None
+        windowed = self._windowed(ev)
+        if windowed:  # (B·nW, heads, M, M): windows of a map, read from the tensors (attnviz.capture.partitions)
+            part = ev.partition if ev.partition is not None else self._partition(ev)
+            if not isinstance(part, str):
+                site.transform = part[0].transform
+                site.fused = False  # kept as window maps are (every head by default), not as token rows
+                return part[0].transform(site.owner, ev.data, tuple(part[1].inp.shape)), part[1]  # type: ignore[union-attr]
+        tokens = self._tokens(ev, site) if op == "softmax" and not windowed else None  # windows are no prefix + grid
+        first: Canon | str | None = part if windowed else None  # type: ignore[assignment]
         for f in order:
             ref = tuple(f.inp.shape)  # type: ignore[union-attr]
             canon = canonical(ev.data, batch=self._batch, ref=ref, op=op, dim=ev.dim, tokens=tokens)
@@ -560,6 +578,41 @@ class DiscoveryPass:
             return first, None
         canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim, tokens=tokens)  # no 4-d map
         return canon, None
+
+    def _windowed(self, ev: _Event) -> bool:
+        """Whether a weight is a softmax (B·nW, heads, M, M) over windows (nW > 1)."""
+        s = tuple(ev.data.shape)
+        return ev.op == "softmax" and len(s) == 4 and s[0] > self._batch and s[0] % self._batch == 0 and s[2] == s[3]
+
+    def _partition(self, ev: _Event) -> tuple[Found, _Frame] | str:
+        """A softmax (B·nW, heads, M, M)'s windows, matched exactly to a recent map's positions
+        (:func:`attnviz.capture.partitions.find_partition`), and the frame of the module that got the map; else why
+        not."""
+        frames = [f for f in reversed(ev.frames) if f.name is not None and f.inp is not None]
+
+        def grid_input(grid: tuple[int, int], channels_last: bool) -> tuple[int, bool] | None:
+            for i, f in enumerate(frames):
+                x = f.inp
+                if x is None or x.dim() != 4 or x.shape[0] != self._batch:
+                    continue
+                fits = [
+                    last
+                    for last in (channels_last, not channels_last)
+                    if tuple(x.shape[1:3] if last else x.shape[2:]) == grid
+                ]
+                if fits:
+                    return i, fits[0]
+            return None
+
+        query = ev.inp if ev.fused else None
+        inputs = [(f.inp, f.tensors == 1) for f in frames]
+        try:
+            maps = [f.inp for f in frames if f.inp.dim() == 4] + list(self._recent)  # type: ignore[union-attr]
+            with torch._C.DisableTorchFunction():  # not part of the forward: no flows, constants or gates
+                found = find_partition(ev.data, self._batch, inputs, query, maps, grid_input)  # type: ignore[arg-type]
+        except (ValueError, RuntimeError, TypeError) as e:  # never the user's forward's failure
+            return f"{tuple(ev.data.shape)}: its windows could not be read ({e})"
+        return found if isinstance(found, str) else (found[0], frames[found[1]])
 
     def _tokens(self, ev: _Event, site: Site) -> TokenLayout | None:
         """The token layout of an N x N softmax (or a Q x N one whose Q <= k queries are the prefix tokens: CaiT's
