@@ -97,6 +97,12 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
                     if v.kind == "token" and v.grid
                     else {}
                 ),
+                # queries on another grid than the keys (N x M): the queries' grid and prefix
+                **(
+                    {"query_grid": list(v.qgrid), "query_prefix": int(v.data.shape[-2]) - v.qgrid[0] * v.qgrid[1]}
+                    if v.kind == "token" and v.qgrid
+                    else {}
+                ),
             }
             for v, m in zip(views, maps, strict=True)
         ],

@@ -90,4 +90,8 @@ def test_token_softmax_with_heads_times_n_equal_c_is_not_cross_covariance() -> N
     with torch.no_grad(), AttentionRecorder(model) as rec:
         model(torch.randn(2, 3, 32, 32))  # a 4 x 4 grid: N = 16, 8 heads, C = 128 = 8 * 16
     assert not [m for m in rec.maps if m.kind == "channel_pairwise"]
-    assert [(n, s) for n, s, _ in rec.unclassified] == [("attn.softmax()", (2, 8, 16, 16))]
+    # no feature map shows its 4 x 4 grid: it is read from the shapes (tests/test_pooled.py), as token attention
+    assert [(m.name, m.kind, m.size, tuple(m.data.shape)) for m in rec.maps] == [
+        ("attn.softmax()", "token", (4, 4), (2, 1, 16, 16))
+    ]
+    assert "grid read from the shapes" in rec.maps[0].layout and not rec.unclassified

@@ -3,8 +3,9 @@ default input size, batch 1, plus controls without attention. The measure is ben
 printed (``pytest -s tests/test_zoo.py``) and ``python bench/zoo.py`` writes it to bench/ZOO.md.
 
 Asserted here is what holds today and must keep holding: logits bit-identical with and without the recorder, no hook
-or function mode left, 0 maps for the controls, one token map per block for ViT/DeiT/registers/EVA-02. What is not
-yet read (windows, class attention, cross-covariance, ...) is in the table, not asserted.
+or function mode left, 0 maps for the controls, one token map per block for ViT/DeiT/registers/EVA-02, and the
+families read whole (class attention, cross-covariance, N x M attention, grids read from the shapes). What is not
+yet read is in the table, not asserted.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ READ_WHOLE = {
     "xcit_nano_12_p16_224": {"channel_pairwise": 12, "token": 2},
     "convit_tiny": {"token": 2},
 }
+#: queries and keys on different grids (N x M) and token grids no feature map shows (tests/test_pooled.py): every
+#: attention module of these is one token map, nothing else (PVT-v2's and MViT-v2's single-head first stage is not a
+#: spatial gate, CrossViT's grids are its patch grids, not a dropout's (1, 401))
+READ_WHOLE_TOKENS = {"pvt_v2_b0": 8, "mvitv2_tiny": 10, "levit_128s": 11, "crossvit_tiny_240": 21}
 #: windowed and partitioned attention (tests/test_partitions.py): one window map per attention module, every one read:
 #: Swin's and SwinV2's shifted windows, MaxViT's block and grid attention (besides its MBConv SE gates), NesT's blocks
 READ_WHOLE_WINDOWS = {
@@ -110,6 +115,9 @@ def test_zoo_network(rows: dict[str, object], family: str, name: str, control: b
         assert row.found == row.present and row.unclassified == 0, row.reasons
         assert row.kinds.get("window") == READ_WHOLE_WINDOWS[name] == len(row.present), row.kinds
         assert set(row.kinds) <= {"window", "channel"}, row.kinds
+    if name in READ_WHOLE_TOKENS:  # one token map per attention module, every one read, no other kind
+        assert row.found == row.present and row.unclassified == 0, row.reasons
+        assert row.kinds == {"token": READ_WHOLE_TOKENS[name]} == {"token": len(row.present)}, row.kinds
     if name == "convit_tiny":  # its per-head gating sigmoid(gating_param) is a constant, not channel gates
         assert "channel" not in row.kinds
 

@@ -59,7 +59,7 @@ from .kinds import Canon
 from .partitions import Found, find_partition
 from .sites import Site, Unpermute, canonical, gate_module_op, gate_op, softmax_dim, unpermuted_gate
 from .structure import Discovery, cache_discovery, first_tensor, tensors_in
-from .tokens import TokenLayout, token_layout
+from .tokens import TokenLayout, attention_layout
 
 __all__ = ["DiscoveryPass"]
 
@@ -191,7 +191,9 @@ class DiscoveryPass:
         self._calls: dict[int, int] = {}
         self._events: list[_Event] = []
         self._by_out: dict[int, _Event] = {}
-        self._grids: list[tuple[nn.Module, tuple[int, int]]] = []  # (module, (H, W)) of 4-d outputs, in order
+        # (module, (H, W), the seq of the latest weight before it) of 4-d outputs that carry no weight, in order
+        self._grids: list[tuple[nn.Module, tuple[int, int], int]] = []
+        self._image: tuple[int, int] | None = None  # (H, W) of the model's input image
         # id(tensor) -> (tensor, the weights it was computed from); the tensor is held so its id stays its own
         self._carries: dict[int, tuple[Tensor, frozenset[_Event]]] = {}
         # id(tensor) -> tensor computed from the model's parameters, buffers and constants only (not the image)
@@ -212,6 +214,8 @@ class DiscoveryPass:
         self._batch = batch
         self._calls[id(self.model)] = 1
         self._stack = [_Frame(self.model, "", 0, first_tensor(args))]  # the root's global pre-hook has already run
+        x = self._stack[0].inp
+        self._image = (int(x.shape[-2]), int(x.shape[-1])) if x is not None and x.dim() == 4 else None
         self._const = {id(t): t for t in itertools.chain(self.model.parameters(), self.model.buffers())}
         self._handles = [register_module_forward_pre_hook(self._pre), register_module_forward_hook(self._post)]
         self._mode = _Mode(self)
@@ -258,8 +262,9 @@ class DiscoveryPass:
         frame.out = output
         if isinstance(output, Tensor) and output.dim() == 4 and output.shape[0] == self._batch:
             self._recent.appendleft(output)  # the maps a partitioned attention's windows may come from
-        if isinstance(output, Tensor) and output.dim() == 4 and frame.name is not None:
-            self._grids.append((module, (int(output.shape[2]), int(output.shape[3]))))  # a patch grid, maybe
+        if isinstance(output, Tensor) and output.dim() == 4 and frame.name is not None and not self._carried(output):
+            seq = self._events[-1].seq if self._events else -1  # a patch grid, maybe (not a weight passed on: dropout)
+            self._grids.append((module, (int(output.shape[2]), int(output.shape[3])), seq))
         op = gate_module_op(module)
         if op is not None and isinstance(output, Tensor) and frame.name is not None:
             dim = None
@@ -324,7 +329,7 @@ class DiscoveryPass:
         judged as a discovered softmax of that shape is, against the modules running around it: its canonical
         weight (or why it fits no kind) and the frame of its reference module; a token layout's patch-grid module
         becomes ``site.grid``."""
-        ev = _Event(0, list(self._stack), [], None, "softmax", weights.dim() - 1, "", None, weights, weights)
+        ev = _Event(next(SEQ), list(self._stack), [], None, "softmax", weights.dim() - 1, "", None, weights, weights)
         return self._classify(ev, site)
 
     def _count(self, stack: list[_Frame]) -> list[int]:
@@ -556,14 +561,16 @@ class DiscoveryPass:
                 site.transform = part[0].transform
                 site.fused = False  # kept as window maps are (every head by default), not as token rows
                 return part[0].transform(site.owner, ev.data, tuple(part[1].inp.shape)), part[1]  # type: ignore[union-attr]
-        tokens = self._tokens(ev, site) if op == "softmax" and not windowed else None  # windows are no prefix + grid
+        found = self._tokens(ev) if op == "softmax" and not windowed else None  # windows are no prefix + grid
+        tokens = None if found is None else found[0]
         first: Canon | str | None = part if windowed else None  # type: ignore[assignment]
         for f in order:
             ref = tuple(f.inp.shape)  # type: ignore[union-attr]
             canon = canonical(ev.data, batch=self._batch, ref=ref, op=op, dim=ev.dim, tokens=tokens)
             if isinstance(canon, Canon) and canon.kind == "token":  # its reference: the module that got the tokens
-                n = ev.data.shape[-1]
-                got = [g for g in frames if g.inp is not None and g.inp.dim() == 3 and g.inp.shape[1] == n]
+                n = ev.data.shape[-2:]  # its queries (PVT: the keys are computed inside), or its keys
+                got = [g for g in frames if g.inp is not None and g.inp.dim() == 3 and g.inp.shape[1] in n]
+                self._mark(site, found)
                 return canon, got[0] if got else f
             if isinstance(canon, Canon):
                 return canon, f
@@ -577,6 +584,8 @@ class DiscoveryPass:
         if first is not None:  # judged against every feature map around it, it fits none: say why (first reason)
             return first, None
         canon = canonical(ev.data, batch=self._batch, ref=None, op=op, dim=ev.dim, tokens=tokens)  # no 4-d map
+        if isinstance(canon, Canon) and canon.kind == "token":
+            self._mark(site, found)
         return canon, None
 
     def _windowed(self, ev: _Event) -> bool:
@@ -614,17 +623,22 @@ class DiscoveryPass:
             return f"{tuple(ev.data.shape)}: its windows could not be read ({e})"
         return found if isinstance(found, str) else (found[0], frames[found[1]])
 
-    def _tokens(self, ev: _Event, site: Site) -> TokenLayout | None:
-        """The token layout of an N x N softmax (or a Q x N one whose Q <= k queries are the prefix tokens: CaiT's
-        class attention): N = k + H·W over the latest feature map (B, C, H, W) computed before
-        it (a ViT's patch-embed convolution's output) that the model's own prefix count allows; its module becomes
-        the site's ``grid`` (read again in every forward)."""
-        s = ev.data.shape
-        if ev.data.dim() < 3 or s[-2] > s[-1]:
+    def _tokens(self, ev: _Event) -> tuple[TokenLayout, nn.Module | None, nn.Module | None] | None:
+        """The token layout of a softmax (..., Nq, Nk) (:func:`attnviz.capture.tokens.attention_layout`): N x N, or
+        Nq <= k prefix queries over N = k + H·W (CaiT's class attention), or queries and keys on different grids
+        (N x M), each side over the latest feature map (B, C, H, W) computed before it that the model's own prefix
+        count allows (a ViT's patch-embed convolution's output, PVT's strided reduction, MViT's pooling), else read
+        from the shapes against the input image; with the modules whose outputs showed the keys' and the queries'
+        grids (``None``: from the shapes, or the keys' own)."""
+        s = tuple(ev.data.shape)
+        if len(s) < 3:
             return None
-        for module, grid in reversed(self._grids):
-            layout = token_layout(int(s[-1]), grid, self.model)
-            if layout is not None and (s[-2] == s[-1] or 1 <= s[-2] <= layout.prefix):  # N x N, or class attention
-                site.grid = module
-                return layout
-        return None
+        before = [(m, g) for m, g, seq in reversed(self._grids) if seq < ev.seq]
+        return attention_layout(s, before, before, image=self._image, batch=self._batch, model=self.model)
+
+    @staticmethod
+    def _mark(site: Site, found: tuple[TokenLayout, nn.Module | None, nn.Module | None] | None) -> None:
+        """A token site's layout is read again in every forward: over these modules' outputs, else the shapes."""
+        if found is not None:
+            _, site.grid, site.qgrid = found
+            site.tokens = True

@@ -95,7 +95,7 @@ class SiteHooks:
         self.thread: int | None = None
         #: id(module) -> the shape of its latest input, for owners and reference modules of the hooked sites
         self.shapes: dict[int, tuple[int, ...]] = {}
-        #: id(module) -> the shape of its latest output, for the sites' patch-grid modules (``Site.grid``)
+        #: id(module) -> the shape of its latest output, for the sites' patch-grid modules (``Site.grid``, ``qgrid``)
         self.outputs: dict[int, tuple[int, ...]] = {}
         self._lock = model_lock(model)
         self._locked = False
@@ -186,9 +186,10 @@ class SiteHooks:
             if s.ref is not None and id(s.ref) not in self._watched:
                 self._watched.add(id(s.ref))
                 self._handles.append(s.ref.register_forward_pre_hook(self._ref_pre))
-            if s.grid is not None and ("grid", id(s.grid)) not in self._watched:
-                self._watched.add(("grid", id(s.grid)))
-                self._handles.append(s.grid.register_forward_hook(self._grid_post))
+            for grid in (s.grid, s.qgrid):  # the keys' and (N x M attention) the queries' grid
+                if grid is not None and ("grid", id(grid)) not in self._watched:
+                    self._watched.add(("grid", id(grid)))
+                    self._handles.append(grid.register_forward_hook(self._grid_post))
 
     # -- hooks -----------------------------------------------------------------------------------------------
     def _root_pre(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:

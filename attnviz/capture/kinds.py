@@ -15,6 +15,10 @@ memory            (B, S, H, W)        over S      the most variable memory unit 
 token             (B, heads, Q, N),   each row    the class token's attention      its rows per head and their mean,
                   N = k + H*W                     over the grid, head mean; a      the other prefix tokens' rows
                                                   clicked query's row              (gray tiles)
+  (N x M)         (B, heads, Nq, Nk)  each row    on the keys' grid: what each     the same per head and their mean
+                  on two grids                    key receives (query + head       (gray tiles)
+                                                  mean) or the class token's row;
+                                                  a clicked query's row
 window            (B, nW, heads,      each row    what each position receives in   a clicked query's row on the grid,
                   M², M²)                         its window (query + head mean),  per head and averaged (gray tiles)
                                                   shift undone; a clicked query's
@@ -28,6 +32,14 @@ A ``token`` map is a vision transformer's attention (Dosovitskiy et al., ICLR 20
 prefix tokens' rows of every head beside it. Q = N, except in class attention (CaiT, Touvron et al., ICCV 2021),
 where only the Q <= k prefix (class) tokens query: ``data`` is (B, heads, Q, N) and every view is the class token's
 row. Blocks that run before the class token joins (CaiT's self-attention, ConViT's GPSA) have k = 0.
+
+Queries and keys on different grids (N x M) are ``token`` maps too, not a kind of their own (one table, one set of
+views per kind): spatial-reduction attention (PVT), pooling attention (MViT), LeViT's subsampling attention. ``data``
+is (B, heads, Nq, Nk) with Nq = kq + Hq*Wq queries and Nk = k + Hk*Wk keys; ``size`` is the keys' grid as for every
+token map, and the queries' grid rides beside it (``Canon.tokens.query``, ``AttentionMap.qgrid``, ``View.qgrid``, the
+view rules' ``qgrid``). Its views lie on the keys' grid (:mod:`attnviz.capture.pooled`): what each key receives (the
+mean over queries and heads) or, where the queries have a class token, its row; a clicked query (a cell of the
+queries' grid) shows its row. Switching it off is uniform 1/Nk over the keys, as for every softmax.
 
 A ``window`` map is windowed attention (Swin, Liu et al., ICCV 2021) kept per window, with its
 :class:`~attnviz.capture.windows.WindowLayout` (window size, cyclic shift, padding) in ``Canon.window`` /
@@ -52,7 +64,8 @@ from torch import Tensor
 
 from .. import render
 from ..blocks.tap import KINDS
-from .tokens import MAX_PREFIX
+from .pooled import key_maps
+from .tokens import MAX_PREFIX, TokenLayout
 from .windows import WindowLayout, query_rows, received
 
 __all__ = ["KIND_SPECS", "KINDS", "Canon", "Drawable", "KindSpec", "detail_image", "gray_tiles", "spec"]
@@ -69,6 +82,8 @@ class Canon:
         raw: the full tensor where the canonical one is a reduction of it (full-size and grouped gates), else None.
         layout: how the weight was laid out when computed, e.g. ``"(B, C, 1, 1) gate"``.
         window: a ``window`` map's windows on its grid (:class:`~attnviz.capture.windows.WindowLayout`), else None.
+        tokens: a ``token`` map's token layout (:class:`~attnviz.capture.tokens.TokenLayout`: the keys', with the
+            queries' as its ``query`` where they lie on another grid), where it was read from one; else None.
     """
 
     kind: str
@@ -77,6 +92,12 @@ class Canon:
     raw: Tensor | None = None
     layout: str = ""
     window: WindowLayout | None = None
+    tokens: TokenLayout | None = None
+
+    @property
+    def qgrid(self) -> tuple[int, int] | None:
+        """A token map's query grid where its queries lie on another grid than its keys (N x M), else None."""
+        return None if self.tokens is None or self.tokens.query is None else self.tokens.query.grid
 
 
 class Drawable(Protocol):
@@ -103,10 +124,13 @@ class Drawable(Protocol):
     @property
     def window(self) -> WindowLayout | None: ...
 
+    @property
+    def qgrid(self) -> tuple[int, int] | None: ...
+
 
 #: (data without the batch dimension, feature-map size, owner's activation or None, query or None (the kind's
-#: default), the map's kept prefix rows per head without the batch dimension or None, a window map's layout or None)
-#: -> (map or None, label, query cell or None)
+#: default), the map's kept prefix rows per head without the batch dimension or None, a window map's layout or None,
+#: an N x M token map's query grid or None) -> (map or None, label, query cell or None)
 ViewRule = Callable[
     [
         np.ndarray,
@@ -115,6 +139,7 @@ ViewRule = Callable[
         "tuple[float, float] | None",
         "np.ndarray | None",
         "WindowLayout | None",
+        "tuple[int, int] | None",
     ],
     "tuple[np.ndarray | None, str, tuple[int, int] | None]",
 ]
@@ -324,16 +349,17 @@ Query = tuple[float, float] | None
 Rows = np.ndarray | None
 Act = np.ndarray | None
 Win = WindowLayout | None
+Data = np.ndarray
 
 
 def _view_none(
-    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+    data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
 ) -> Shown:
     return None, "", None
 
 
 def _view_spatial(
-    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+    data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
 ) -> Shown:
     return data, "spatial gate", None
 
@@ -342,7 +368,7 @@ def _view_activation(label: str) -> ViewRule:
     """The owner's activation (channel mean of the attention module's output), where the caller passes one."""
 
     def view(
-        data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+        data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
     ) -> Shown:
         return (activation, label, None) if activation is not None else (None, "", None)
 
@@ -350,7 +376,7 @@ def _view_activation(label: str) -> ViewRule:
 
 
 def _view_pairwise(
-    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+    data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
 ) -> Shown:
     if size is None:
         return None, "", None
@@ -359,7 +385,7 @@ def _view_pairwise(
 
 
 def _view_memory(
-    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+    data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
 ) -> Shown:
     unit = int(data.reshape(data.shape[0], -1).std(axis=1).argmax())
     return data[unit], f"memory unit {unit} (most variable)", None
@@ -392,10 +418,14 @@ def token_prefix_rows(data: np.ndarray, size: tuple[int, int], rows: Rows = None
 
 
 def _view_token(
-    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+    data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
 ) -> Shown:
     if size is None:
         return None, "", None
+    if qgrid is not None:  # queries and keys on different grids (N x M): on the keys' grid (attnviz.capture.pooled)
+        cell = None if query is None else render.query_cell(query, (1, 1), qgrid)
+        maps, label = key_maps(data, size, qgrid, cell, rows)
+        return maps[-1], f"{label}, head mean", cell
     k = token_prefix(data, size)
     if k > 0 and (query is None or data.shape[-2] <= k):  # the block's view, or class attention (only prefix queries)
         return data[:, 0, k:].mean(axis=0).reshape(size), "class token's attention, head mean", None
@@ -404,7 +434,7 @@ def _view_token(
 
 
 def _view_window(
-    data: np.ndarray, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None
+    data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
 ) -> Shown:
     if window is None:
         return None, "", None
@@ -435,7 +465,10 @@ def _detail_pairwise(view: Drawable, topk: int | None) -> np.ndarray | None:
 def _detail_token(view: Drawable, topk: int | None) -> np.ndarray | None:
     if view.grid is None:
         return None
-    if view.cell is not None:
+    qgrid = getattr(view, "qgrid", None)
+    if qgrid is not None:  # N x M: per head and their mean on the keys' grid
+        tiles = key_maps(view.data, view.grid, qgrid, view.cell, view.rows)[0]
+    elif view.cell is not None:
         tiles = token_query(view.data, view.grid, view.cell)
     elif token_prefix(view.data, view.grid) > 0:
         tiles = token_prefix_rows(view.data, view.grid, view.rows)

@@ -56,6 +56,9 @@ class AttentionMap:
         rows: ``kept == "rows"``: the first query rows of every head, (B, heads, k, Nk) (the class token's for a ViT).
         window: a ``window`` map's windows on its grid (window size, shift, padding;
             :class:`~attnviz.capture.windows.WindowLayout`), else ``None``.
+        qgrid: a ``token`` map whose queries lie on another grid than its keys (N x M: PVT's spatial-reduction,
+            MViT's pooling, LeViT's subsampling attention): the queries' (Hq, Wq), Nq = kq + Hq·Wq (``size`` is the
+            keys' grid, Nk = k + H·W); else ``None``.
     """
 
     name: str
@@ -68,6 +71,7 @@ class AttentionMap:
     kept: str = ""
     rows: Tensor | None = None
     window: WindowLayout | None = None
+    qgrid: tuple[int, int] | None = None
 
     @property
     def stage(self) -> int | None:

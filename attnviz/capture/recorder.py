@@ -32,7 +32,7 @@ from .kinds import KIND_SPECS, Canon
 from .maps import AttentionMap, to_cpu
 from .sites import Site, axis_alone, canonical, pair_axes
 from .structure import Discovery, cached_discovery, first_tensor, remember_layout, structure
-from .tokens import TokenLayout, prefix_names, token_layout
+from .tokens import TokenLayout, attention_layout, prefix_names
 
 __all__ = ["AttentionRecorder"]
 
@@ -144,6 +144,7 @@ class AttentionRecorder:
         self._maps: list[AttentionMap] = []
         self._flags: list[tuple[nn.Module, bool]] = []
         self._batch = 1
+        self._image: tuple[int, int] | None = None  # (H, W) of this forward's input image (token grids from shapes)
         self._hooks = SiteHooks(model, on_tap=self._on_tap, on_site=self._capture, on_forward=self._root_pre)
         self._shapes = self._hooks.shapes  # the reference modules' input shapes, kept after exit for reading maps
         self._pass: DiscoveryPass | None = None
@@ -223,6 +224,7 @@ class AttentionRecorder:
         x = first_tensor(args)
         x = first_tensor(tuple(kwargs.values())) if x is None else x
         self._batch = int(x.shape[0]) if x is not None and x.dim() > 0 else 1
+        self._image = (int(x.shape[-2]), int(x.shape[-1])) if x is not None and x.dim() == 4 else None
         if self._discover and self._pass is None:
             self._pass = DiscoveryPass(
                 self.model, self.paths, self._covered, self._fingerprint, keep=self.keep, plain=self._plain
@@ -246,8 +248,7 @@ class AttentionRecorder:
             if not self._wanted(site):
                 continue
             if canon is not None and canon.kind == "token" and canon.size is not None:
-                k = int(weight.shape[-1]) - canon.size[0] * canon.size[1]
-                self._layouts[seq] = TokenLayout(k, canon.size, prefix_names(self.model, k) if k else ())
+                self._layouts[seq] = self._layout_of(canon, weight)
             if site.fused and (canon is not None or self._declared_kind(site.name) is not None):
                 self._raw.append((seq, site, self._keep(seq, site, weight, ref), ref, dim))  # as later forwards do
             elif self._declared_kind(site.name) is not None:  # the user's kind, judged as later forwards judge it
@@ -273,9 +274,8 @@ class AttentionRecorder:
         if site.compute is not None and site.ref is None and site.grid is None and self._pass is not None:
             self._learn(seq, site, weight)
         ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
-        grid = self._hooks.outputs.get(id(site.grid)) if site.grid is not None else None
-        if grid is not None and len(grid) == 4 and seq not in self._layouts:  # token attention: this forward's layout
-            layout = token_layout(int(weight.shape[-1]), (int(grid[2]), int(grid[3])), self.model)
+        if (site.tokens or site.grid is not None) and seq not in self._layouts:  # token attention: this forward's
+            layout = self._read_tokens(site, weight)
             if layout is not None:
                 self._layouts[seq] = layout
         if site.fused:  # computed for this site alone (no one else holds it): kept as the policy says
@@ -296,18 +296,41 @@ class AttentionRecorder:
         if ref.inp is not None:
             self._shapes[id(ref.module)] = tuple(ref.inp.shape)
         if isinstance(canon, Canon) and canon.kind == "token" and canon.size is not None:
-            k = int(weight.shape[-1]) - canon.size[0] * canon.size[1]
-            self._layouts[seq] = TokenLayout(k, canon.size, prefix_names(self.model, k) if k else ())
+            self._layouts[seq] = self._layout_of(canon, weight)
             if site.grid is not None:
                 self._hooks.outputs.pop(id(site.grid), None)  # this forward's grid: the layout above
         self._hooks.watch([site])
         remember_layout(self.model, site)
+
+    def _layout_of(self, canon: Canon, weight: Tensor) -> TokenLayout:
+        """The token layout a token map was read with (its keys', and its queries' where they differ)."""
+        if canon.tokens is not None:
+            return canon.tokens
+        assert canon.size is not None
+        k = int(weight.shape[-1]) - canon.size[0] * canon.size[1]
+        return TokenLayout(k, canon.size, prefix_names(self.model, k) if k else ())
+
+    def _read_tokens(self, site: Site, weight: Tensor) -> TokenLayout | None:
+        """A token site's layout in this forward (:func:`~attnviz.capture.tokens.attention_layout`): over its grid
+        modules' outputs (``Site.grid``: the keys', ``Site.qgrid``: the queries'), else from the shapes against this
+        forward's input image where discovery read them so (``Site.tokens``)."""
+        sides = []
+        for module in (site.grid, site.qgrid):
+            out = self._hooks.outputs.get(id(module)) if module is not None else None
+            sides.append([] if out is None or len(out) != 4 else [(module, (int(out[2]), int(out[3])))])
+        image = self._image if site.tokens else None
+        found = attention_layout(
+            tuple(weight.shape), sides[0], sides[1], image=image, batch=self._batch, model=self.model
+        )
+        return None if found is None else found[0]
 
     def _keep(self, seq: int, site: Site, weight: Tensor, ref: tuple[int, ...] | None) -> Tensor:
         """What the keep policy keeps of a fused weight (B, heads, Nq, Nk), checked against the memory limit; the rows
         (``keep="rows"``) wait beside it until the map is made."""
         how = self.keep.admit(site.name, tuple(weight.shape), ref)
         layout = self._layouts.get(seq)
+        if layout is not None and layout.query is not None:  # N x M: the queries' prefix rows (the class token's)
+            layout = layout.query
         kept = self.keep.reduce(weight, how, None if layout is None else layout.prefix)
         self._kept[seq] = kept
         return kept.weight
@@ -389,6 +412,8 @@ class AttentionRecorder:
             if c.kind == "token" and seq not in self._kept and size is not None:  # an explicit softmax's weight
                 ref = self._shapes.get(id(site.ref if site.ref is not None else site.owner))
                 k = int(c.data.shape[-1]) - size[0] * size[1]
+                if c.qgrid is not None:  # N x M: the queries' prefix rows (the class token's)
+                    k = int(c.data.shape[-2]) - c.qgrid[0] * c.qgrid[1]
                 self._kept[seq] = kept = self.keep.reduce(c.data, self.keep.how(tuple(c.data.shape), ref), k)
                 c = dataclasses.replace(c, data=kept.weight)
             if c.kind == "window" and seq not in self._kept:  # per window; keep="auto"/"full": every head
@@ -399,7 +424,7 @@ class AttentionRecorder:
             how = "" if kept is None else kept.how
             rows = None if kept is None or kept.rows is None else kept.rows.to(self.dtype)
             layout = c.layout if kept is None else kept.describe(c.layout)  # the heads as computed, what was kept
-            m = AttentionMap(site.name, c.kind, data, size, site.how, layout, raw, how, rows, c.window)
+            m = AttentionMap(site.name, c.kind, data, size, site.how, layout, raw, how, rows, c.window, c.qgrid)
             out.append((seq, m))
         self._raw.clear()
         self._canon.clear()

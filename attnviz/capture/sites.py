@@ -27,6 +27,8 @@ softmax (B,heads,d,d), heads·d = C tokens'   channel_pairwise       (B, C, C) b
 softmax (B,N,S) or (B,S,N), S > 1           memory                 (B, S, H, W)
 softmax (B,heads,N,N), N = k + H·W tokens    token                  (B, heads, N, N), k prefix tokens + the grid
 softmax (B,heads,q,N), q <= k (CaiT)         token                  (B, heads, q, N): class attention
+softmax (B,heads,Nq,Nk), Nq = kq + Hq·Wq     token                  (B, heads, Nq, Nk): queries and keys on
+  queries, Nk = k + Hk·Wk keys (PVT, MViT)                          different grids (``qgrid``)
 softmax (B,H,W,H+W[-1]) over dim 3 (CCNet)  pairwise               (B, 1, N, N), zero off each query's cross
 ==========================================  =====================  ==============================================
 
@@ -151,7 +153,13 @@ class Site:
             explicitly while recording (:mod:`attnviz.capture.fused`); what is kept of it follows the recorder's
             :class:`~attnviz.capture.fused.KeepPolicy`.
         grid: for token attention, the module whose output (B, C, H, W) is the patch grid the tokens come from (a
-            ViT's patch-embed convolution, :mod:`attnviz.capture.tokens`); its shape is read in every forward.
+            ViT's patch-embed convolution, :mod:`attnviz.capture.tokens`); its shape is read in every forward. For
+            queries and keys on different grids (N x M), the keys' grid.
+        qgrid: for N x M token attention, the module whose output (B, C, H, W) is the queries' grid (``None``: the
+            keys' tokens, or read from the shapes).
+        tokens: token attention whose layout is read again in every forward (:func:`attnviz.capture.tokens.
+            attention_layout`): from ``grid``'s and ``qgrid``'s outputs, and from the shapes and the input image
+            where no module showed a side's grid.
         compute: ``fn(owner, args, kwargs) -> weight`` (B, heads, Nq, Nk): the weight is computed from the owner's
             inputs after its forward, while the site is kept (an adapter's ``Computed`` entry, e.g.
             ``nn.MultiheadAttention``, :mod:`attnviz.capture.mha`); ``None``: the weight is read where it is computed.
@@ -174,6 +182,8 @@ class Site:
     transform: Callable[[nn.Module, Tensor, tuple[int, ...] | None], Any] | None = field(default=None, repr=False)
     fused: bool = False
     grid: nn.Module | None = None
+    qgrid: nn.Module | None = None
+    tokens: bool = False
     compute: Callable[[nn.Module, tuple, dict], Tensor] | None = field(default=None, repr=False)
     apply: Callable[[nn.Module, tuple, dict, Any, Tensor], Any] | None = field(default=None, repr=False)
     why: str = ""
@@ -202,7 +212,8 @@ def canonical(
         declared: ``kind`` is the user's declaration: the map must also mean what the kind says
             (:func:`declared_meaning`), or it is refused with the reason.
         tokens: the token layout of the model's patch grid in this forward (:mod:`attnviz.capture.tokens`): an
-            N x N softmax with N = k + H·W that fits no feature map is ``token`` attention.
+            N x N softmax with N = k + H·W that fits no feature map is ``token`` attention; with ``tokens.query``,
+            an Nq x Nk softmax whose queries and keys lie on those two layouts is (N x M).
     """
     if kind is not None:
         if kind not in KIND_SPECS:
@@ -288,6 +299,13 @@ def _softmax(
     if s[0] % batch:
         return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
     lead = s[0] // batch
+    query = None if tokens is None else tokens.query
+    if nd >= 4 and d == nd - 1 and query is not None and (s[-2], s[-1]) == (query.n, tokens.n):  # type: ignore[union-attr]
+        # queries and keys on different grids (PVT, MViT, LeViT); (B, heads, ...), never (B, N, S) memory
+        heads = lead * math.prod(s[1:-2])
+        layout = f"{shape_str(s)} softmax, {heads} head(s), queries Nq = {query.describe()}, keys Nk = "
+        data = t.reshape(batch, heads, s[-2], s[-1])
+        return Canon("token", data, tokens.grid, None, layout + tokens.describe(), tokens=tokens)  # type: ignore[union-attr]
     if nd >= 3 and s[-1] == s[-2] and d >= nd - 2:  # (B, [heads,] M, M)
         m = s[-1]
         heads = lead * math.prod(s[1:-2])
@@ -306,13 +324,13 @@ def _softmax(
             if heads != 1:
                 return f"{shape_str(s)}: a C x C softmax with {heads} heads"
             return Canon("channel_pairwise", t.reshape(batch, m, m), None, None, f"{shape_str(s)} softmax, C x C")
-        if grid is not None:
+        if grid is not None and (n == m or tokens is None or tokens.n != m):  # a guessed square grid yields to tokens
             data = t.reshape(batch, heads, m, m)
             return Canon("pairwise", data, grid, None, f"{shape_str(s)} softmax, {heads} head(s), N x N")
         if tokens is not None and tokens.n == m:
             data = t.reshape(batch, heads, m, m)
             layout = f"{shape_str(s)} softmax, {heads} head(s), N = {tokens.describe()}"
-            return Canon("token", data, tokens.grid, None, layout)
+            return Canon("token", data, tokens.grid, None, layout, tokens=tokens)
         return f"{shape_str(s)}: an M x M softmax with M = {m}, neither C nor H*W of the feature map"
     if nd >= 3 and tokens is not None and s[-1] == tokens.n and 1 <= s[-2] <= tokens.prefix and d == nd - 1:
         # class attention (CaiT, Touvron et al., ICCV 2021): only the prefix (class) tokens query all N tokens
@@ -320,7 +338,7 @@ def _softmax(
         heads = lead * math.prod(s[1:-2])
         layout = f"{shape_str(s)} softmax, {heads} head(s), class attention: {q} prefix query(ies)"
         layout += f", N = {tokens.describe()}"
-        return Canon("token", t.reshape(batch, heads, q, m), tokens.grid, None, layout)
+        return Canon("token", t.reshape(batch, heads, q, m), tokens.grid, None, layout, tokens=tokens)
     if lead != 1:
         return f"{shape_str(s)}: the first dimension is not the batch ({batch})"
     if nd == 4 and d == 3 and ref is not None and len(ref) == 4 and s[1:3] == tuple(ref[2:]):
@@ -343,7 +361,8 @@ def _softmax(
             assert grid is not None
             return Canon("spatial", t.reshape(batch, *grid), grid, None, f"{shape_str(s)} softmax over positions")
         return Canon("channel", t, None, None, f"{shape_str(s)} softmax over channels")
-    if nd == 4 and s[1] == 1 and d >= 2:
+    if nd == 4 and s[1] == 1 and d >= 2 and (ref is None or len(ref) != 4 or s[2:] == tuple(ref[2:])):
+        # on the reference map's grid: (B, 1, Nq, Nk) over the keys (one head's attention) is not a spatial map
         return Canon("spatial", t[:, 0], (s[2], s[3]), None, f"{shape_str(s)} softmax over positions")
     if nd == 4 and s[2] == 1 and s[3] == 1 and d == 1:
         return Canon("channel", t.reshape(batch, -1), None, None, f"{shape_str(s)} softmax over channels")

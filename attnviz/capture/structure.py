@@ -165,6 +165,8 @@ def remember_layout(model: nn.Module, site: Site) -> None:
             if s.name == site.name and s.owner is site.owner:
                 s.ref = _ROOT if site.ref is model else site.ref  # the cache never holds the model (its key)
                 s.grid = _ROOT if site.grid is model else site.grid
+                s.qgrid = _ROOT if site.qgrid is model else site.qgrid
+                s.tokens = site.tokens
 
 
 def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
@@ -179,7 +181,7 @@ def cached_discovery(model: nn.Module, fp: tuple[int, ...]) -> Discovery | None:
 #: Stands for the model itself in what the caches keep: a cached value that held the model (their key) would keep
 #: it alive for ever (a WeakKeyDictionary's value must not reference its key).
 _ROOT = nn.Module()
-_SITE_MODULES = ("owner", "ref", "attention", "grid")
+_SITE_MODULES = ("owner", "ref", "attention", "grid", "qgrid")
 
 
 def _rebind(sites: list[Site], old: nn.Module, new: nn.Module) -> list[Site]:

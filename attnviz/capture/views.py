@@ -36,6 +36,7 @@ import numpy as np
 from ..render import normalize, value_range
 from .kinds import KIND_SPECS, token_prefix
 from .maps import AttentionMap
+from .pooled import key_maps
 from .rollout import rollout_matrix
 from .windows import WindowLayout, query_rows, received
 
@@ -90,6 +91,8 @@ class View:
         rows: a token map's prefix rows per head (heads, k, N) kept beside its head mean, else ``None``.
         name: a title of its own (the rollout view), else ``""`` (the title says stage, block and kind).
         window: a ``window`` map's windows on its grid (:class:`~attnviz.capture.windows.WindowLayout`), else None.
+        qgrid: a token map's query grid where its queries lie on another grid than its keys (N x M: ``grid`` is the
+            keys'; ``cell`` is on the queries' grid), else None.
     """
 
     key: str
@@ -105,6 +108,7 @@ class View:
     rows: np.ndarray | None = None
     name: str = ""
     window: WindowLayout | None = None
+    qgrid: tuple[int, int] | None = None
 
     @property
     def title(self) -> str:
@@ -142,6 +146,7 @@ def spatial_view(
     query: tuple[float, float] | None = None,
     rows: np.ndarray | None = None,
     window: WindowLayout | None = None,
+    qgrid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
     """The spatial map to overlay for one map of one image (module docstring), its label, and the query cell.
 
@@ -154,8 +159,10 @@ def spatial_view(
             a token map's class token).
         rows: a token map's kept prefix rows per head (heads, k, N) without the batch dimension, or ``None``.
         window: a window map's layout (:class:`~attnviz.capture.windows.WindowLayout`), or ``None``.
+        qgrid: an N x M token map's query grid (queries and keys on different grids, :mod:`attnviz.capture.pooled`;
+            the query is a cell of it), or ``None``.
     """
-    return KIND_SPECS[kind].view(data, size, activation, query, rows, window)
+    return KIND_SPECS[kind].view(data, size, activation, query, rows, window, qgrid)
 
 
 def build_views(
@@ -179,11 +186,10 @@ def build_views(
     for m, act in zip(result.maps, view_activations(result.maps, result.activations), strict=True):
         data = m.data[0].numpy()
         rows = None if m.rows is None else m.rows[0].numpy()
-        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows, m.window)
+        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows, m.window, qgrid=m.qgrid)
         gate = m.kind == "spatial"
-        views.append(
-            View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, m.size, cell, rows, "", m.window)
-        )
+        at = (m.size, cell, rows, "", m.window, m.qgrid)  # grid, query cell, kept rows, name, window, query grid
+        views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, *at))
     rolled = rollout_view(result.maps, query, fusion=fusion, discard_ratio=discard_ratio) if rollout else None
     return views if rolled is None else [*views, rolled]
 
@@ -192,6 +198,7 @@ def rollout_maps(maps: Sequence[AttentionMap]) -> list[AttentionMap]:
     """The token maps :func:`rollout_view` multiplies, in forward order, or ``[]`` where rollout does not apply
     (its docstring says when)."""
     tokens = [m for m in maps if m.kind == "token" and m.size is not None and m.data.shape[-2] == m.data.shape[-1]]
+    tokens = [m for m in tokens if m.qgrid is None]  # N x M attention (PVT, MViT) has no square product
     if len(tokens) < 2 or len({(m.size, m.data.shape[-1]) for m in tokens}) != 1:
         return []
     h, w = tokens[0].size  # type: ignore[misc]
@@ -278,6 +285,12 @@ def head_view(view: View, head: int | None) -> View:
             label = f"attention from query ({view.cell[0]}, {view.cell[1]}) in its window, head {head}"
         return replace(view, spatial=np.ascontiguousarray(spatial, dtype=np.float32), spatial_label=label)
     size: tuple[int, int] = view.grid  # type: ignore[assignment]
+    if view.qgrid is not None:  # queries and keys on different grids: per head on the keys' grid
+        maps, what = key_maps(view.data, size, view.qgrid, view.cell, view.rows)
+        if len(maps) > 1:
+            return replace(view, spatial=np.ascontiguousarray(maps[head]), spatial_label=f"{what}, head {head}")
+        note = "only the class token's rows per head were kept; keep='full' keeps every query's"
+        return replace(view, spatial_label=f"{view.spatial_label} (head {head}: {note})")
     k = token_prefix(view.data, size)
     if view.cell is None and k > 0:  # the class token's attention over the grid
         rows = view.data if view.data.shape[0] > 1 else view.rows  # (heads, >= 1, N)

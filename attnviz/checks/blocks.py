@@ -121,7 +121,7 @@ def block_view(
         if m.name not in block.maps:
             continue
         rows = None if m.rows is None else m.rows[0].numpy()
-        view, label, _ = spatial_view(m.kind, m.data[0].numpy(), m.size, act, query, rows, m.window)
+        view, label, _ = spatial_view(m.kind, m.data[0].numpy(), m.size, act, query, rows, m.window, qgrid=m.qgrid)
         if view is not None:
             return np.asarray(view, dtype=np.float32), label, m.name
     return None, "", None

@@ -156,7 +156,8 @@ def views_of(maps: list, acts: dict[str, Tensor]) -> dict[str, tuple[int | None,
         for i in range(m.data.shape[0]):
             a = None if act is None else act[i].numpy()
             rows = None if m.rows is None else m.rows[i].numpy()
-            spatial, _, _ = spatial_view(m.kind, m.data[i].numpy(), m.size, a, None, rows, m.window)  # None: default
+            data = m.data[i].numpy()
+            spatial, _, _ = spatial_view(m.kind, data, m.size, a, None, rows, m.window, qgrid=m.qgrid)  # default
             if spatial is None:
                 break
             views.append(torch.as_tensor(np.ascontiguousarray(spatial)))
