@@ -1,0 +1,112 @@
+"""Faithfulness on the demo checkpoints: for each attention type, over held-out test scenes, the deletion and
+insertion AUC and the ROAD MoRF/LeRF means of the blocks' attention views, Grad-CAM at the same blocks, a centre prior
+and a random map (:func:`attnviz.checks.faithfulness`), with 95 % bootstrap intervals over scenes (each scene: the
+mean over the blocks scored).
+
+    python bench/faithfulness_findings.py --data data/scenes --scenes 3 --blocks last [--attention se cbam ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from attnviz import build_model, list_attentions
+from attnviz.checks import centre_prior, faithfulness, random_map, run_checks
+from attnviz.data import SceneConfig, SceneDataset
+from attnviz.sources.checkpoint import read_card
+from attnviz.sources.demo import DEMO_ARCH, demo_file
+
+METHODS = ("attention", "gradcam", "centre", "random")
+METRICS = ("deletion", "insertion", "road_morf", "road_lerf")
+
+
+def bootstrap(v: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 2.5 %, 97.5 %) percentile bootstrap of the mean."""
+    a = np.asarray(v, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = a[rng.integers(0, a.size, (n, a.size))].mean(1)
+    return float(a.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def measure(attention: str, data: str, scenes: int, seed: int, blocks: str) -> dict:
+    path = demo_file(attention)
+    card = read_card(path)
+    model = build_model(DEMO_ARCH, attention, weights=str(path)).eval()
+    config = SceneConfig.from_dict(card["data"]["train"]["config"]).held_out()
+    test = SceneDataset(data, "test", scenes, seed=seed, config=config)
+    mean = torch.tensor(card["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(card["std"]).view(1, 3, 1, 1)
+    per_scene: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in METHODS}
+    t0 = time.perf_counter()
+    scored = 0
+    for i in range(len(test)):
+        image, _, _ = test[i]
+        x = (image[None] - mean) / std
+        c = run_checks(model, x, randomise=False, faithful=False, seed=seed)
+        checks = [b for b in c.blocks.values() if b.view is not None]
+        if blocks == "last":  # the last block of each stage
+            last = {b.stage: b for b in checks}
+            checks = list(last.values())
+        made: dict = {}
+        got: dict[str, dict[str, list[float]]] = {m: {k: [] for k in METRICS} for m in METHODS}
+        for b in checks:
+            maps = {"attention": b.view, "centre": centre_prior(b.view.shape), "random": random_map(b.view.shape, seed)}
+            if b.gradcam is not None:
+                maps["gradcam"] = b.gradcam
+            for name, curves in faithfulness(model, x, maps, c.target, seed=seed, cache=made).items():
+                for k, v in curves.json().items():
+                    if k in METRICS:
+                        got[name][k].append(v)
+        for m in METHODS:
+            for k in METRICS:
+                if got[m][k]:
+                    per_scene[m][k].append(float(np.mean(got[m][k])))
+        scored += 1
+    out = {"type": attention, "scenes": scored, "blocks": blocks, "seconds": time.perf_counter() - t0}
+    for m in METHODS:
+        out[m] = {k: bootstrap(v) for k, v in per_scene[m].items() if v}
+    return out
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| type | n | method | deletion AUC ↓ | insertion AUC ↑ | ROAD MoRF ↓ | ROAD LeRF ↑ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        for m in METHODS:
+            cells = [f"{r[m][k][0]:.3f} [{r[m][k][1]:.3f}, {r[m][k][2]:.3f}]" if k in r[m] else "–" for k in METRICS]
+            lines.append(f"| {r['type']} | {r['scenes']} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True)
+    p.add_argument("--scenes", type=int, default=3)
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--blocks", choices=("all", "last"), default="last")
+    p.add_argument("--attention", nargs="*", default=None)
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for a in args.attention or list_attentions():
+        r = measure(a, args.data, args.scenes, args.seed, args.blocks)
+        rows.append(r)
+        print(json.dumps(r), flush=True)
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
