@@ -1,12 +1,15 @@
 """Checks for every attention block: does switching it off change the decision (ablation), does its map agree with
 Grad-CAM at the same place (Selvaraju et al., ICCV 2017) or, for token attention, the network's gradient rollout
 (Chefer et al., ICCV 2021: :mod:`attnviz.checks.gradient`), does it depend on the trained weights (cascading
-randomisation, Adebayo et al., NeurIPS 2018)?
+randomisation, Adebayo et al., NeurIPS 2018)? Is it faithful: does removing the pixels it ranks first lower the
+class's probability faster than Grad-CAM, a centre prior or a random map (deletion/insertion, Petsiuk et al., BMVC
+2018; ROAD, Rong et al., ICML 2022; the math in :mod:`attnviz.checks.faithfulness`)?
 
     checks = attnviz.checks.run_checks(model, x)           # a model and one preprocessed image (1, 3, H, W)
     checks = attnviz.checks.check_result(result)           # or an analyze() result (its model from the cache)
     checks.blocks["layer2.1.attn"].ablation.top1_prob_delta, checks.all_off.top1_changed
     checks.blocks["layer2.1.attn"].gradcam_scores          # {"spearman": ..., "top20_iou": ...}
+    checks.blocks["layer2.1.attn"].faithfulness["gradcam"].json()["deletion"]   # AUC; also insertion, road_*
     checks.json()                                          # {"checks": {...}, "checks_all_off": {...}}
 
 Every check works on attnviz's own blocks, adapted timm/torchvision classes and discovered sites alike (one
@@ -15,13 +18,16 @@ mechanism: :mod:`attnviz.checks.ablate`), and leaves the model as it was (no hoo
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor, nn
 
+from ..capture.hooks import model_lock
 from ..pipeline.core import cached_model, model_input
 from ..render import figure_png, normalize, value_range
 from ..render.naming import safe_name
@@ -29,6 +35,7 @@ from ..sources.meta import meta_of
 from .ablate import OFF, Ablation, AblationResult, Effect, NotAClassifierError, ablate, neutral
 from .attribution import agreement, gradcam, rank, resize, spearman, top_iou
 from .blocks import Block, block_view, find_blocks
+from .faithfulness import BLUR_SIGMA, ROAD_FRACTIONS, ROAD_NOISE, STEPS, Curves, centre_prior, curve_inputs, random_map
 from .gradient import GradientRollout, gradient_rollout_check
 from .sanity import WARN_ABOVE, call_order, randomise_from, randomised_views, warn
 
@@ -40,6 +47,7 @@ __all__ = [
     "Block",
     "BlockCheck",
     "Checks",
+    "Curves",
     "Effect",
     "GradientRollout",
     "NotAClassifierError",
@@ -50,12 +58,16 @@ __all__ = [
     "call_order",
     "check_files",
     "check_result",
+    "centre_prior",
+    "faithfulness",
+    "faithfulness_chart_png",
     "find_blocks",
     "gradcam",
     "gradient_rollout_check",
     "neutral",
     "randomise_from",
     "randomised_views",
+    "random_map",
     "rank",
     "resize",
     "run_checks",
@@ -84,6 +96,8 @@ class BlockCheck:
         randomised: the view with the weights randomised down to this block (:mod:`attnviz.checks.sanity`), or None.
         randomised_scores: ``{"spearman", "top20_iou"}`` of ``view`` and ``randomised``, or None.
         warning: '' or the sanity warning (randomised Spearman above :data:`WARN_ABOVE`).
+        faithfulness: method (``attention``: ``view``; ``gradcam``; ``centre``: a centred Gaussian on the view's
+            grid; ``random``: a seeded uniform map on it) -> its :class:`~attnviz.checks.faithfulness.Curves`, or None.
     """
 
     path: str
@@ -100,6 +114,7 @@ class BlockCheck:
     randomised: np.ndarray | None = None
     randomised_scores: dict[str, float] | None = None
     warning: str = ""
+    faithfulness: dict[str, Curves] | None = None
 
     def json(self) -> dict[str, Any]:
         """This block's entry of result.json's ``"checks"``."""
@@ -110,6 +125,8 @@ class BlockCheck:
             out["gradient_rollout"] = dict(self.gradient_rollout_scores)
         if self.randomised_scores is not None:
             out["randomised"] = {**self.randomised_scores, "warning": self.warning}
+        if self.faithfulness is not None:
+            out["faithfulness"] = {k: c.json() for k, c in self.faithfulness.items()}
         out.update({"stage": self.stage, "maps": list(self.maps), "off": self.off})
         return out
 
@@ -145,6 +162,8 @@ class Checks:
         """``{"checks": {block path: {...}}, "checks_all_off": {...}}``, the keys result.json gets (and
         ``"checks_gradient_rollout"`` where the gradient rollout ran)."""
         info = {"target": self.target, "prob": self.prob, "seed": self.seed, "timings_ms": self.timings}
+        if any(c.faithfulness for c in self.blocks.values()):
+            info["faithfulness"] = FAITHFULNESS_SETTINGS
         out = {
             "checks": {k: v.json() for k, v in self.blocks.items()},
             "checks_all_off": None if self.all_off is None else self.all_off.json(),
@@ -153,6 +172,65 @@ class Checks:
         if self.gradient_rollout is not None:
             out["checks_gradient_rollout"] = self.gradient_rollout.json()
         return out
+
+
+#: how the faithfulness curves are made (result.json's ``checks_info.faithfulness``)
+FAITHFULNESS_SETTINGS: dict[str, Any] = {
+    "steps": STEPS,
+    "road_fractions": list(ROAD_FRACTIONS),
+    "road_noise": ROAD_NOISE,
+    "deletion": "pixels replaced by the dataset mean (0 in the normalised input), highest first; AUC, lower = more "
+    "faithful",
+    "insertion": f"pixels revealed on the image blurred with sigma {BLUR_SIGMA:g} px; AUC, higher = more faithful",
+    "road_morf": "ROAD, most relevant removed first, noisy-linear imputation; mean probability, lower = more faithful",
+    "road_lerf": "ROAD, least relevant removed first; mean probability, higher = more faithful",
+}
+
+
+@torch.inference_mode()
+def target_probs(model: nn.Module, batch: Tensor, target: int, chunk: int = 64) -> list[float]:
+    """Softmax probability of class ``target`` for each image of ``batch`` (K, C, H, W), ``chunk`` per forward."""
+    out = []
+    with model_lock(model):
+        for i in range(0, batch.shape[0], chunk):
+            logits = model(batch[i : i + chunk])
+            out += logits.float().softmax(1)[:, target].cpu().tolist()
+    return out
+
+
+def faithfulness(
+    model: nn.Module,
+    x: Tensor,
+    maps: dict[str, np.ndarray],
+    target: int,
+    *,
+    steps: int = STEPS,
+    fractions: tuple[float, ...] = ROAD_FRACTIONS,
+    chunk: int = 64,
+    seed: int = 0,
+    cache: dict[tuple, Curves] | None = None,
+) -> dict[str, Curves]:
+    """Deletion, insertion and ROAD MoRF/LeRF curves of each map for class ``target``: per map, the four curves'
+    inputs (:func:`attnviz.checks.faithfulness.curve_inputs`) go through the model as one batch (``chunk`` images per
+    forward). Equal maps (a centre prior or random map on a grid already seen) are computed once.
+
+    Args:
+        model: the classifier. x: (1, 3, H, W) the preprocessed image. maps: name -> (h, w) map, any resolution.
+        cache: curves already made for this image and target, by map (shared across calls: blocks on one grid share
+            their centre prior and random map).
+    """
+    done: dict[tuple, Curves] = {} if cache is None else cache
+    out: dict[str, Curves] = {}
+    for name, m in maps.items():
+        key = (m.shape, np.asarray(m, dtype=np.float32).tobytes())
+        if key not in done:
+            batch, lens = curve_inputs(x[:1], m, steps=steps, fractions=fractions, seed=seed)
+            p = target_probs(model, batch, target, chunk)
+            cut = np.cumsum([0, *lens])
+            parts = [p[a:b] for a, b in itertools.pairwise(cut)]
+            done[key] = Curves(*parts, fractions=list(fractions))
+        out[name] = done[key]
+    return out
 
 
 def _kind_off(kinds: list[str], residual: bool) -> str:
@@ -172,6 +250,8 @@ def run_checks(
     seed: int = 0,
     query: tuple[float, float] | None = None,
     batch_size: int = 16,
+    faithful: bool = True,
+    steps: int = STEPS,
 ) -> Checks:
     """Ablation, Grad-CAM agreement and the randomisation check for every attention block, for one image.
 
@@ -188,6 +268,9 @@ def run_checks(
         query: (x, y) fractions of the image: the query of pairwise and token views (``None``: each kind's default,
             the centre for pairwise maps, the class token for token maps).
         batch_size: most images per ablation forward.
+        faithful: the faithfulness curves of each block's view, Grad-CAM, a centre prior and a random map
+            (:func:`faithfulness`: one batch of 2 (steps + 1) + 10 images per map).
+        steps: deletion/insertion steps.
     """
     t = time.perf_counter()
     timings: dict[str, float] = {}
@@ -241,6 +324,18 @@ def run_checks(
                 check.randomised_scores = agreement(view, r)
                 check.warning = warn(check.randomised_scores["spearman"])
         out[b.path] = check
+    if faithful and abl is not None:
+        made: dict[tuple, Curves] = {}
+        for check in out.values():
+            if check.view is None:
+                continue
+            maps = {"attention": check.view}
+            if check.gradcam is not None:
+                maps["gradcam"] = check.gradcam
+            maps["centre"] = centre_prior(check.view.shape)
+            maps["random"] = random_map(check.view.shape, seed)
+            check.faithfulness = faithfulness(model, x, maps, abl.target, steps=steps, seed=seed, cache=made)
+        lap("faithfulness")
     if abl is None:
         return Checks(None, None, out, None, seed, timings, note)
     return Checks(abl.target, abl.prob, out, abl.all_off, seed, timings, note, grad_rollout)
@@ -331,6 +426,43 @@ def ablation_chart_png(checks: Checks, title: str = "") -> bytes:
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("Δ p(top-1), block off")
     ax.set_title(title or f"switching a block off (red: top-1 changes); p = {checks.prob:.3f}", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+#: the methods' colours in the faithfulness chart
+_COLORS = {"attention": "#d62728", "gradcam": "#1f77b4", "centre": "#7f7f7f", "random": "#bcbd22"}
+
+
+def faithfulness_chart_png(check: BlockCheck, title: str = "") -> bytes:
+    """A small figure of one block's faithfulness curves: deletion, insertion, ROAD (MoRF solid, LeRF dashed), one
+    line per method, the AUC (deletion, insertion) or mean (ROAD) in the legend."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    if not check.faithfulness:
+        raise ValueError(f"{check.path} has no faithfulness curves")
+    fig = Figure(figsize=(7.5, 2.4), dpi=110)
+    axes = fig.subplots(1, 3, sharey=True)
+    for name, c in check.faithfulness.items():
+        j, color = c.json(), _COLORS.get(name)
+        f = np.linspace(0, 1, len(c.deletion))
+        axes[0].plot(f, c.deletion, color=color, lw=1.2, label=f"{name} {j['deletion']:.2f}")
+        axes[1].plot(f, c.insertion, color=color, lw=1.2, label=f"{name} {j['insertion']:.2f}")
+        axes[2].plot(c.fractions, c.road_morf, color=color, lw=1.2, label=f"{name} {j['road_morf']:.2f}")
+        axes[2].plot(c.fractions, c.road_lerf, color=color, lw=1.0, ls="--", label=f"{j['road_lerf']:.2f}")
+    titles = ("deletion (lower = faithful)", "insertion (higher)", "ROAD MoRF — / LeRF --")
+    for ax, t in zip(axes, titles, strict=True):
+        ax.set_title(t, fontsize=8)
+        ax.set_xlabel("fraction of pixels", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5, loc="best", ncol=2 if ax is axes[2] else 1)
+    axes[0].set_ylabel("p(class)", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
