@@ -43,7 +43,8 @@ queries' grid) shows its row. Switching it off is uniform 1/Nk over the keys, as
 
 A ``window`` map is windowed attention (Swin, Liu et al., ICCV 2021) kept per window, with its
 :class:`~attnviz.capture.windows.WindowLayout` (window size, cyclic shift, padding) in ``Canon.window`` /
-``AttentionMap.window``; only an adapter lays a weight out as one, since the shift is the block's.
+``AttentionMap.window``; an adapter lays a weight out as one (the block's window, shift and partition), or discovery
+where the windows' tokens equal a map's positions exactly (:mod:`attnviz.capture.partitions`), never from shapes.
 
 Each entry also holds how a tap's weight becomes the canonical shape (:meth:`KindSpec.canonical`), how any tensor is
 laid out as the kind when an adapter or a user fixes it (:meth:`KindSpec.force`), and what switching the weight off
