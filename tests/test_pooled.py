@@ -539,3 +539,42 @@ def test_timm_mvitv2_levit_crossvit() -> None:
     sizes = {(m.size, int(m.data.shape[-2]), int(m.data.shape[-1])) for m in rec.maps}
     assert sizes == {((20, 20), 401, 401), ((14, 14), 197, 197), ((14, 14), 1, 197), ((20, 20), 1, 401)}
     assert all("1 prefix token(s)" in m.layout for m in rec.maps)
+
+
+def test_export_checks_and_stats_read_n_by_m_maps() -> None:
+    """The consumers read N x M maps through the kind table: result.json says the queries' grid, the checks' block
+    view and the statistics' view are what each key receives, on the keys' grid."""
+    import json
+
+    from attnviz.checks.blocks import block_view, find_blocks
+    from attnviz.export import export_files
+    from attnviz.pipeline.run import analyze
+    from attnviz.stats.localisation import views_of
+    from tests.images import ASSET
+
+    result = analyze(ASSET, attention=None, arch="timm:pvt_v2_b0", weights="random", device="cpu")
+    pooled = [m for m in result.maps if m.qgrid is not None]
+    assert len(pooled) == 6 and result.input_size[0] != result.input_size[1]  # the photo's own aspect
+    settings = {"cmap": "turbo", "alpha": 0.5, "norm": "map", "topk": 32, "query": None}
+    side = json.loads(dict(export_files(result, settings))["result.json"])
+    entries = [e for e in side["maps"] if "query_grid" in e]
+    assert [e["query_grid"] for e in entries] == [list(m.qgrid) for m in pooled]
+    assert [e["grid"] for e in entries] == [list(m.size) for m in pooled] and pooled[0].size != (7, 7)
+    assert all(e["query_prefix"] == 0 and e["prefix"] == 0 for e in entries)
+
+    stats = views_of(result.maps, {})
+    for m in pooled:
+        received = m.data[0].mean(dim=(0, 1)).reshape(m.size)  # the head mean's mean over the queries
+        assert torch.allclose(stats[m.block][1][0], received, atol=1e-6), m.name
+
+    model, x = _timm("pvt_v2_b0")
+    blocks, bmaps, acts = find_blocks(model, x)
+    shown = 0
+    for b in blocks:
+        view, label, name = block_view(b, bmaps, acts)
+        m = next((m for m in bmaps if m.name == name), None)
+        if m is not None and m.qgrid is not None:
+            assert label == "attention each key receives, query mean, head mean" and view.shape == (7, 7)
+            assert np.allclose(view, m.data[0].mean(dim=(0, 1)).reshape(7, 7).numpy(), atol=1e-6)
+            shown += 1
+    assert shown == 6
