@@ -131,6 +131,7 @@ def _index_map(h: int, w: int, channels_last: bool) -> torch.Tensor:
     return idx if channels_last else idx.permute(0, 3, 1, 2)
 
 
+@pytest.mark.slow
 def test_timm_maxvit_block_and_grid_partitions() -> None:
     timm = pytest.importorskip("timm")
     from timm.models import maxxvit
@@ -178,6 +179,7 @@ def test_timm_maxvit_nchw_and_parallel_partitions(variant: str) -> None:
         assert m.data.shape[0] == 2
 
 
+@pytest.mark.slow
 def test_timm_nest_blocks() -> None:
     timm = pytest.importorskip("timm")
     from timm.models.nest import blockify
@@ -215,6 +217,7 @@ def _tokens_seen(model: nn.Module, x: torch.Tensor, attn_type: str, block_type: 
     return [(b["x"], b["w"]) for b in seen]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("name", "size", "block", "attn"),
     [
@@ -242,6 +245,7 @@ def test_timm_swinv2_windows_are_the_tokens_attended(name: str, size: int, block
         torch.testing.assert_close(m.data.sum(-1), torch.ones(m.data.shape[:-1]), atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_torchvision_swin_v2_windows() -> None:
     tv = pytest.importorskip("torchvision")
     model = tv.models.swin_v2_t(weights=None)
@@ -447,6 +451,7 @@ def test_scratch_windows_with_queries_from_elsewhere_are_not_guessed() -> None:
     assert "also got another tensor" in why, why
 
 
+@pytest.mark.slow
 def test_timm_gcvit_local_windows_and_global_queries() -> None:
     """GCViT: local blocks are windows; a global block's queries (the global context map's tokens, shared by every
     window) are read only where one window covers the map, else listed with why (never dropped in silence)."""
@@ -459,6 +464,7 @@ def test_timm_gcvit_local_windows_and_global_queries() -> None:
     assert all("global query attention over" in u[2] for u in rec.unclassified)
 
 
+@pytest.mark.slow
 def test_timm_tiny_vit_windows_read_by_discovery() -> None:
     """TinyViT's blocks (no adapter): discovery matches the windows' tokens to the block input exactly; each window
     token is the block input's vector at the position its layout says."""
@@ -475,3 +481,18 @@ def test_timm_tiny_vit_windows_read_by_discovery() -> None:
         pos = torch.from_numpy(m.window.positions())
         assert m.window.describe() == "16 windows of 7 x 7 over a 28 x 28 grid"
         assert torch.equal(toks.reshape(*pos.shape, -1), inp.reshape(-1, inp.shape[-1])[pos])
+
+
+@pytest.mark.slow
+def test_timm_mobilevit_unfolded_patches_are_a_dilated_grid() -> None:
+    """MobileViT (Mehta & Rastegari, ICLR 2022) unfolds its map into 2 x 2 patches and attends across patches at one
+    pixel offset: (B·4, heads, N, N), each offset's N tokens a stride-2 grid of the map. Discovery reads that from
+    the unfolded tokens (exact equality), as the loop reference says."""
+    timm = pytest.importorskip("timm")
+    model = timm.create_model("mobilevit_xxs", pretrained=False)
+    rec = _record(model, torch.randn(1, 3, 256, 256))
+    assert len(rec.maps) == 9 and {m.kind for m in rec.maps} == {"window"} and not rec.unclassified
+    for m in rec.maps:
+        (h, w), (gh, gw) = m.window.grid, m.window.window
+        assert m.window.partition == "grid" and (h // gh, w // gw) == (2, 2) and m.window.count == 4
+        np.testing.assert_array_equal(m.window.positions(), _loop_grid(h, w, gh, gw))
