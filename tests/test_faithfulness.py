@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import Tensor, nn
@@ -159,3 +160,26 @@ def test_render_checks_writes_faithfulness(tmp_path: Path) -> None:
             assert {"deletion", "insertion", "road_morf", "road_lerf", "curves"} <= set(scores)
             assert all(0 <= scores[k] <= 1 for k in ("deletion", "insertion", "road_morf", "road_lerf"))
             assert len(scores["curves"]["deletion"]) == 25
+
+
+def test_stats_reports_faithfulness_per_stage_with_intervals(tmp_path: Path) -> None:
+    from attnviz.checks import block_faithfulness
+    from attnviz.stats.run import run_stats
+
+    data = tmp_path / "data"
+    for i in range(3):
+        (data / "cat").mkdir(parents=True, exist_ok=True)
+        photo((40 + 4 * i, 36)).save(data / "cat" / f"{i}.png")
+    out = tmp_path / "stats"
+    summary = run_stats(
+        data, out, attention="cbam", size=32, workers=0, progress=False, log=lambda s: None,
+        faithfulness=block_faithfulness, faithful_images=2,
+    )  # fmt: skip
+    assert summary is not None
+    rows = pd.read_csv(out / "tables" / "faithfulness.csv")
+    assert set(rows["method"]) == {"attention", "gradcam", "centre", "random"}
+    assert set(rows["stage"].astype(str)) == {"all", "1", "2", "3", "4"}
+    assert (rows["images"] == 2).all()  # the first 2 of 3 images
+    assert ((rows["ci_low"] <= rows["mean"] + 1e-12) & (rows["mean"] <= rows["ci_high"] + 1e-12)).all()
+    assert "attention deletion" in summary["faithfulness"]
+    assert "Faithfulness over 2 images" in (out / "report.md").read_text()

@@ -234,7 +234,9 @@ def checks_tab() -> ChecksTab:
     )
     run = gr.Button("Run checks", elem_id="run-checks")
     ablation = _image(
-        "ablation-chart", "What switching this block off does to the top-1 probability (red: top-1 changes)"
+        "ablation-chart",
+        "What switching this block off does to the top-1 probability (red: top-1 changes); below: the block's "
+        "faithfulness curves (deletion, insertion, ROAD) against Grad-CAM, a centre prior and a random map",
     )
     with gr.Row():
         view = _photo("check-view", "The block's view")

@@ -85,6 +85,25 @@ def ablation_chart(checks: Checks) -> bytes:
     return png
 
 
+def with_curves(chart: bytes | None, check: BlockCheck) -> bytes | None:
+    """The ablation chart with the block's faithfulness curves below it (:func:`attnviz.checks.faithfulness_chart_png`;
+    one image, so the Checks tab keeps its outputs), or the chart alone when the block has none."""
+    import io
+
+    from ..checks import faithfulness_chart_png
+
+    if chart is None or not check.faithfulness:
+        return chart
+    top = Image.open(io.BytesIO(chart)).convert("RGB")
+    low = Image.open(io.BytesIO(faithfulness_chart_png(check, f"{check.path}: faithfulness"))).convert("RGB")
+    both = Image.new("RGB", (max(top.width, low.width), top.height + low.height), "white")
+    both.paste(top, (0, 0))
+    both.paste(low, (0, top.height))
+    buf = io.BytesIO()
+    both.save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _single_mode(norm: str, gradcam: bool = False) -> str:
     """The page's normalisation for one map on its own, as the export draws the checks' maps
     (:func:`attnviz.checks.check_files`): "stage" and "network" are the map's own range; Grad-CAM is never a gate."""
@@ -166,6 +185,7 @@ def checks_panel(
         sanity = f"✅ Sanity check passed: the map changes with randomised weights (Spearman {rho:.2f} ≤ {WARN_ABOVE})."
     else:
         sanity = ""
+    chart = with_curves(chart, c)
     return chart, draw(c.view), draw(attribution, gradcam=True), draw(c.randomised), "\n\n".join(lines), sanity
 
 

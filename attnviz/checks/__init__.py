@@ -55,6 +55,7 @@ __all__ = [
     "ablation_chart_png",
     "agreement",
     "block_view",
+    "block_faithfulness",
     "call_order",
     "check_files",
     "check_result",
@@ -231,6 +232,21 @@ def faithfulness(
             done[key] = Curves(*parts, fractions=list(fractions))
         out[name] = done[key]
     return out
+
+
+def block_faithfulness(model: nn.Module, x: Tensor, *, steps: int = STEPS, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Each block's faithfulness scores for one image (what ``attnviz stats --faithfulness`` keeps): block path ->
+    ``{"stage", "scores": {method: {"deletion", "insertion", "road_morf", "road_lerf"}}}`` (:func:`run_checks`
+    without the randomisation; empty when the model is no classifier)."""
+    c = run_checks(model, x, randomise=False, seed=seed, steps=steps)
+    return {
+        p: {
+            "stage": b.stage,
+            "scores": {m: {k: v for k, v in cv.json().items() if k != "curves"} for m, cv in b.faithfulness.items()},
+        }
+        for p, b in c.blocks.items()
+        if b.faithfulness
+    }
 
 
 def _kind_off(kinds: list[str], residual: bool) -> str:

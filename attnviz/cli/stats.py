@@ -15,6 +15,15 @@ from .options import add_model_arguments, default_weights, model_options
 __all__ = ["add_stats_parser"]
 
 
+def _scorer(images: int) -> object:
+    """The checks' per-image faithfulness scorer (stats does not import the checks: the command line joins them)."""
+    if images <= 0:
+        return None
+    from ..checks import block_faithfulness
+
+    return block_faithfulness
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     from ..stats.run import StatsError, run_stats
 
@@ -39,6 +48,8 @@ def _cmd_stats(args: argparse.Namespace) -> int:
             workers=args.workers,
             device=args.device,
             restart=args.restart,
+            faithfulness=_scorer(args.faithfulness),
+            faithful_images=args.faithfulness,
             **model_options(args),
         )
     except StatsError as e:
@@ -83,5 +94,13 @@ def add_stats_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk-size", type=int, default=256, help="images per kept chunk (resume unit; default 256)")
     p.add_argument("--workers", type=int, default=2, help="processes reading images per rank (default 2)")
     p.add_argument("--device", default=None, help="cpu | cuda (rank i of a node: cuda:i; default: GPU if any)")
+    p.add_argument(
+        "--faithfulness",
+        type=int,
+        default=0,
+        metavar="N",
+        help="deletion/insertion/ROAD of each block's view, Grad-CAM, a centre prior and a random map on the first N "
+        "images (many forwards per image; default 0: off)",
+    )
     p.add_argument("--restart", action="store_true", help="discard finished chunks of an earlier run in --out")
     p.set_defaults(func=_cmd_stats)

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ..capture.kinds import KIND_SPECS
 from ..capture.maps import AttentionMap
+from .faithful import faithfulness_table
 from .localisation import LocalisationScores, localise, to_image, views_of
 
 __all__ = ["BINS", "FLAT_TOL", "accumulate", "finalize", "merge", "new_partial"]
@@ -336,6 +337,7 @@ def finalize(partial: dict, classes: list[str]) -> dict[str, Any]:
                     "energy": part["energy"][name] / n,
                 }
             )
+    faith = faithfulness_table(partial.get("faithfulness", []))
     class_rows = []
     for c, name in enumerate(classes):
         n = partial["class_images"].get(c, 0)
@@ -352,6 +354,11 @@ def finalize(partial: dict, classes: list[str]) -> dict[str, Any]:
         "mask_share": partial["mask_share"] / partial["scored"] if partial["scored"] else None,
         "stage_profile_correlation": {f"stage{r['stage']}": r["profile_correlation"] for r in stages},
         "stage_between_class_share": {f"stage{r['stage']}": r["between_class_share"] for r in stages},
+        "faithfulness": {
+            f"{r['method']} {r['metric']}": {k: r[k] for k in ("images", "mean", "ci_low", "ci_high")}
+            for r in faith
+            if r["stage"] == "all"
+        },
         "localisation": {
             r["name"]: {"pointing": r["pointing"], "energy": r["energy"]}
             for r in loc
@@ -364,6 +371,7 @@ def finalize(partial: dict, classes: list[str]) -> dict[str, Any]:
         "histograms": hists,
         "views": views,
         "localisation": loc,
+        "faithfulness": faith,
         "classes": class_rows,
         "stages": stages,
         "mean_maps": mean_maps,

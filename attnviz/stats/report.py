@@ -25,7 +25,7 @@ from .data import Listing
 
 __all__ = ["read_report", "write_report"]
 
-TABLES = ("blocks", "stages", "profiles", "histograms", "views", "localisation", "classes", "problems")
+TABLES = ("blocks", "stages", "profiles", "histograms", "views", "localisation", "faithfulness", "classes", "problems")
 MAX_CLASSES_PLOTTED = 8
 
 
@@ -183,6 +183,14 @@ def _markdown(summary: dict, res: dict) -> str:
         lines.append(
             f"* Pointing game / energy in mask over {summary['scored_images']} images with ground truth (mask "
             f"share {_num(summary['mask_share'], True)}): " + "; ".join(parts) + "."
+        )
+    faith = summary.get("faithfulness") or {}
+    if faith:
+        parts = [f"{k} {v['mean']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in faith.items()]
+        lines.append(
+            f"* Faithfulness over {max(v['images'] for v in faith.values())} images (deletion AUC and ROAD MoRF: "
+            "lower = more faithful; insertion AUC and ROAD LeRF: higher; mean over blocks, 95 % bootstrap interval "
+            "over images; per stage in tables/faithfulness.csv): " + "; ".join(parts) + "."
         )
     lines += ["", "## Figures", ""]
     for f in summary["figures"]:

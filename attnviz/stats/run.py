@@ -32,6 +32,7 @@ from ..sources.meta import meta_of, short_side
 from ..sources.spec import model_request
 from .accumulate import BINS, FLAT_TOL, accumulate, merge, new_partial
 from .data import GroundTruth, Listing, StatsDataset, chunks, list_data, rank_env
+from .faithful import Scorer, add_rows
 
 __all__ = ["StatsError", "run_stats"]
 
@@ -134,6 +135,8 @@ def run_stats(
     restart: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    faithfulness: Scorer | None = None,
+    faithful_images: int = 0,
     **options: Any,
 ) -> dict[str, Any] | None:
     """Run the statistics of ``data`` and write them to ``out`` (rank 0); see the module docstring.
@@ -152,6 +155,8 @@ def run_stats(
         tolerance: pointing-game tolerance as a fraction of the input's shorter side.
         device: ``cpu``, ``cuda`` (this rank's GPU) or ``None`` (a GPU when there is one).
         restart: discard kept chunks first.
+        faithfulness: scores one image's blocks (:func:`attnviz.checks.block_faithfulness`; the command line hands
+            it in), for the first ``faithful_images`` images of the dataset (:mod:`attnviz.stats.faithful`).
 
     Returns:
         rank 0: the finished statistics (:func:`attnviz.stats.report.write_report`'s summary); other ranks: None.
@@ -200,6 +205,7 @@ def run_stats(
             "tolerance": tolerance,
             "bins": BINS,
             "flat_tol": FLAT_TOL,
+            **({"faithful_images": faithful_images} if faithfulness is not None and faithful_images > 0 else {}),
         }
         error = _check_manifest(shards, manifest, restart) if rank == 0 else None
         if world > 1:
@@ -232,6 +238,8 @@ def run_stats(
             progress and rank == 0,
             rank,
             world,
+            faithfulness if faithful_images > 0 else None,
+            faithful_images,
         )
         parts = [(k, _load_chunk(_chunk_file(shards, k))) for k in mine]
         missing = [k for k, p in parts if p is None]
@@ -290,6 +298,8 @@ def _run_chunks(
     show: bool,
     rank: int,
     world: int,
+    faithfulness: Scorer | None = None,
+    faithful_images: int = 0,
 ) -> int:
     """Run ``todo`` chunks through the model, keeping each finished chunk; return the images read."""
     indices = [i for k in todo for i in all_chunks[k]]
@@ -326,6 +336,8 @@ def _run_chunks(
             if x is None:
                 bar.update(1)
             else:
+                if faithfulness is not None and i < faithful_images:
+                    add_rows(partial, i, faithfulness(net, x[None].to(dev)))
                 if batch and (x.shape != batch[0][1].shape or len(batch) == batch_size):
                     flush()
                 batch.append((i, x, mask))
