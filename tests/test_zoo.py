@@ -105,7 +105,6 @@ def test_zoo_network(rows: dict[str, object], family: str, name: str, control: b
         assert row.present == [] and row.maps == 0 and row.unclassified == 0, row
         return
     assert row.present, f"{name}: the sweep saw no attention module"
-    assert row.seconds < 30, f"{name}: {row.seconds:.1f} s (the sweep's budget is ~20 s a network)"
     if name in TOKEN_FAMILIES:
         blocks = [p for p in row.present if p.startswith("blocks.")]
         assert row.token_maps == row.maps == len(blocks) == len(row.present), row
@@ -113,13 +112,13 @@ def test_zoo_network(rows: dict[str, object], family: str, name: str, control: b
     if name in READ_WHOLE:  # every attention module read, as the kinds given
         assert row.found == row.present and row.unclassified == 0, row.reasons
         assert all(row.kinds.get(k, 0) >= n for k, n in READ_WHOLE[name].items()), row.kinds
+    if name in READ_WHOLE_TOKENS:  # one token map per attention module, every one read, no other kind
+        assert row.found == row.present and row.unclassified == 0, row.reasons
+        assert row.kinds == {"token": READ_WHOLE_TOKENS[name]} == {"token": len(row.present)}, row.kinds
     if name in READ_WHOLE_WINDOWS:  # one window map per attention module, every one read
         assert row.found == row.present and row.unclassified == 0, row.reasons
         assert row.kinds.get("window") == READ_WHOLE_WINDOWS[name] == len(row.present), row.kinds
         assert set(row.kinds) <= {"window", "channel"}, row.kinds
-    if name in READ_WHOLE_TOKENS:  # one token map per attention module, every one read, no other kind
-        assert row.found == row.present and row.unclassified == 0, row.reasons
-        assert row.kinds == {"token": READ_WHOLE_TOKENS[name]} == {"token": len(row.present)}, row.kinds
     if name == "convit_tiny":  # its per-head gating sigmoid(gating_param) is a constant, not channel gates
         assert "channel" not in row.kinds
 
