@@ -40,10 +40,12 @@ def _versions() -> dict[str, str]:
 def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[str, bytes]]:
     """Yield (relative path, bytes) for every file of an export.
 
-    ``settings``: ``cmap``, ``alpha``, ``norm``, ``topk`` (None for all channels), ``query`` ((x, y) fractions).
+    ``settings``: ``cmap``, ``alpha``, ``norm``, ``topk`` (None for all channels), ``query`` ((x, y) fractions);
+    optional ``view``: a named spatial view (:data:`attnviz.capture.kinds.VIEW_NAMES`: ``"gate-weighted"`` for
+    channel maps; ``None``: each kind's default).
     """
     cmap, alpha, norm = settings["cmap"], settings["alpha"], settings["norm"]
-    views = build_views(result, settings.get("query"))
+    views = build_views(result, settings.get("query"), view=settings.get("view"))
     image = np.asarray(result.image)
     files: list[str] = []
 
@@ -77,7 +79,11 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
             yield emit(path, data)
     sidecar = {
         "model": result.model,
-        "settings": {**result.settings, "display": {k: settings.get(k) for k in ("cmap", "alpha", "norm", "topk")}},
+        "settings": {
+            **result.settings,
+            "display": {k: settings.get(k) for k in ("cmap", "alpha", "norm", "topk")},
+            **({"view": settings["view"]} if settings.get("view") else {}),
+        },
         "query": settings.get("query"),
         "image": {"size": list(result.image.size), "input_size": list(result.input_size), "notes": result.notes},
         "predictions": [{"label": label, "probability": p} for label, p in result.predictions],

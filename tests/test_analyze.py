@@ -50,12 +50,19 @@ def test_analyze_every_type(name: str | None) -> None:
         assert v.spatial.ndim == 2 and np.isfinite(v.spatial).all()
 
 
-def test_channel_only_blocks_show_gate_weighted_activation() -> None:
+def test_channel_only_blocks_show_gate_effect_and_the_gate_weighted_activation_by_name() -> None:
     r = analyze(ASSET, attention="se", arch="resnet18", device="cpu", size=64, cache=CACHE)
-    views = build_views(r)
-    v = views[0]
-    assert v.kind == "channel" and v.spatial_label == "gate-weighted mean activation"
-    np.testing.assert_array_equal(v.spatial, r.activations["layer1.0.attn"])
+    v = build_views(r)[0]
+    assert v.kind == "channel" and v.spatial_label == "gate effect vs uniform gating"
+    out, inp = r.activations["layer1.0.attn#io"]  # (2, h, w) float64: the SE module's output and input means
+    np.testing.assert_allclose(out, r.activations["layer1.0.attn"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(v.spatial, out - v.data.astype(np.float64).mean() * inp, rtol=1e-5, atol=1e-6)
+    old = build_views(r, view="gate-weighted")[0]
+    assert (
+        old.kind == "channel"
+        and old.spatial_label == "gate-weighted mean activation (its peaks favour the zero-padded border)"
+    )
+    np.testing.assert_array_equal(old.spatial, r.activations["layer1.0.attn"])
 
 
 def test_pairwise_view_follows_the_query() -> None:

@@ -266,13 +266,17 @@ def test_checks_panel_shows_ablation_gradcam_and_sanity(app: Handlers) -> None:
 
 
 def test_checks_panel_warns_when_the_map_ignores_the_weights(app: Handlers) -> None:
-    """SE's spatial view (gate-weighted mean activation) hardly changes with randomised weights on the demo
-    checkpoint: the sanity line is the warning."""
-    state, *_ = app.run_analysis(ASSET, "se", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    """SimAM's map has no weights of its own: it is kept exactly when the weights are randomised down to the block,
+    so the sanity line is the warning. SE's view (its gate effect) follows its gate and passes."""
+    state, *_ = app.run_analysis(ASSET, "simam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
     state, *out = app.run_checks(state, "turbo", 0.5, "map", None)
     c = state.result.checks.blocks["layer4.1.attn"]
     assert c.randomised_scores["spearman"] > 0.8 and c.warning
     assert out[CH_SANITY].startswith("⚠️") and c.warning in out[CH_SANITY]
+    state, *_ = app.run_analysis(ASSET, "se", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    state, *out = app.run_checks(state, "turbo", 0.5, "map", None)
+    c = state.result.checks.blocks["layer4.1.attn"]
+    assert c.randomised_scores["spearman"] <= 0.8 and not c.warning and "Sanity check passed" in out[CH_SANITY]
 
 
 def test_compare_gives_two_maps_on_one_scale_and_their_difference(app: Handlers) -> None:

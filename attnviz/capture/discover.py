@@ -102,6 +102,9 @@ class _Frame:
     count: int = 0  # gate/softmax calls so far during this call (its submodules' included)
     out: Any = None
     tensors: int = 1  # tensors among its positional arguments
+    # channel mean (B, H, W) of a 4-d output, and (B, 2, H, W) float64 of it and an input of its shape, taken when the
+    # call returns: the block's activations, read before later in-place ops (``out += identity``) change the tensors
+    means: tuple[Tensor, Tensor | None] | None = None
 
 
 @dataclass(eq=False)
@@ -260,6 +263,12 @@ class DiscoveryPass:
             self._mode.__enter__()
         frame = self._stack.pop()
         frame.out = output
+        if isinstance(output, Tensor) and output.dim() == 4 and frame.name is not None:
+            with torch._C.DisableTorchFunction():  # not part of the forward: no flows, constants or gates
+                inp = frame.inp if frame.inp is not None and frame.inp.shape == output.shape else None
+                out = output.detach().mean(dim=1, dtype=torch.float64)  # as the recorder's hook takes them
+                both = None if inp is None else torch.stack([out, inp.detach().mean(dim=1, dtype=torch.float64)], 1)
+                frame.means = (out.float(), both)
         if isinstance(output, Tensor) and output.dim() == 4 and output.shape[0] == self._batch:
             self._recent.appendleft(output)  # the maps a partitioned attention's windows may come from
         if isinstance(output, Tensor) and output.dim() == 4 and frame.name is not None and not self._carried(output):
@@ -451,12 +460,13 @@ class DiscoveryPass:
                 event.activation = True
 
     # -- results ---------------------------------------------------------------------------------------------------
-    def finish(self, output: Any) -> tuple[Discovery, list[Captured], dict[int, Tensor]]:
+    def finish(self, output: Any) -> tuple[Discovery, list[Captured], dict[int, tuple[Tensor, Tensor | None]]]:
         """The discovery (to cache), this pass's own captures in forward order (:data:`Captured`: the unread
-        sites' too, with ``None`` for the canonical weight), and the channel mean (B, H, W) of each attention
-        module's output, by module id."""
+        sites' too, with ``None`` for the canonical weight), and each attention module's channel means, by module
+        id: its output's (B, H, W) and its output's and input's (B, 2, H, W) float64 (``None`` where the input is
+        not of the output's shape)."""
         self.stop()
-        acts: dict[int, Tensor] = {}
+        acts: dict[int, tuple[Tensor, Tensor | None]] = {}
         final = {id(t) for t in tensors_in(output)}
         reaches = frozenset().union(*(self._carried(t) for t in tensors_in(output)))  # weights the output carries
         self._carries.clear()
@@ -506,8 +516,8 @@ class DiscoveryPass:
             site.ref = ref.module if ref is not None else None
             out = ref.out if ref is not None else None
             site.attention = ref.module if isinstance(out, Tensor) and out.dim() == 4 else None
-            if site.attention is not None and isinstance(out, Tensor):
-                acts[id(site.attention)] = out.detach().mean(dim=1, dtype=torch.float32)
+            if site.attention is not None and ref is not None and ref.means is not None:
+                acts[id(site.attention)] = ref.means
             site.kind = None
             found.sites.append(site)
             ref_shape = tuple(ref.inp.shape) if ref is not None and ref.inp is not None else None

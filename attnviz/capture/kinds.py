@@ -4,8 +4,9 @@ needs to know about it.
 ================  ==================  ==========  ==============================  =================================
 kind              canonical shape     sums to 1   spatial view (what is overlaid)  detail drawing
 ================  ==================  ==========  ==============================  =================================
-channel           (B, C)              no (gate)   the gate-weighted mean           bar chart of the largest weights
-                                                  activation of its block
+channel           (B, C)              no (gate)   the gate effect (below); named   bar chart of the largest weights
+                                                  view "gate-weighted": the gate-
+                                                  weighted mean activation
 spatial           (B, H, W)           no (gate)   the gate itself                  none (the overlay is the map)
 branch            (B, K, C)           over K      the mean output activation       K bars per channel
 pairwise          (B, heads, N, N)    each row    where the query attends, head    where the query attends, per head
@@ -24,6 +25,12 @@ window            (B, nW, heads,      each row    what each position receives in
                                                   shift undone; a clicked query's
                                                   row on the whole grid
 ================  ==================  ==========  ==============================  =================================
+
+A ``channel`` map's default view is its **gate effect** (:func:`gate_effect`): where in the image the gate changes the
+block's features compared with uniform gating at the same mean gate. A kind may have other named spatial views
+(:attr:`KindSpec.views`, :data:`VIEW_NAMES`): a channel map's ``"gate-weighted"`` view is the former default, the
+channel mean of the gated output, which shows the activations more than the gates (it hardly changes when the gate's
+weights are randomised; ``bench/gate_effect.py``).
 
 A ``token`` map is a vision transformer's attention (Dosovitskiy et al., ICLR 2021) read against the patch grid
 (:mod:`attnviz.capture.tokens`): N = k + H*W tokens, the k prefix tokens (class, distillation, registers) first.
@@ -69,7 +76,18 @@ from .pooled import key_maps
 from .tokens import MAX_PREFIX, TokenLayout
 from .windows import WindowLayout, query_rows, received
 
-__all__ = ["KIND_SPECS", "KINDS", "Canon", "Drawable", "KindSpec", "detail_image", "gray_tiles", "spec"]
+__all__ = [
+    "KIND_SPECS",
+    "KINDS",
+    "VIEW_NAMES",
+    "Canon",
+    "Drawable",
+    "KindSpec",
+    "detail_image",
+    "gate_effect",
+    "gray_tiles",
+    "spec",
+]
 
 
 @dataclass
@@ -170,6 +188,8 @@ class KindSpec:
             query cell).
         detail: the detail drawing (view, top-k channels) -> RGB array, or None where the kind has none.
         reshape: a tap's weight -> the canonical shape; ``None``: kept as it is, with ``ndim`` dimensions.
+        view_name: the name of the default spatial view (``view``), ``""`` where the kind has no other.
+        views: the kind's other spatial views by name (rules like ``view``), chosen with :meth:`rule`.
     """
 
     name: str
@@ -184,6 +204,13 @@ class KindSpec:
     view: ViewRule = field(repr=False)
     detail: Callable[[Drawable, int | None], np.ndarray | None] = field(repr=False)
     reshape: Callable[[Tensor], Tensor] | None = field(default=None, repr=False)
+    view_name: str = ""
+    views: dict[str, ViewRule] = field(default_factory=dict, repr=False)
+
+    def rule(self, name: str | None = None) -> ViewRule:
+        """The spatial view rule named ``name`` (:data:`VIEW_NAMES`); the default one for ``None`` and for a name
+        this kind does not have (a choice of channel view leaves other kinds' views as they are)."""
+        return self.views.get(name, self.view) if name is not None else self.view
 
     @property
     def op(self) -> str:
@@ -371,9 +398,46 @@ def _view_activation(label: str) -> ViewRule:
     def view(
         data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
     ) -> Shown:
+        if activation is not None and activation.ndim == 3:  # a channel map's (output, input) channel means, float64
+            activation = activation[0].astype(np.float32)  # equal to the recorded float32 output mean
         return (activation, label, None) if activation is not None else (None, "", None)
 
     return view
+
+
+def gate_effect(gate: np.ndarray, out_mean: np.ndarray, in_mean: np.ndarray) -> np.ndarray:
+    """The gate effect of a channel gate: ``E(x, y) = (1/C) Σ_c (g_c − ḡ) · A_c(x, y)``, (h, w).
+
+    ``A`` (C, h, w) is the activation the gate multiplies (the gating module's input), ``g`` (C,) the gate, ``ḡ`` its
+    mean over the channels. It is the block's channel-mean output minus what uniform gating at ``ḡ`` would give, so
+    with ``out = g · A`` it is computed from two channel means alone: ``E = mean_c(out) − ḡ · mean_c(A)``.
+
+    Why this definition: the gate-weighted mean activation ``mean_c(g_c A_c)`` is ``ḡ · mean_c(A)`` plus this term;
+    the first part is the activation map whatever the gate says, and in trained SE/ECA blocks it dominates, so that
+    view passes the cascading randomisation test of Adebayo et al., "Sanity Checks for Saliency Maps", NeurIPS 2018
+    (re-drawing the gate's weights must change a map that claims to show the gate) only with Spearman 0.96-1.00.
+    ``E`` keeps what only the gate's choice of channels contributes: it is 0 for a uniform gate, positive where the
+    channels the gate favours are active, negative where those it suppresses are. It is left signed (``|E|`` keeps
+    the parts where the gate suppresses as peaks and measured worse under randomisation, ``bench/gate_effect.py``)
+    and in activation units, not divided by the gate's spread: a nearly uniform gate then shows a nearly flat map in
+    the stage-wide and absolute normalisations instead of an amplified one.
+    """
+    g = np.asarray(gate, dtype=np.float64).reshape(-1)
+    out64, in64 = np.asarray(out_mean, dtype=np.float64), np.asarray(in_mean, dtype=np.float64)
+    return (out64 - g.mean() * in64).astype(np.float32)  # a small difference of two means: taken in float64
+
+
+def _view_gate_effect(
+    data: Data, size: Size, activation: Act, query: Query, rows: Rows = None, window: Win = None, qgrid: Size = None
+) -> Shown:
+    """A channel map's gate effect, from ``activation`` (2, h, w) float64: the owner's output and input channel means
+    (:func:`attnviz.capture.views.view_activations`); the gate-weighted mean activation where only the output's is
+    known (the owner's input is not a feature map of the output's shape)."""
+    if activation is None:
+        return None, "", None
+    if activation.ndim == 2:
+        return activation, "gate-weighted mean activation (the gate's input was not recorded)", None
+    return gate_effect(data, activation[0], activation[1]), "gate effect vs uniform gating", None
 
 
 def _view_pairwise(
@@ -503,8 +567,14 @@ KIND_SPECS: dict[str, KindSpec] = {
             not_normalised="",
             reshape=lambda x: x.reshape(x.shape[0], -1),
             layout=_force_channel,
-            view=_view_activation("gate-weighted mean activation"),
+            view=_view_gate_effect,
             detail=lambda v, k: render.channel_chart(v.data, k, v.title),
+            view_name="gate-effect",
+            views={
+                "gate-weighted": _view_activation(
+                    "gate-weighted mean activation (its peaks favour the zero-padded border)"
+                )
+            },
         ),
         KindSpec(
             name="spatial",
@@ -603,6 +673,9 @@ KIND_SPECS: dict[str, KindSpec] = {
     )
 }
 assert tuple(KIND_SPECS) == KINDS, "KIND_SPECS must cover attnviz.blocks.KINDS, in its order"
+
+#: every named spatial view (the choices of ``build_views(view=...)`` and ``attnviz render --channel-view``)
+VIEW_NAMES: tuple[str, ...] = tuple(dict.fromkeys(n for s in KIND_SPECS.values() for n in (s.view_name, *s.views) if n))
 
 
 def spec(kind: str) -> KindSpec:

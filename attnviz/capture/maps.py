@@ -12,7 +12,12 @@ from torch import Tensor
 
 from .windows import WindowLayout
 
-__all__ = ["AttentionMap", "to_cpu"]
+__all__ = ["IO", "AttentionMap", "to_cpu"]
+
+#: the activations' key suffix (``"layer1.0.attn#io"``) of an attention module's output and input channel means,
+#: (B, 2, H, W) float64, recorded where the input is a feature map of the output's shape: a channel gate's effect view
+#: is a small difference of the two (:func:`attnviz.capture.kinds.gate_effect`), so both are kept in float64
+IO = "#io"
 
 
 #: The network's own stage naming -> (pattern, offset added to the stage number): torchvision/timm ResNets

@@ -29,7 +29,7 @@ from .discover import SEQ, DiscoveryPass
 from .fused import KeepPolicy, Kept
 from .hooks import SiteHooks
 from .kinds import KIND_SPECS, Canon
-from .maps import AttentionMap, to_cpu
+from .maps import IO, AttentionMap, to_cpu
 from .sites import Site, axis_alone, canonical, pair_axes
 from .structure import Discovery, cached_discovery, first_tensor, remember_layout, structure
 from .tokens import TokenLayout, attention_layout, prefix_names
@@ -54,7 +54,9 @@ class AttentionRecorder:
         eval_mode: put the model in eval mode while recording (default ``False``: the model is run as it
             is). The train/eval flag of every submodule is restored on exit either way.
         activations: also record, for every attention module, the channel mean of its output (B, H, W) in
-            :attr:`activations` (for SE/ECA that is the gate-weighted mean activation).
+            :attr:`activations` (for SE/ECA that is the gate-weighted mean activation), and under the path +
+            :data:`~attnviz.capture.maps.IO` its output's and input's (B, 2, H, W) float64, where the input has the
+            output's shape.
         sites: declared sites, ``{glob: kind}``: a module path (or glob) whose output is recorded as that kind,
             or the name of a found site whose kind is overridden (e.g. ``{"layer*.cbam.sa": "spatial"}``).
         exclude: globs of map names (or module paths) not to record.
@@ -256,8 +258,10 @@ class AttentionRecorder:
             elif canon is not None:
                 self._canon.append((seq, site, canon))
         if self.record_activations:
-            for i, act in acts.items():
+            for i, (act, inp) in acts.items():
                 self._acts[self.paths[i][0]] = act
+                if inp is not None:
+                    self._acts[self.paths[i][0] + IO] = inp
         self._install(new)  # later forwards inside this recorder record through cheap hooks
 
     def _install(self, sites: list[Site]) -> None:
@@ -354,7 +358,11 @@ class AttentionRecorder:
     def _act_hook(self, name: str):
         def hook(module: nn.Module, args: tuple, output: Tensor) -> None:
             if isinstance(output, Tensor) and output.dim() == 4:
-                self._acts[name] = output.detach().mean(dim=1, dtype=torch.float32)  # (B, H, W), a new tensor
+                out = output.detach().mean(dim=1, dtype=torch.float64)  # (B, H, W), a new tensor
+                self._acts[name] = out.float()
+                x = first_tensor(args)
+                if x is not None and x.shape == output.shape:  # what a channel gate multiplies (gate effect view)
+                    self._acts[name + IO] = torch.stack([out, x.detach().mean(dim=1, dtype=torch.float64)], 1)
 
         return hook
 
@@ -474,7 +482,8 @@ class AttentionRecorder:
 
     @property
     def activations(self) -> dict[str, Tensor]:
-        """Channel mean of each attention module's output, (B, H, W) CPU float32, by module path."""
+        """Channel mean of each attention module's output, (B, H, W) CPU float32, by module path; its output's and
+        input's, (B, 2, H, W) float64, by path + :data:`~attnviz.capture.maps.IO`."""
         if self._pending or self._raw or self._canon or any(v.device.type != "cpu" for v in self._acts.values()):
             self._flush()
         return dict(self._acts)

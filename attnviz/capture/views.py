@@ -4,8 +4,10 @@ draw from these.
 
 Spatial view per kind (:data:`attnviz.capture.kinds.KIND_SPECS`):
   spatial          the gate itself (values in 0..1)
-  channel          the gate-weighted mean activation of the block (channel mean of the module's output),
-                   unless the same block also has a spatial gate (CBAM), which is then its view
+  channel          the gate effect (:func:`attnviz.capture.kinds.gate_effect`: the channel mean of the module's
+                   output minus the mean gate times its input's), or by name (``view="gate-weighted"``) the
+                   gate-weighted mean activation (the output's channel mean); unless the same block also has a
+                   spatial gate (CBAM), which is then its view
   branch           the channel mean of the module's output (SK, EPSA)
   pairwise         where the query position attends, head mean (the query defaults to the centre)
   memory           the External Attention unit whose weights vary most over positions
@@ -35,7 +37,7 @@ import numpy as np
 
 from ..render import normalize, value_range
 from .kinds import KIND_SPECS, token_prefix
-from .maps import AttentionMap
+from .maps import IO, AttentionMap
 from .pooled import key_maps
 from .rollout import rollout_matrix
 from .windows import WindowLayout, query_rows, received
@@ -133,9 +135,16 @@ def owner_activation(activations: Mapping[str, T], name: str) -> T | None:
 def view_activations(maps: Sequence[AttentionMap], activations: Mapping[str, T]) -> list[T | None]:
     """Per map, the activation its spatial view may show (the channel mean of the owning attention module's output):
     ``None`` where the map's block has a spatial gate, which wins (CBAM shows its spatial gate, not the gate-weighted
-    activation), and where no attention module owns the map."""
+    activation), and where no attention module owns the map. A channel map gets its owner's output and input channel
+    means (..., 2, h, w) float64 where they were recorded (:data:`~attnviz.capture.maps.IO`), for its gate effect."""
     with_spatial = {m.block for m in maps if m.kind == "spatial"}
-    return [None if m.block in with_spatial else owner_activation(activations, m.name) for m in maps]
+    owners = [k for k in activations if IO not in k]
+    out: list[T | None] = []
+    for m in maps:
+        owner = None if m.block in with_spatial else owner_module(owners, m.name)
+        both = activations.get(owner + IO) if owner is not None and m.kind == "channel" else None
+        out.append(both if both is not None else None if owner is None else activations[owner])
+    return out
 
 
 def spatial_view(
@@ -146,6 +155,7 @@ def spatial_view(
     query: tuple[float, float] | None = None,
     rows: np.ndarray | None = None,
     window: WindowLayout | None = None,
+    view: str | None = None,
     qgrid: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray | None, str, tuple[int, int] | None]:
     """The spatial map to overlay for one map of one image (module docstring), its label, and the query cell.
@@ -153,16 +163,19 @@ def spatial_view(
     Args:
         kind: the map's kind; data: its canonical data without the batch dimension.
         size: (h, w) of the feature map for pairwise/memory maps.
-        activation: channel mean of the owning attention module's output (h, w), for channel/branch kinds;
+        activation: channel mean of the owning attention module's output (h, w), for channel/branch kinds (a
+            channel map: (2, h, w) float64, the output's and the input's, from :func:`view_activations`);
             pass ``None`` where another view of the block is preferred (CBAM's spatial gate: :func:`view_activations`).
         query: (x, y) fractions of the image for pairwise and token maps; ``None``: the kind's default (the centre;
             a token map's class token).
         rows: a token map's kept prefix rows per head (heads, k, N) without the batch dimension, or ``None``.
         window: a window map's layout (:class:`~attnviz.capture.windows.WindowLayout`), or ``None``.
+        view: a named view (:data:`~attnviz.capture.kinds.VIEW_NAMES`, e.g. a channel map's ``"gate-weighted"``);
+            ``None`` or a name the kind does not have: its default.
         qgrid: an N x M token map's query grid (queries and keys on different grids, :mod:`attnviz.capture.pooled`;
             the query is a cell of it), or ``None``.
     """
-    return KIND_SPECS[kind].view(data, size, activation, query, rows, window, qgrid)
+    return KIND_SPECS[kind].rule(view)(data, size, activation, query, rows, window, qgrid)
 
 
 def build_views(
@@ -172,6 +185,7 @@ def build_views(
     rollout: bool = True,
     fusion: str = "mean",
     discard_ratio: float = 0.0,
+    view: str | None = None,
 ) -> list[View]:
     """Views for every map of ``result``, in forward order, then the network's rollout (where it applies).
 
@@ -181,12 +195,14 @@ def build_views(
         query: (x, y) as fractions (0..1) of the image's width and height for pairwise and token maps; default
             (``None``): the centre, and a token map's class token.
         rollout: add the rollout view (:func:`rollout_view`); ``fusion``, ``discard_ratio``: its settings.
+        view: a named spatial view for the kinds that have it (:data:`~attnviz.capture.kinds.VIEW_NAMES`: a channel
+            map's ``"gate-weighted"`` mean activation in place of its gate effect); ``None``: each kind's default.
     """
     views: list[View] = []
     for m, act in zip(result.maps, view_activations(result.maps, result.activations), strict=True):
         data = m.data[0].numpy()
         rows = None if m.rows is None else m.rows[0].numpy()
-        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows, m.window, qgrid=m.qgrid)
+        spatial, label, cell = spatial_view(m.kind, data, m.size, act, query, rows, m.window, view, qgrid=m.qgrid)
         gate = m.kind == "spatial"
         at = (m.size, cell, rows, "", m.window, m.qgrid)  # grid, query cell, kept rows, name, window, query grid
         views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, *at))

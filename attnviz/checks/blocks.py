@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..blocks import get_attention, list_attentions
 from ..blocks.tap import Tap
 from ..capture import AttentionMap, AttentionRecorder
+from ..capture.maps import IO
 from ..capture.sites import Site
 from ..capture.views import spatial_view, view_activations
 
@@ -83,7 +84,7 @@ def find_blocks(
     with AttentionRecorder(model, activations=True, **recorder) as rec, torch.inference_mode():  # type: ignore[arg-type]
         model(x[:1])
     maps = rec.maps
-    owners = list(rec.activations)
+    owners = [k for k in rec.activations if IO not in k]  # module paths (not their input means' keys)
     modules = {p: m for p, m in rec.paths.values()}
     blocks: dict[str, Block] = {}
     for m in maps:
@@ -110,18 +111,24 @@ def find_blocks(
 
 
 def block_view(
-    block: Block, maps: list[AttentionMap], activations: dict[str, np.ndarray], query: tuple[float, float] | None = None
+    block: Block,
+    maps: list[AttentionMap],
+    activations: dict[str, np.ndarray],
+    query: tuple[float, float] | None = None,
+    view: str | None = None,
 ) -> tuple[np.ndarray | None, str, str | None]:
     """The block's spatial view, as the app and the export draw it (:func:`attnviz.capture.views.build_views`): the
-    first of its maps that has one (CBAM: its spatial gate; SE: the gate-weighted mean activation; MHSA: the query's
-    attention; a ViT block: the class token's attention). ``query``: (x, y) fractions of the image, ``None``: each
-    kind's default (the centre for pairwise maps, the class token for token maps). Returns (the (h, w) map or
-    ``None``, its label, the name of the map it comes from)."""
+    first of its maps that has one (CBAM: its spatial gate; SE: its gate effect; MHSA: the query's attention; a ViT
+    block: the class token's attention). ``query``: (x, y) fractions of the image, ``None``: each kind's default
+    (the centre for pairwise maps, the class token for token maps); ``view``: a named view
+    (:data:`~attnviz.capture.kinds.VIEW_NAMES`, e.g. ``"gate-weighted"``), ``None``: each kind's default. Returns
+    (the (h, w) map or ``None``, its label, the name of the map it comes from)."""
     for m, act in zip(maps, view_activations(maps, activations), strict=True):
         if m.name not in block.maps:
             continue
         rows = None if m.rows is None else m.rows[0].numpy()
-        view, label, _ = spatial_view(m.kind, m.data[0].numpy(), m.size, act, query, rows, m.window, qgrid=m.qgrid)
-        if view is not None:
-            return np.asarray(view, dtype=np.float32), label, m.name
+        data = m.data[0].numpy()
+        shown, label, _ = spatial_view(m.kind, data, m.size, act, query, rows, m.window, view, qgrid=m.qgrid)
+        if shown is not None:
+            return np.asarray(shown, dtype=np.float32), label, m.name
     return None, "", None

@@ -91,6 +91,7 @@ def randomised_views(
     *,
     seed: int = 0,
     query: tuple[float, float] | None = None,
+    view: str | None = None,
 ) -> dict[str, np.ndarray | None]:
     """Each block's spatial view recomputed with the parameters randomised from the classifier down to that block.
 
@@ -103,6 +104,7 @@ def randomised_views(
         blocks: from :func:`~attnviz.checks.find_blocks` (of ``model``).
         seed: the randomisation's seed.
         query: the query of pairwise and token views, as fractions of the image (``None``: each kind's default).
+        view: a named spatial view (:func:`~attnviz.checks.blocks.block_view`), ``None``: each kind's default.
 
     Returns:
         block path -> its randomised (h, w) spatial view (``None`` for a block without one).
@@ -126,7 +128,7 @@ def randomised_views(
         twin_blocks, maps, acts = find_blocks(twin, x)
         mine = next((tb for tb in twin_blocks if tb.path == b.path), None)
         if mine is not None:
-            out[b.path] = block_view(mine, maps, acts, query)[0]
+            out[b.path] = block_view(mine, maps, acts, query, view)[0]
     return out
 
 

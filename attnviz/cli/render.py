@@ -104,6 +104,7 @@ def _render_expect(args: argparse.Namespace, settings: dict[str, Any]) -> dict[s
     rendered again)."""
     expect = {"arch": args.model, "attention": args.attention, "weights": args.weights or "random"}
     expect["display"] = {k: settings[k] for k in ("cmap", "alpha", "norm", "topk")}
+    expect["view"] = settings.get("view")  # None: each kind's default (a folder rendered before had none)
     return expect if args.size is None else {**expect, "size": args.size}
 
 
@@ -122,6 +123,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         print("no images found in " + ", ".join(args.inputs), file=sys.stderr)
         return 2
     settings = {"cmap": args.cmap, "alpha": args.alpha, "norm": args.norm, "topk": args.topk, "query": None}
+    settings["view"] = None if args.channel_view == "gate-effect" else args.channel_view
     out = Path(args.out)
     try:
         device = check_device(args.device)
@@ -248,6 +250,14 @@ def add_render_parser(sub: argparse._SubParsersAction) -> None:
     render.add_argument("--alpha", type=float, default=0.5)
     render.add_argument("--norm", choices=list(NORM_MODES), default="map")
     render.add_argument("--topk", type=int, default=32)
+    render.add_argument(
+        "--channel-view",
+        choices=["gate-effect", "gate-weighted"],
+        default="gate-effect",
+        help="a channel gate's spatial view (SE, ECA): its gate effect, where the gate changes the features against "
+        "uniform gating (default), or the gate-weighted mean activation (the former view, which shows the "
+        "activations more than the gates)",
+    )
     render.add_argument(
         "--batch-size", type=int, default=None, help="images per forward (same size only; default 16 on CUDA, 1 on CPU)"
     )

@@ -5,7 +5,8 @@ A *partial* is a plain dict (it travels through ``torch.save(weights_only)`` fil
 values' sum, sum of squares, histogram, extremes, counts of near-0.5 / near-1 values and flat maps, the entropy of
 normalised (branch, softmax) kinds, and per class the sum and sum of squares of the site's channel profile (the
 class-wise excitation of Hu et al., "Squeeze-and-Excitation Networks", CVPR 2018, section 7.2); for every block's
-spatial view the sum of its min-max normalised map on a fixed grid and of its peak's position; and the
+spatial view the sum of its min-max normalised map on a fixed grid, of its peak's position and of its peaks on the
+feature map's outer ring (:func:`~attnviz.stats.localisation.border_peaks`, against the ring's share); and the
 localisation scores (:mod:`attnviz.stats.localisation`) when masks are given. :func:`merge` adds two partials;
 :func:`finalize` turns one into tables.
 """
@@ -22,7 +23,7 @@ from torch import Tensor
 from ..capture.kinds import KIND_SPECS
 from ..capture.maps import AttentionMap
 from .faithful import faithfulness_table
-from .localisation import LocalisationScores, localise, to_image, views_of
+from .localisation import LocalisationScores, border_peaks, localise, ring_share, to_image, views_of
 
 __all__ = ["BINS", "FLAT_TOL", "accumulate", "finalize", "merge", "new_partial"]
 
@@ -156,6 +157,8 @@ def _add_views(partial: dict, views: dict[str, tuple[int | None, Tensor]], grid:
             "peaks": int(peaked.sum()),
             "peak_sum": pos.sum(0),
             "peak_sumsq": (pos * pos).sum(0),
+            "border": float(border_peaks(m).sum()),  # peaks on the outer ring
+            "ring": ring_share((h, w)) * b,  # where a spatially shuffled map peaks
         }
         v = partial["views"]
         v[block] = merge(v[block], add) if block in v else add
@@ -318,8 +321,18 @@ def finalize(partial: dict, classes: list[str]) -> dict[str, Any]:
                 "peak_x": float(pm[1]),
                 "peak_spread": float(np.sqrt((ps * ps).mean())),
                 "flat_views": 1 - peaks / v["n"],
+                "border_peaks": v["border"] / v["n"] if "border" in v else None,
+                "border_ring": v["ring"] / v["n"] if "ring" in v else None,
             }
         )
+    border: dict[str, dict[str, float]] = {}
+    scored = [r for r in views if r["stage"] is not None and r["border_peaks"] is not None]
+    for key in sorted({f"stage{r['stage']}" for r in scored}):
+        rows = [r for r in scored if f"stage{r['stage']}" == key]
+        border[key] = {
+            "rate": float(np.mean([r["border_peaks"] for r in rows])),
+            "ring": float(np.mean([r["border_ring"] for r in rows])),
+        }
     loc = []
     for level, part in (("map", partial["loc"]), ("baseline", partial["base"])):
         for name, n in part["count"].items():
@@ -354,6 +367,7 @@ def finalize(partial: dict, classes: list[str]) -> dict[str, Any]:
         "mask_share": partial["mask_share"] / partial["scored"] if partial["scored"] else None,
         "stage_profile_correlation": {f"stage{r['stage']}": r["profile_correlation"] for r in stages},
         "stage_between_class_share": {f"stage{r['stage']}": r["between_class_share"] for r in stages},
+        "border_peaks": border,
         "faithfulness": {
             f"{r['method']} {r['metric']}": {k: r[k] for k in ("images", "mean", "ci_low", "ci_high")}
             for r in faith

@@ -32,8 +32,10 @@ __all__ = [
     "LocalisationScores",
     "aggregate",
     "block_maps",
+    "border_peaks",
     "centre_prior",
     "localise",
+    "ring_share",
     "score_maps",
     "to_image",
 ]
@@ -119,6 +121,30 @@ def score_maps(maps: Tensor, masks: Tensor, tolerance: int = 0) -> tuple[Tensor,
     return hits, energy
 
 
+def ring_share(size: tuple[int, int], ring: int = 1) -> float:
+    """The share of an (h, w) feature map's positions in its outer ring ``ring`` cells wide: where the peak of a
+    map without any position preference (a spatially shuffled one) lies this often."""
+    h, w = size
+    inner = max(h - 2 * ring, 0) * max(w - 2 * ring, 0)
+    return 1.0 - inner / (h * w)
+
+
+def border_peaks(maps: Tensor, ring: int = 1) -> Tensor:
+    """(B,) the share of each (h, w) map's peak on the feature map's outer ring ``ring`` cells wide: 1 where the
+    maximum lies there, 0 inside; tied maxima (within :data:`TIE` of the map's spread, as :func:`score_maps`) count
+    by their share on the ring, and a flat map counts the ring's share (:func:`ring_share`), as a random pick would.
+    Compare with :func:`ring_share`: zero padding makes convolutions see the border differently, and a view that
+    peaks there far more often shows the padding, not the object."""
+    b, h, w = maps.shape
+    flat = maps.reshape(b, -1).float()
+    top = flat.amax(1, keepdim=True)  # (B, 1)
+    spread = top[:, 0] - flat.amin(1)
+    peaks = flat >= top - TIE * spread[:, None]  # (B, HW) the maximum and its ties (every position when flat)
+    edge = torch.ones(h, w, dtype=torch.bool, device=maps.device)
+    edge[ring : h - ring, ring : w - ring] = False
+    return (peaks & edge.reshape(1, -1)).sum(1).float() / peaks.sum(1).float()
+
+
 def centre_prior(size: tuple[int, int], sigma: float = 0.25) -> Tensor:
     """(H, W) Gaussian centred on the image, ``sigma`` as a fraction of each side: the centre-bias baseline."""
     h, w = size
@@ -141,8 +167,9 @@ def block_maps(rec: AttentionRecorder) -> dict[str, tuple[int | None, Tensor]]:
     return views_of(rec.maps, rec.activations)
 
 
-def views_of(maps: list, acts: dict[str, Tensor]) -> dict[str, tuple[int | None, Tensor]]:
-    """:func:`block_maps` from maps (batch B) and activations (block path -> (B, h, w))."""
+def views_of(maps: list, acts: dict[str, Tensor], view: str | None = None) -> dict[str, tuple[int | None, Tensor]]:
+    """:func:`block_maps` from maps (batch B) and activations (block path -> (B, h, w)); ``view``: a named spatial
+    view (:data:`~attnviz.capture.kinds.VIEW_NAMES`), ``None``: each kind's default."""
     out: dict[str, tuple[int | None, Tensor]] = {}
     for m, act in zip(maps, view_activations(maps, acts), strict=True):
         if m.block in out and m.kind != "spatial":
@@ -157,7 +184,7 @@ def views_of(maps: list, acts: dict[str, Tensor]) -> dict[str, tuple[int | None,
             a = None if act is None else act[i].numpy()
             rows = None if m.rows is None else m.rows[i].numpy()
             data = m.data[i].numpy()
-            spatial, _, _ = spatial_view(m.kind, data, m.size, a, None, rows, m.window, qgrid=m.qgrid)  # default
+            spatial, _, _ = spatial_view(m.kind, data, m.size, a, None, rows, m.window, view, qgrid=m.qgrid)
             if spatial is None:
                 break
             views.append(torch.as_tensor(np.ascontiguousarray(spatial)))

@@ -177,6 +177,14 @@ def _markdown(summary: dict, res: dict) -> str:
             "profiles; 1 = the same profile for every class, lower = class-specific; Hu et al., CVPR 2018, "
             "section 7.2): " + "; ".join(parts) + "."
         )
+    border = summary.get("border_peaks") or {}
+    if border:
+        parts = [f"{k} {_num(v['rate'], True)} (ring {_num(v['ring'], True)})" for k, v in border.items()]
+        lines.append(
+            "* Border peaks (the share of views whose maximum lies on the feature map's outer ring, block mean; "
+            "in brackets the ring's share of the positions, where a shuffled map peaks; far above it, the view "
+            "shows zero padding more than the image, bench/borders.py): " + "; ".join(parts) + "."
+        )
     loc = summary["localisation"]
     if loc:
         parts = [f"{k} {_num(v['pointing'], True)} / {_num(v['energy'], True)}" for k, v in loc.items()]
