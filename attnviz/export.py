@@ -3,6 +3,7 @@ sidecar; as a folder (the CLI) or a zip (the app). File names come from module p
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import platform
@@ -17,14 +18,14 @@ import numpy as np
 
 from .capture.kinds import detail_image
 from .capture.maps import AttentionMap
-from .capture.views import build_views, spatial_views
+from .capture.views import View, build_views, head_view, spatial_views, token_heads
 from .pipeline.core import Result
 from .render import encode_png, figure_png
 from .render.naming import safe_name
 
 __all__ = ["DisplaySettings", "export_files", "export_zip", "rendered", "write_folder"]
 
-DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query
+DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query, head, rollout
 
 
 def _versions() -> dict[str, str]:
@@ -41,11 +42,24 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
     """Yield (relative path, bytes) for every file of an export.
 
     ``settings``: ``cmap``, ``alpha``, ``norm``, ``topk`` (None for all channels), ``query`` ((x, y) fractions);
-    optional ``view``: a named spatial view (:data:`attnviz.capture.kinds.VIEW_NAMES`: ``"gate-weighted"`` for
-    channel maps; ``None``: each kind's default).
+    optional ``head`` (the head token and window views show where they kept it, :func:`attnviz.capture.views.head_view`;
+    ``None``: the head mean) and ``rollout`` (``{"fusion": ..., "discard_ratio": ...}``, default head mean with
+    nothing discarded; ``None`` or ``False``: no rollout view); optional ``view``: a named spatial view
+    (:data:`attnviz.capture.kinds.VIEW_NAMES`: ``"gate-weighted"`` for channel maps; ``None``: each kind's default).
     """
     cmap, alpha, norm = settings["cmap"], settings["alpha"], settings["norm"]
-    views = build_views(result, settings.get("query"), view=settings.get("view"))
+    rollout = settings.get("rollout", {})
+    head = settings.get("head")
+    views = build_views(
+        result,
+        settings.get("query"),
+        rollout=rollout is not None and rollout is not False,
+        fusion=(rollout or {}).get("fusion", "mean"),
+        discard_ratio=(rollout or {}).get("discard_ratio", 0.0),
+        view=settings.get("view"),
+    )
+    chosen = [_with_head(v, head) for v in views]  # token and window views: the chosen head where they have it
+    views, heads = [v for v, _ in chosen], [h for _, h in chosen]
     image = np.asarray(result.image)
     files: list[str] = []
 
@@ -85,6 +99,8 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
             **({"view": settings["view"]} if settings.get("view") else {}),
         },
         "query": settings.get("query"),
+        "head": head,
+        "rollout": None if rollout is None or rollout is False else {"fusion": "mean", "discard_ratio": 0.0, **rollout},
         "image": {"size": list(result.image.size), "input_size": list(result.input_size), "notes": result.notes},
         "predictions": [{"label": label, "probability": p} for label, p in result.predictions],
         "maps": [
@@ -95,6 +111,7 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
                 "kind": v.kind,
                 "shape": list(v.data.shape),
                 "view": v.spatial_label,
+                **({"head": h} if h is not None else {}),
                 "found_by": "rollout" if m is None else m.how,
                 "computed_as": v.title if m is None else m.layout,
                 **({"kept": m.kept} if m is not None and m.kept else {}),
@@ -103,14 +120,14 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
                     if v.kind == "token" and v.grid
                     else {}
                 ),
-                # queries on another grid than the keys (N x M): the queries' grid and prefix
-                **(
+                **({"window": _layout(v)} if v.window is not None else {}),
+                **(  # queries on another grid than the keys (N x M): the queries' grid and prefix
                     {"query_grid": list(v.qgrid), "query_prefix": int(v.data.shape[-2]) - v.qgrid[0] * v.qgrid[1]}
                     if v.kind == "token" and v.qgrid
                     else {}
                 ),
             }
-            for v, m in zip(views, maps, strict=True)
+            for v, m, h in zip(views, maps, heads, strict=True)
         ],
         "timings_ms": result.timings,
         "warning": result.warning,
@@ -124,6 +141,26 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
     if checks is not None:
         sidecar.update(checks.json())
     yield "result.json", json.dumps(sidecar, indent=2).encode()
+
+
+def _with_head(view: View, head: int | None) -> tuple[View, int | str | None]:
+    """``view`` showing ``head`` where it can (:func:`attnviz.capture.views.head_view`), and what its overlay shows:
+    the head, ``"mean"`` (the head mean of a view with heads), or ``None`` (a view without heads to choose)."""
+    if token_heads(view) == 0:
+        return view, None
+    one = head_view(view, head)
+    return one, head if one.spatial is not view.spatial else "mean"
+
+
+def _layout(view: View) -> dict[str, Any]:
+    """A window map's :class:`~attnviz.capture.windows.WindowLayout` as JSON: grid, window, shift, pad_first, and
+    the windows per image."""
+    layout = view.window
+    assert layout is not None
+    return {
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(layout).items()},
+        "count": layout.count,
+    }
 
 
 def _npy(array: np.ndarray) -> bytes:

@@ -29,13 +29,14 @@ from attnviz.capture.adapters import adapter_sites
 from attnviz.capture.structure import module_paths
 
 timm = pytest.importorskip("timm")
+from attnviz.sources.catalog import TIMM_TRANSFORMERS  # noqa: E402
 from attnviz.sources.timm import (  # noqa: E402
     TIMM_MODELS,
     build_timm_model,
     timm_availability,
 )
 
-NAMES = list(TIMM_MODELS)
+NAMES = [n for n in TIMM_MODELS if n not in TIMM_TRANSFORMERS]  # the convolutional six (transformers: test_catalog)
 BATCH = 2
 
 #: largest |module output - output rebuilt from the captured map| per module, float64 (filled by the tests).

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..blocks import list_attentions
+from ..capture.rollout import FUSIONS
 from ..sources.catalog import TIMM_ATTENTION, TIMM_MODELS
 from ..sources.demo import examples_dir
 from ..sources.hub import hf_cached_file
@@ -17,7 +18,9 @@ from .config import AppConfig
 
 __all__ = [
     "AXES",
+    "DISCARD_MAX",
     "FROM_NETWORK",
+    "FUSION_CHOICES",
     "NONE",
     "TOPK_CHOICES",
     "WEIGHTS",
@@ -38,6 +41,10 @@ FROM_NETWORK = "network"
 WEIGHTS = [w.value for w in (Weights.DEMO, Weights.IMAGENET, Weights.RANDOM)]
 AXES = ["0–1", "fit to data"]  # the channel chart's y axis: gates live in 0..1
 TOPK_CHOICES = ["16", "32", "64", "all"]
+#: Attention rollout's head fusion (Abnar & Zuidema 2020, as in vit-explain) and the discard ratio's slider top
+#: (rollout needs a ratio below 1).
+FUSION_CHOICES = list(FUSIONS)
+DISCARD_MAX = 0.95
 
 #: What each example shows, and the demo network's category for it (``None``: not one of its 8 categories).
 EXAMPLES = {

@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from ..capture.fused import MemoryLimitError
 from ..capture.kinds import detail_image
-from ..capture.views import View, head_view, owner_module, token_heads
+from ..capture.views import View, head_view, owner_module, rollout_heads, rollout_maps, token_heads
 from ..checks import check_result
 from ..comparison import compare
 from ..pipeline.core import (
@@ -39,7 +40,9 @@ from ..sources.select import choose_network
 from ..sources.spec import Weights, is_own, parse_weights
 from .choices import (
     AXES,
+    DISCARD_MAX,
     FROM_NETWORK,
+    FUSION_CHOICES,
     NONE,
     WEIGHTS,
     arch_choices,
@@ -55,7 +58,7 @@ from .errors import user_error
 from .exports import png_file, zip_file
 from .files import ExportStore
 from .panels import checks_panel, compare_panel, live_text, report_panel, report_table, resolve_report
-from .state import AppState, Display, kept
+from .state import AppState, Display, Rollout, kept
 from .status import demo_note, is_demo, side_label, status_text
 
 __all__ = ["EMPTY_CHART", "GALLERY_SIDE", "VIEW_SIDE", "Handlers"]
@@ -88,7 +91,8 @@ def _display_images(state: AppState) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _head_menu(view: View | None, head: int | None) -> Any:
-    """The Head choice for the selected view: the head mean or one of its heads (shown for token views only)."""
+    """The Head choice for the selected view: the head mean or one of its heads (shown for token and window views
+    that kept their heads)."""
     n = 0 if view is None else token_heads(view)
     value = "mean" if head is None or head >= n else str(head)
     choices = [("mean", "mean"), *((f"head {i}", str(i)) for i in range(n))]
@@ -132,7 +136,7 @@ class Handlers:
         bound = self.server_name if self.server_name is not None else self.config.host
         return self.config.typed_paths and bound in LOOPBACK
 
-    def _analyze(self, image: Any, attention: str | None, arch: str, weights: str) -> Any:
+    def _analyze(self, image: Any, attention: str | None, arch: str, weights: str, keep: str = "auto") -> Any:
         """:func:`attnviz.analyze` as the page runs it; the library's errors become user errors."""
         try:
             return analyze(
@@ -143,11 +147,12 @@ class Handlers:
                 device=self.config.device,
                 size=self.config.size,
                 cache=self.cache,
+                keep=keep,
                 **self.config.load_options(arch),
             )
         except ImageError as e:
             raise user_error(f"Cannot use this image: {e}") from None
-        except (ValueError, AnalyzeError) as e:
+        except (ValueError, AnalyzeError, MemoryLimitError) as e:
             raise user_error(str(e)) from None
 
     # -- the Image tab ---------------------------------------------------------------------------------------------
@@ -218,7 +223,7 @@ class Handlers:
             view = views[keys.index(block)]
             channel = next((v for v in views if v.block == view.block and v.kind == "channel"), None)
             detail = None if view.kind == "channel" else detail_image(view, display.top)  # a gate: the chart
-            one = head_view(view, state.head)  # a token view: the chosen head in place of the head mean
+            one = head_view(view, state.head)  # a token or window view: the chosen head in place of the head mean
             if one is not view and one.spatial is not None:
                 big = overlay(view_image, normalize([one.spatial], display.norm, [one.stage])[0], cmap, alpha)
                 extra.append(f"large view: {one.title}")
@@ -298,6 +303,50 @@ class Handlers:
         state = dataclasses.replace(state, head=index)
         return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
 
+    def pick_rollout(
+        self,
+        state: AppState | None,
+        on: bool,
+        fusion: str,
+        discard_ratio: float,
+        cmap: str,
+        alpha: float,
+        norm: str,
+        topk: str,
+        block: str | None,
+        axis: str = AXES[0],
+    ) -> tuple[Any, ...]:
+        """The rollout controls (Abnar & Zuidema 2020): on or off, head fusion, discard ratio. Drawn again from the
+        kept maps; only head fusion by max or min of maps that kept their head mean alone (``keep="auto"``) runs the
+        network once more, keeping every head (``keep="full"``), and the state keeps those maps for what follows."""
+        state = kept(state, "Run an analysis first.")
+        if fusion not in FUSION_CHOICES:
+            raise user_error(f"not a head fusion: {fusion!r}; pick one of {', '.join(FUSION_CHOICES)}")
+        try:
+            ratio = float(discard_ratio)
+        except (TypeError, ValueError):
+            raise user_error(f"not a discard ratio: {discard_ratio!r}") from None
+        if not 0.0 <= ratio <= DISCARD_MAX:
+            raise user_error(f"the discard ratio must be between 0 and {DISCARD_MAX}, got {ratio}")
+        rollout = Rollout(bool(on), fusion, ratio)
+        result = state.result
+        if rollout.on and fusion != "mean" and rollout_maps(result.maps) and not rollout_heads(result.maps):
+            s = result.settings  # head max/min need every head's matrix: one forward that keeps them
+            result = self._analyze(result.image, s["attention"], s["arch"], s["weights"], keep="full")
+            state = AppState(result, state.query, state.head, categories=state.categories)
+        state = dataclasses.replace(state, rollout=rollout)
+        return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
+
+    def rollout_controls(self, state: AppState | None) -> tuple[Any, Any, Any, Any]:
+        """After an analysis: the rollout controls show for a network whose blocks roll out (token maps over one
+        grid with a class token), set to the state's rollout (a new analysis: on, head mean, nothing discarded)."""
+        if state is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        r = state.rollout
+        shown = bool(rollout_maps(state.result.maps))
+        ratio = gr.Slider(value=r.discard_ratio)
+        return gr.Row(visible=shown), gr.Checkbox(value=r.on), gr.Radio(value=r.fusion), ratio
+
     def pick_channel(
         self, state: AppState | None, cmap: str, alpha: float, block: str | None, evt: gr.SelectData
     ) -> tuple[Any, str]:
@@ -325,7 +374,8 @@ class Handlers:
         return big, note
 
     def make_png(self, state: AppState | None, cmap: str, alpha: float, norm: str, block: str | None) -> str | None:
-        """The selected view as a PNG with its colorbar, written when its button is clicked."""
+        """The selected view as a PNG with its colorbar (the chosen head, as the large view shows it), written when
+        its button is clicked."""
         state = kept(state, "Run an analysis first: there is nothing to download yet.")
         return str(png_file(self.store, state, Display(cmap, alpha, norm, block=block)))
 
@@ -338,8 +388,8 @@ class Handlers:
         topk: str,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio's progress tracker)
     ) -> str:
-        """Everything (overlays, charts, raw maps, result.json) as a zip, built when its button is clicked; asking
-        again with the same result and display settings returns the zip already made."""
+        """Everything (overlays, charts, raw maps, result.json) as a zip, built when its button is clicked, with the
+        chosen head and rollout; asking again with the same result and settings returns the zip already made."""
         state = kept(state, "Run an analysis first: there is nothing to download yet.")
         return str(zip_file(self.store, state, Display(cmap, alpha, norm, topk), progress))
 

@@ -14,7 +14,9 @@ from ..sources.catalog import TIMM_ATTENTION
 from ..sources.spec import Weights
 from .choices import (
     AXES,
+    DISCARD_MAX,
     FROM_NETWORK,
+    FUSION_CHOICES,
     NONE,
     TOPK_CHOICES,
     WEIGHTS,
@@ -82,6 +84,15 @@ class ImageTab:
     zipf: gr.Button
     png_file: gr.DownloadButton
     zip_file: gr.DownloadButton
+    rollout_row: gr.Row
+    rollout_on: gr.Checkbox
+    fusion: gr.Radio
+    discard: gr.Slider
+
+    @property
+    def rollout(self) -> list[Any]:
+        """The rollout controls, in the order :meth:`Handlers.pick_rollout` takes them."""
+        return [self.rollout_on, self.fusion, self.discard]
 
     @property
     def display(self) -> list[Any]:
@@ -145,6 +156,29 @@ def _display_inputs() -> tuple[Any, ...]:
     return cmap, alpha, norm, topk, axis
 
 
+def _rollout_inputs() -> tuple[gr.Row, gr.Checkbox, gr.Radio, gr.Slider]:
+    """The rollout controls (Abnar & Zuidema 2020), shown for a network whose token maps roll out."""
+    with gr.Row(visible=False, elem_id="rollout-controls") as row:
+        on = gr.Checkbox(
+            value=True,
+            label="Attention rollout",
+            elem_id="rollout-on",
+            info="the network-level view: attention multiplied through the blocks (Abnar & Zuidema 2020)",
+        )
+        fusion = gr.Radio(
+            FUSION_CHOICES,
+            value="mean",
+            label="Head fusion",
+            elem_id="rollout-fusion",
+            info="max/min need every head: the network runs once more keeping them",
+        )
+        discard = gr.Slider(
+            0.0, DISCARD_MAX, value=0.0, step=0.05, label="Discard ratio", elem_id="rollout-discard",
+            info="the lowest weights of each block dropped (the class token's kept)",
+        )  # fmt: skip
+    return row, on, fusion, discard
+
+
 def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
     """The Image tab: the inputs on the left, what the network's attention blocks computed on the right, with
     ``panels()`` (the Checks, Compare and Live tabs) under them."""
@@ -182,9 +216,10 @@ def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
             )
             with gr.Row():
                 block = gr.Dropdown(label="Block", choices=[], elem_id="block-select", scale=3)
-                head = gr.Dropdown(  # token attention: shown for a transformer block's view
+                head = gr.Dropdown(  # token and window attention: shown for a transformer block's view
                     label="Head", choices=[("mean", "mean")], value="mean", elem_id="head-select", visible=False
                 )
+            rollout_row, rollout_on, fusion, discard = _rollout_inputs()
             with gr.Row():
                 big = _photo("block-view", "Selected block (click to pick the query of pairwise and token maps)")
                 detail = _image("block-detail", "Block detail")
@@ -213,6 +248,7 @@ def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
     tab = ImageTab(
         image, attention, arch, weights, run, cmap, alpha, norm, topk, axis, examples.dataset, status, predictions,
         about, gallery, block, head, big, detail, chart, channel_note, png, zipf, png_file, zip_file,
+        rollout_row, rollout_on, fusion, discard,
     )  # fmt: skip
     return tab, below
 
@@ -338,10 +374,14 @@ def _wire_image(h: Handlers, state: gr.State, t: ImageTab, after: list[Any], aft
     for event in analyses:
         then_panels(event)
         event.success(h.follow_network, [state, t.attention, t.arch], follow, **PRIVATE)
+        event.success(h.rollout_controls, state, [t.rollout_row, *t.rollout], **PRIVATE)
     for setting in t.display:
         then_panels(setting.input(h.render_outputs, [state, *t.display], t.outputs, **PRIVATE))
     then_panels(t.big.select(h.pick_query, [state, *t.display], [state, *t.outputs], **PRIVATE))
     then_panels(t.head.input(h.pick_head, [state, t.head, *t.display], [state, *t.outputs], **PRIVATE))
+    for control in t.rollout:  # max/min fusion may run the network once more (every head kept)
+        inputs = [state, *t.rollout, *t.display]
+        then_panels(control.input(h.pick_rollout, inputs, [state, *t.outputs], concurrency_id="model", **PRIVATE))
     t.chart.select(h.pick_channel, [state, t.cmap, t.alpha, t.block], [t.big, t.channel_note], **PRIVATE)
     t.png.click(h.make_png, [state, t.cmap, t.alpha, t.norm, t.block], t.png_file, **PRIVATE).then(
         None, js=_click("download-png-file")

@@ -1,11 +1,13 @@
 """What the page keeps for a session (:class:`AppState`) and the display settings of a drawing (:class:`Display`).
 
-Both are immutable: an event that changes the state returns a new one (``dataclasses.replace``). The state caches
-the views of its result, so a display change does not build them again.
+Both are immutable: an event that changes the state returns a new one (``dataclasses.replace``). The states made
+from one result share a cache of what is derived from it, keyed by everything it depends on, so a display or head
+change does not build the views again (a rollout over a DINOv2's 1374 tokens takes seconds).
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,9 +20,12 @@ from ..pipeline.core import Result
 from .choices import AXES
 from .errors import user_error
 
-__all__ = ["AppState", "Display", "kept"]
+__all__ = ["AppState", "Display", "Rollout", "kept"]
 
 T = TypeVar("T")
+#: the latest views kept per result (each query or rollout setting gives its own; older ones are let go)
+_VIEW_SETS = 2
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,25 @@ class Display:
         return None if self.topk in (None, "all") else int(self.topk)
 
 
+@dataclass(frozen=True)
+class Rollout:
+    """The page's attention rollout (Abnar & Zuidema, ACL 2020; :func:`attnviz.capture.views.rollout_view`).
+
+    Attributes:
+        on: show the network's rollout as one more view.
+        fusion: how each layer's heads are fused (:data:`attnviz.capture.rollout.FUSIONS`).
+        discard_ratio: the fraction (0 <= r < 1) of each fused matrix's lowest weights dropped.
+    """
+
+    on: bool = True
+    fusion: str = "mean"
+    discard_ratio: float = 0.0
+
+    def settings(self) -> dict[str, Any] | None:
+        """As the export records it (``None``: off)."""
+        return {"fusion": self.fusion, "discard_ratio": self.discard_ratio} if self.on else None
+
+
 @dataclass(frozen=True, eq=False)
 class AppState:
     """A session's kept analysis.
@@ -55,32 +79,53 @@ class AppState:
         result: the shown :class:`attnviz.pipeline.core.Result` (its checks, once run, are kept on it).
         query: (x, y) fractions of the image: the query of pairwise and token maps (``None``: each kind's default,
             the centre; a token map's class token).
-        head: the head a token view shows when it is selected (``None``: the head mean).
+        head: the head a token or window view shows when it is selected, and that its exports show (``None``: the
+            head mean).
+        rollout: the rollout view's settings.
         categories: the network's class names, kept when the checks ran (they name the classes followed).
         compare: the last comparison made with this result as its A side.
+
+    A state made with ``dataclasses.replace`` shares its cache (``_cache``); one with a new result is a new
+    ``AppState`` (its own cache).
     """
 
     result: Result
     query: tuple[float, float] | None = None
     head: int | None = None
+    rollout: Rollout = Rollout()
     categories: tuple[str, ...] = ()
     compare: Comparison | None = None
-    _cache: dict[Any, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def cached(self, key: Hashable, make: Callable[[], T]) -> T:
-        """``make()``, made once per state and ``key`` (a state is never changed: its derived values stay valid)."""
-        if key not in self._cache:
-            self._cache[key] = make()
-        return self._cache[key]
+        """``make()``, made once per result and ``key`` (``key`` names everything but the result it depends on)."""
+        with _CACHE_LOCK:
+            if key in self._cache:
+                return self._cache[key]
+        value = make()
+        with _CACHE_LOCK:
+            return self._cache.setdefault(key, value)
 
     @property
     def views(self) -> list[View]:
-        """The result's views for this state's query (built once per state)."""
-        return self.cached("views", lambda: build_views(self.result, self.query))
+        """The result's views for this state's query and rollout (built once per result, query and rollout; the
+        latest few sets are kept)."""
+        r = self.rollout
+        key = ("views", self.query, r)
+        with _CACHE_LOCK:
+            if key not in self._cache:
+                sets = [k for k in self._cache if isinstance(k, tuple) and k[0] == "views"]
+                for old in sets[: max(0, len(sets) - _VIEW_SETS + 1)]:  # the oldest, and what was drawn from them
+                    for k in [k for k in self._cache if isinstance(k, tuple) and k[1:3] == old[1:3]]:
+                        del self._cache[k]
+        return self.cached(
+            key,
+            lambda: build_views(self.result, self.query, rollout=r.on, fusion=r.fusion, discard_ratio=r.discard_ratio),
+        )
 
     def spatial(self, norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:
         """:func:`attnviz.capture.views.spatial_views` of :attr:`views` under ``norm`` (made once per mode)."""
-        return self.cached(("spatial", norm), lambda: spatial_views(self.views, norm))
+        return self.cached(("spatial", self.query, self.rollout, norm), lambda: spatial_views(self.views, norm))
 
 
 def kept(state: AppState | None, message: str) -> AppState:
