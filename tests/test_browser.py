@@ -174,3 +174,49 @@ def test_browser_end_to_end(app_server: tuple, tmp_path: Path) -> None:
     assert (tmp_path / "app.png").stat().st_size > 10_000
     outside = {h for h in hosts if h not in ("127.0.0.1", "localhost", "data", "blob")}
     assert not outside, f"requests left loopback: {outside}"
+
+
+def test_browser_transformer_head_and_rollout(app_server: tuple) -> None:
+    """A listed transformer (DeiT-S, random weights: no download) picked from the network list: the rollout opens as
+    the last overlay; a block's Head choice shows one head; switching rollout off drops its overlay, and head
+    fusion by max (every head kept: one more forward) brings it back; not one request leaves loopback."""
+    from playwright.sync_api import sync_playwright
+
+    app_url, _ = app_server
+    hosts: set[str] = set()
+    count = "n => document.querySelectorAll('#overlays img').length === n"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+        page.on("request", lambda r: hosts.add(urlparse(r.url).hostname or urlparse(r.url).scheme))
+        page.goto(app_url)
+        page.set_input_files("#image-input input[type=file]", ASSET)
+        page.wait_for_selector("#image-input img", timeout=30_000)
+        for menu, value, status in (("#weights", "random", "weights: random"), ("#arch", "deit_small", "deit_small")):
+            page.click(f"{menu} input")
+            page.fill(f"{menu} input", value)
+            page.keyboard.press("Enter")
+            _wait_status(page, status)
+        page.wait_for_function(count, arg=13, timeout=120_000)  # 12 blocks and the rollout
+        page.wait_for_selector("#rollout-controls", state="visible", timeout=30_000)
+        assert not page.is_visible("#head-select")  # the rollout is selected: head-fused
+        assert page.input_value("#block-select input").startswith("model · attention rollout")  # opened on it
+
+        page.click("#block-select input")
+        page.fill("#block-select input", "blocks.11")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#head-select", state="visible", timeout=60_000)
+        page.click("#head-select input")
+        page.fill("#head-select input", "head 2")
+        page.keyboard.press("Enter")
+        _wait_status(page, "head 2")
+
+        page.click("#rollout-on input")  # off: the rollout's overlay goes
+        page.wait_for_function(count, arg=12, timeout=60_000)
+        page.click("#rollout-on input")
+        page.wait_for_function(count, arg=13, timeout=60_000)
+        page.click("#rollout-fusion label:has-text('max')")
+        _text_has(page, "#overlays", "head max")
+        browser.close()
+    outside = {h for h in hosts if h not in ("127.0.0.1", "localhost", "data", "blob")}
+    assert not outside, f"requests left loopback: {outside}"
