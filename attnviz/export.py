@@ -121,7 +121,8 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
                     else {}
                 ),
                 **({"window": _layout(v)} if v.window is not None else {}),
-                **(  # queries on another grid than the keys (N x M): the queries' grid and prefix
+                # queries on another grid than the keys (N x M): the queries' grid and prefix
+                **(
                     {"query_grid": list(v.qgrid), "query_prefix": int(v.data.shape[-2]) - v.qgrid[0] * v.qgrid[1]}
                     if v.kind == "token" and v.qgrid
                     else {}
