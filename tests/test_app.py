@@ -265,6 +265,21 @@ def test_checks_panel_shows_ablation_gradcam_and_sanity(app: Handlers) -> None:
     assert app.render_checks(fresh, "turbo", 0.5, "map", key)[CH_VIEW] is None  # a new result has no checks yet
 
 
+def test_checks_faithfulness_on_request(app: Handlers) -> None:
+    """The Checks tab's faithfulness box: off (the default), the checks have no curves; on, every block has the
+    deletion/insertion/ROAD curves of its view, Grad-CAM, the centre prior and the random map, drawn below the
+    ablation bars."""
+    state, *_ = app.run_analysis(ASSET, "cbam", "resnet18", "demo", "turbo", 0.5, "map", "32", None)
+    key = "layer2.1.attn.spatial.tap"
+    state, *plain = app.run_checks(state, "turbo", 0.5, "map", key)
+    assert all(c.faithfulness is None for c in state.result.checks.blocks.values())
+    state, *out = app.run_checks(state, "turbo", 0.5, "map", key, True)
+    c = state.result.checks.blocks["layer2.1.attn"]
+    assert set(c.faithfulness) == {"attention", "gradcam", "centre", "random"}
+    (w0, h0), (w1, h1) = _png_size(plain[CH_CHART]), _png_size(out[CH_CHART])
+    assert w1 >= w0 and h1 > h0  # the curves below the bars
+
+
 def test_checks_panel_warns_when_the_map_ignores_the_weights(app: Handlers) -> None:
     """SimAM's map has no weights of its own: it is kept exactly when the weights are randomised down to the block,
     so the sanity line is the warning. SE's view (its gate effect) follows its gate and passes."""

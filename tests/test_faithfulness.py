@@ -150,7 +150,9 @@ def test_render_checks_writes_faithfulness(tmp_path: Path) -> None:
     photo((72, 64)).save(src)
     out = tmp_path / "out"
     args = ["render", str(src), "--attention", "cbam", "--out", str(out), "--device", "cpu", "--size", "48"]
-    assert main([*args, "--checks", "--workers", "0"]) == 0
+    assert main([*args, "--faithfulness", "--workers", "0"]) == 2  # part of the checks: said, nothing written
+    assert not out.exists()
+    assert main([*args, "--checks", "--faithfulness", "--workers", "0"]) == 0
     sidecar = json.loads((out / "cat" / "result.json").read_text())
     assert sidecar["checks_info"]["faithfulness"]["steps"] == 24
     for block in sidecar["checks"].values():

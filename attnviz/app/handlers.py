@@ -420,15 +420,18 @@ class Handlers:
         alpha: float,
         norm: str,
         block: str | None,
+        faithful: bool = False,
         progress: gr.Progress = gr.Progress(),  # noqa: B008  (Gradio's progress tracker)
     ) -> tuple[Any, ...]:
         """The Checks button: ablation of every block, Grad-CAM at every block and the randomisation check
-        (:func:`attnviz.checks.check_result`, several forwards: only on demand); kept on the Result."""
+        (:func:`attnviz.checks.check_result`, several forwards: only on demand), and with ``faithful`` each block's
+        faithfulness curves; kept on the Result."""
         state = kept(state, "Run an analysis first: the checks are made on its image and network.")
         model = self._model_of(state.result)
-        progress(0.05, desc="checks: ablation, Grad-CAM, randomised weights")
+        what = "ablation, Grad-CAM, randomised weights" + (", faithfulness curves" if faithful else "")
+        progress(0.05, desc=f"checks: {what}")
         try:
-            check_result(state.result, model=model, query=state.query)
+            check_result(state.result, model=model, query=state.query, faithful=bool(faithful))
         except (RuntimeError, ValueError) as e:
             raise user_error(f"The checks could not run on this network: {e}") from None
         state = dataclasses.replace(state, categories=tuple(meta_of(model).categories))

@@ -258,6 +258,7 @@ class ChecksTab:
     """The Checks tab: the button and what the checks show of the selected block."""
 
     run: gr.Button
+    faithful: gr.Checkbox  # also the faithfulness curves (slower: the run's extra input)
     outputs: list[Any]  # ablation chart, block view, Grad-CAM, randomised view, scores, sanity line
 
 
@@ -268,7 +269,13 @@ def checks_tab() -> ChecksTab:
         "block, does it depend on the trained weights (randomised from the classifier down to the block)? Several "
         "forward passes: run on demand."
     )
-    run = gr.Button("Run checks", elem_id="run-checks")
+    with gr.Row():
+        run = gr.Button("Run checks", elem_id="run-checks")
+        faithful = gr.Checkbox(
+            False,
+            label="Faithfulness curves (deletion, insertion, ROAD; about 20x a forward per block)",
+            elem_id="checks-faithful",
+        )
     ablation = _image(
         "ablation-chart",
         "What switching this block off does to the top-1 probability (red: top-1 changes); below: the block's "
@@ -280,7 +287,7 @@ def checks_tab() -> ChecksTab:
         randomised = _photo("sanity-view", "Sanity: the view with randomised weights")
     scores = gr.Markdown("", elem_id="check-scores")
     sanity = gr.Markdown("", elem_id="sanity-warning")
-    return ChecksTab(run, [ablation, view, gradcam, randomised, scores, sanity])
+    return ChecksTab(run, faithful, [ablation, view, gradcam, randomised, scores, sanity])
 
 
 @dataclass
@@ -408,7 +415,8 @@ def build_demo(config: AppConfig | None = None, handlers: Handlers | None = None
                 data = dataset_tab()
         check_inputs = [state, image.cmap, image.alpha, image.norm, image.block]
         _wire_image(h, state, image, [*check_inputs, cmp.pair], [*checks.outputs, *cmp.outputs, live])
-        checks.run.click(h.run_checks, check_inputs, [state, *checks.outputs], concurrency_id="model", **PRIVATE).then(
+        run_inputs = [*check_inputs, checks.faithful]
+        checks.run.click(h.run_checks, run_inputs, [state, *checks.outputs], concurrency_id="model", **PRIVATE).then(
             h.live_panel, state, live, **PRIVATE
         )
         compare_inputs = [state, cmp.other, image.cmap, image.alpha]

@@ -266,7 +266,7 @@ def run_checks(
     seed: int = 0,
     query: tuple[float, float] | None = None,
     batch_size: int = 16,
-    faithful: bool = True,
+    faithful: bool = False,
     steps: int = STEPS,
 ) -> Checks:
     """Ablation, Grad-CAM agreement and the randomisation check for every attention block, for one image.
@@ -285,7 +285,8 @@ def run_checks(
             the centre for pairwise maps, the class token for token maps).
         batch_size: most images per ablation forward.
         faithful: the faithfulness curves of each block's view, Grad-CAM, a centre prior and a random map
-            (:func:`faithfulness`: one batch of 2 (steps + 1) + 10 images per map).
+            (:func:`faithfulness`: one batch of 2 (steps + 1) + 10 images per map, and the ROAD imputation: about
+            20x a plain forward per block on a CPU (bench/faithfulness.py), so only on request).
         steps: deletion/insertion steps.
     """
     t = time.perf_counter()
