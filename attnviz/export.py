@@ -26,6 +26,8 @@ from .render.naming import safe_name
 __all__ = ["DisplaySettings", "export_files", "export_zip", "rendered", "write_folder"]
 
 DisplaySettings = dict[str, Any]  # cmap, alpha, norm, topk, query, head, rollout
+#: what result.json's ``settings.display`` records of them (a rerun of ``render`` with other values renders again)
+DISPLAY_KEYS = ("cmap", "alpha", "norm", "topk", "query", "head", "rollout")
 
 
 def _versions() -> dict[str, str]:
@@ -95,7 +97,7 @@ def export_files(result: Result, settings: DisplaySettings) -> Iterator[tuple[st
         "model": result.model,
         "settings": {
             **result.settings,
-            "display": {k: settings.get(k) for k in ("cmap", "alpha", "norm", "topk")},
+            "display": {k: settings.get(k) for k in DISPLAY_KEYS},
             **({"view": settings["view"]} if settings.get("view") else {}),
         },
         "query": settings.get("query"),

@@ -120,3 +120,36 @@ def test_checks_and_stats_show_the_class_token(vit: torch.nn.Module, image: torc
     assert len(stats) == 12
     for block, (_, t) in stats.items():
         np.testing.assert_allclose(t[0].numpy(), cls[block], rtol=0, atol=1e-6)
+
+
+def test_render_cli_head_query_rollout(tmp_path) -> None:
+    """``attnviz render --model timm:NAME``: the chosen head, query and rollout fusion reach the overlays and
+    result.json; a rerun with the same display is skipped, with another head it is rendered again; a bad query is
+    refused with a message."""
+    from PIL import Image
+
+    from attnviz.cli.main import main
+
+    src = tmp_path / "cat.png"
+    Image.open(ASSET).convert("RGB").save(src)
+    out = tmp_path / "out"
+    base = ["render", str(src), "--model", "timm:vit_tiny_patch16_224", "--weights", "random", "--out", str(out)]
+    base += ["--device", "cpu", "--workers", "0", "--keep", "full"]
+    args = [*base, "--head", "1", "--query", "0.25,0.75", "--rollout", "max", "--discard-ratio", "0.5"]
+    assert main(args) == 0
+    sidecar = json.loads((out / "cat" / "result.json").read_text())
+    assert sidecar["head"] == 1 and sidecar["query"] == [0.25, 0.75]
+    assert sidecar["rollout"] == {"fusion": "max", "discard_ratio": 0.5}
+    assert sidecar["settings"]["keep"] == "full" and sidecar["settings"]["display"]["head"] == 1
+    tokens = [m for m in sidecar["maps"] if m["kind"] == "token" and m["found_by"] != "rollout"]
+    assert len(tokens) == 12 and all(m["head"] == 1 for m in tokens)
+    assert [m["found_by"] for m in sidecar["maps"]].count("rollout") == 1
+    assert any("rollout" in f for f in sidecar["files"])
+    stamp = (out / "cat" / "result.json").stat().st_mtime_ns
+    assert main(args) == 0 and (out / "cat" / "result.json").stat().st_mtime_ns == stamp  # same display: skipped
+    assert main([*base, "--head", "2", "--rollout", "off"]) == 0
+    again = json.loads((out / "cat" / "result.json").read_text())
+    assert again["head"] == 2 and again["rollout"] is None and not any("rollout" in f for f in again["files"])
+    with pytest.raises(SystemExit) as e:
+        main([*base, "--query", "2,0.5"])
+    assert e.value.code == 2

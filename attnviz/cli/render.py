@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import multiprocessing
 import os
 import signal
@@ -99,11 +100,25 @@ class _QuietSpawn(type(multiprocessing.get_context("spawn"))):  # type: ignore[m
     Process = _QuietProcess
 
 
+def _fractions(text: str) -> tuple[float, float]:
+    """``"0.5,0.3"`` -> (0.5, 0.3): a point as fractions of the image's width and height."""
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give X,Y as two fractions, e.g. 0.5,0.3") from None
+    if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+        raise argparse.ArgumentTypeError(f"{text!r}: X and Y are fractions of the image, between 0 and 1")
+    return x, y
+
+
 def _render_expect(args: argparse.Namespace, settings: dict[str, Any]) -> dict[str, Any]:
     """What result.json's ``settings`` say for a folder this ``render`` would write (a folder made otherwise is
     rendered again)."""
+    from ..export import DISPLAY_KEYS
+
     expect = {"arch": args.model, "attention": args.attention, "weights": args.weights or "random"}
-    expect["display"] = {k: settings[k] for k in ("cmap", "alpha", "norm", "topk")}
+    expect["display"] = json.loads(json.dumps({k: settings.get(k) for k in DISPLAY_KEYS}))  # as result.json has it
+    expect["keep"] = args.keep
     expect["view"] = settings.get("view")  # None: each kind's default (a folder rendered before had none)
     return expect if args.size is None else {**expect, "size": args.size}
 
@@ -125,7 +140,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if not images:
         print("no images found in " + ", ".join(args.inputs), file=sys.stderr)
         return 2
-    settings = {"cmap": args.cmap, "alpha": args.alpha, "norm": args.norm, "topk": args.topk, "query": None}
+    if not 0.0 <= args.discard_ratio < 1.0:
+        print("--discard-ratio must be in [0, 1)", file=sys.stderr)
+        return 2
+    settings = {"cmap": args.cmap, "alpha": args.alpha, "norm": args.norm, "topk": args.topk, "query": args.query}
+    settings["head"] = args.head
+    off = args.rollout == "off"
+    settings["rollout"] = False if off else {"fusion": args.rollout, "discard_ratio": args.discard_ratio}
     settings["view"] = None if args.channel_view == "gate-effect" else args.channel_view
     out = Path(args.out)
     try:
@@ -175,6 +196,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         size=args.size,
         cache=cache,
         batch_size=batch_size,
+        keep=args.keep,
         **model_options(args),
     )
     with _writers(workers) as submit:
@@ -261,6 +283,35 @@ def add_render_parser(sub: argparse._SubParsersAction) -> None:
         "uniform gating (default), or the gate-weighted mean activation (the former view, which shows the "
         "activations more than the gates)",
     )
+    render.add_argument(
+        "--query",
+        type=_fractions,
+        default=None,
+        metavar="X,Y",
+        help="the query of pairwise, token and window views, as fractions of the image's width and height (e.g. "
+        "0.5,0.3); default: each kind's own (the centre; a transformer's class token)",
+    )
+    render.add_argument(
+        "--head",
+        type=int,
+        default=None,
+        help="token and window views show this head (0-based; kept with --keep full, or the prefix rows of every "
+        "head by default) instead of the head mean",
+    )
+    render.add_argument(
+        "--keep",
+        choices=["auto", "rows", "mean", "full"],
+        default="auto",
+        help="what is kept of token attention: the head mean plus each head's prefix-token rows (auto, rows), the head "
+        "mean only, or every head's full matrix (full)",
+    )
+    render.add_argument(
+        "--rollout",
+        choices=["mean", "max", "min", "off"],
+        default="mean",
+        help="attention rollout's head fusion (Abnar & Zuidema 2020), or off; max and min need --keep full",
+    )
+    render.add_argument("--discard-ratio", type=float, default=0.0, help="rollout: share of weakest links dropped")
     render.add_argument(
         "--batch-size", type=int, default=None, help="images per forward (same size only; default 16 on CUDA, 1 on CPU)"
     )
