@@ -451,17 +451,83 @@ def test_scratch_windows_with_queries_from_elsewhere_are_not_guessed() -> None:
     assert "also got another tensor" in why, why
 
 
+def _gcvit_seen(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """Each GCViT attention module's inputs (x_win (B·nW, M², C), q_global (B, Mh, Mw, C) or None), read by hooks."""
+    seen: dict = {}
+    handles = [
+        m.register_forward_pre_hook(
+            lambda mod, a, path=path: seen.__setitem__(path, (a[0], a[1] if len(a) > 1 else None))
+        )
+        for path, m in model.named_modules()
+        if type(m).__name__ == "WindowAttentionGlobal"
+    ]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _gcvit_plain(attn: nn.Module, x_win: torch.Tensor, q_global: torch.Tensor | None) -> torch.Tensor:
+    """GCViT's window attention (Hatamizadeh et al., ICML 2023) from its weights: softmax(q k^T scale + B), q the
+    window's own tokens, or the global context map's tokens repeated for every window of their image."""
+    b, n, c = x_win.shape
+    heads, d = attn.num_heads, c // attn.num_heads
+    if not attn.use_global or q_global is None:  # a local block also gets q_global, and leaves it
+        q, k, _ = attn.qkv(x_win).view(b, n, 3, heads, d).permute(2, 0, 3, 1, 4)
+    else:
+        k, _ = attn.qkv(x_win).view(b, n, 2, heads, d).permute(2, 0, 3, 1, 4)
+        q = q_global.reshape(q_global.shape[0], n, heads, d).permute(0, 2, 1, 3)
+        q = q.repeat_interleave(b // q_global.shape[0], dim=0)
+    bias = attn.rel_pos.relative_position_bias_table[attn.rel_pos.relative_position_index.view(-1)]
+    bias = bias.view(n, n, heads).permute(2, 0, 1)  # (heads, N, N)
+    return torch.softmax(q @ k.transpose(-2, -1) * d**-0.5 + bias, dim=-1)  # (B·nW, heads, N, N)
+
+
 @pytest.mark.slow
 def test_timm_gcvit_local_windows_and_global_queries() -> None:
-    """GCViT: local blocks are windows; a global block's queries (the global context map's tokens, shared by every
-    window) are read only where one window covers the map, else listed with why (never dropped in silence)."""
+    """GCViT: every block is a window map (12/12). A global block's queries are the global context map's tokens
+    (pooled to the window's size, shared by every window), its keys each window's own positions: its block view is
+    what each position receives (mean over the global queries and heads), and a clicked position shows the row of
+    the global token covering it in every window; both equal plain loops over the module's own weights."""
     timm = pytest.importorskip("timm")
     model = timm.create_model("gcvit_xxtiny", pretrained=False)
-    rec = _record(model, torch.randn(1, 3, 224, 224))
+    x = torch.randn(1, 3, 224, 224)
+    rec = _record(model, x)
+    assert not rec.unclassified, rec.unclassified
     windows = [m for m in rec.maps if m.kind == "window"]
-    assert [m.window.count for m in windows] == [64, 16, 1, 1, 1, 1, 1, 1, 1, 1]
-    assert [u[0] for u in rec.unclassified] == ["stages.0.blocks.1.attn.softmax()", "stages.1.blocks.1.attn.softmax()"]
-    assert all("global query attention over" in u[2] for u in rec.unclassified)
+    assert [m.window.count for m in windows] == [64, 64, 16, 16] + [1] * 8, [m.name for m in windows]
+    assert [m.window.is_global for m in windows] == [int(m.name.split(".")[3]) % 2 == 1 for m in windows]
+    seen = _gcvit_seen(model, x)
+    views = build_views(type("R", (), {"maps": rec.maps, "activations": {}})(), rollout=False)
+    cell = (13, 40)  # (y, x) on stage 0's 56 x 56 grid; clicked as fractions of the image
+    clicked = build_views(type("R", (), {"maps": rec.maps, "activations": {}})(), ((40 + 0.5) / 56, (13 + 0.5) / 56))
+    modules = dict(model.named_modules())
+    for m, view, click in zip(rec.maps, views, clicked, strict=False):
+        if m.kind != "window":  # its MBConv's SE gates
+            continue
+        path = m.name.rsplit(".softmax()", 1)[0]
+        with torch.no_grad():
+            a = _gcvit_plain(modules[path], *seen[path]).numpy()  # (nW, heads, M², M²)
+        np.testing.assert_allclose(m.data[0].numpy(), a, atol=1e-6)
+        (h, w), (mh, mw) = m.window.grid, m.window.window
+        pos = _loop_block(h, w, mh, mw)
+        np.testing.assert_array_equal(m.window.positions(), pos)
+        expect = np.zeros(h * w)
+        for win in range(len(pos)):
+            for j in range(mh * mw):  # what position pos[win, j] receives: mean over every query and head
+                expect[pos[win, j]] = a[win, :, :, j].mean()
+        np.testing.assert_allclose(view.spatial.reshape(-1), expect, atol=1e-6)
+        if m.window.is_global and (h, w) == (56, 56):  # the clicked cell's global token, in every window
+            assert "global" in m.layout and "global query" in click.spatial_label, (m.layout, click.spatial_label)
+            q = (cell[0] * mh // h) * mw + cell[1] * mw // w
+            row = np.zeros(h * w)
+            for win in range(len(pos)):
+                row[pos[win]] = a[win, :, q].mean(axis=0)
+            np.testing.assert_allclose(click.spatial.reshape(-1), row, atol=1e-6)
+            assert click.cell == cell
 
 
 @pytest.mark.slow

@@ -52,13 +52,14 @@ READ_WHOLE = {
 READ_WHOLE_TOKENS = {"pvt_v2_b0": 8, "mvitv2_tiny": 10, "levit_128s": 11, "crossvit_tiny_240": 21}
 #: windowed and partitioned attention (tests/test_partitions.py): one window map per attention module, every one read:
 #: Swin's and SwinV2's shifted windows, MaxViT's block and grid attention (besides its MBConv SE gates), NesT's blocks,
-#: MobileViT's unfolded patches
+#: MobileViT's unfolded patches, GCViT's local and global-query windows
 READ_WHOLE_WINDOWS = {
     "swin_tiny_patch4_window7_224": 12,
     "swinv2_tiny_window8_256": 12,
     "maxvit_rmlp_pico_rw_256": 22,
     "nest_tiny": 12,
     "mobilevit_xxs": 9,  # its unfolded 2 x 2 patches: 4 dilated grids (discovery, exact token match)
+    "gcvit_xxtiny": 12,  # local and global blocks (global: the context map's tokens query every window)
 }
 
 

@@ -32,8 +32,8 @@ timm PartitionAttentionCl / 2d (MaxViT)     its softmax (B·nW, heads,     windo
                                             P², P²)                       P x P blocks, else a dilated G x G grid
 timm ParallelPartitionAttention             block, then grid softmax      window (block, grid)
 timm NesT Attention                         softmax (B, heads, T, N, N)   window: T square blocks of N tokens
-timm GlobalContextVitBlock                  its window softmax            window (global queries over several
-                                                                          windows: listed as unclassified)
+timm GlobalContextVitBlock                  its window softmax            window (a global block: queries are the
+                                                                          global context map's tokens, shared)
 ultralytics / YOLOv12 AAttn                 softmax (B·area, heads, L, L) window: ``area`` runs of L = H·W/area
                                                                           consecutive tokens (area attention)
 torch nn.MultiheadAttention (torchvision    weights recomputed from its   token (ViT: class token + grid), or
@@ -228,17 +228,15 @@ def _area(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
 
 def _timm_gcvit(owner: nn.Module, t: Tensor, ref: tuple[int, ...] | None) -> Canon:
     """timm GlobalContextVitBlock (input (B, H, W, C)): ``window_partition`` into its ``window_size`` (GCViT,
-    Hatamizadeh et al., ICML 2023). A global block's queries are the tokens of the global context map (the image's
-    features pooled to the window's size), shared by every window: read where one window covers the map (the
-    queries lie on its grid), refused (listed, with why) where there are several."""
+    Hatamizadeh et al., ICML 2023). A global block (``attn.use_global``) attends from the tokens of the global
+    context map (the image's features pooled to the window's size), shared by every window, to each window's own
+    positions: a window map with global queries (:class:`WindowLayout` ``queries="global"``): its keys are the
+    window's positions, its queries the context map's tokens."""
     grid = _grid_of(ref, True, "GCViT block")
-    layout = WindowLayout(grid, (int(owner.window_size[0]), int(owner.window_size[1])))
-    if getattr(owner.attn, "use_global", False) and layout.count > 1:
-        raise ValueError(
-            f"GCViT's global query attention over {layout.count} windows: its queries are the global context map's "
-            "tokens (pooled to the window's size), shared by every window, not the window's own positions"
-        )
-    return window_canon(t, ref, layout)
+    queries = "global" if getattr(owner.attn, "use_global", False) else "window"
+    return window_canon(
+        t, ref, WindowLayout(grid, (int(owner.window_size[0]), int(owner.window_size[1])), queries=queries)
+    )
 
 
 _SE = (On("gate"),)

@@ -504,13 +504,10 @@ def _view_window(
     if window is None:
         return None, "", None
     if query is None:  # the block's view: what each position receives in its window (attnviz.capture.windows)
-        return received(data, window), "attention received within its window, query and head mean", None
+        queries = "the global context map's queries" if window.is_global else "query"
+        return received(data, window), f"attention received within its window, {queries} and head mean", None
     cell = render.query_cell(query, (1, 1), window.grid)
-    return (
-        query_rows(data, window, cell)[-1],
-        f"attention from query ({cell[0]}, {cell[1]}) in its window, head mean",
-        cell,
-    )
+    return query_rows(data, window, cell)[-1], f"attention from {window.query_label(cell)}, head mean", cell
 
 
 # -- detail drawings (charts are drawn with matplotlib, which render loads on first use) --------------------------

@@ -298,7 +298,7 @@ def head_view(view: View, head: int | None) -> View:
             label = f"attention received within its window, head {head}"
         else:
             spatial = query_rows(view.data, view.window, view.cell)[head]
-            label = f"attention from query ({view.cell[0]}, {view.cell[1]}) in its window, head {head}"
+            label = f"attention from {view.window.query_label(view.cell)}, head {head}"
         return replace(view, spatial=np.ascontiguousarray(spatial, dtype=np.float32), spatial_label=label)
     size: tuple[int, int] = view.grid  # type: ignore[assignment]
     if view.qgrid is not None:  # queries and keys on different grids: per head on the keys' grid

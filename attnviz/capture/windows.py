@@ -27,6 +27,12 @@ views over the whole H x W grid:
   j(p) of window w(p). Rows sum to 1, so r sums to 1 within each window (over its real keys, less what padding took).
 - a query's view, :func:`query_rows`: the query position's row in its own window, placed on the grid (zeros
   elsewhere), per head and head mean.
+
+Global queries (``WindowLayout.queries = "global"``): GCViT's global blocks (Hatamizadeh et al., ICML 2023) attend
+from the tokens of a global context map (the image's features pooled to the window's size, Mh x Mw), shared by every
+window, to each window's own positions: the keys are positions, the queries are not. The block's view is the same
+(what each position receives, mean over the global queries); a clicked position stands for the global token whose
+cell of the pooled map covers it, and its view is that token's row in every window, placed on the grid.
 """
 
 from __future__ import annotations
@@ -51,6 +57,8 @@ class WindowLayout:
         partition: ``"block"`` (contiguous windows), ``"grid"`` (dilated: window = the Gh x Gw grid of tokens) or
             ``"runs"`` (window = (1, L): L consecutive tokens in row-major order); see the module docstring. Grid and
             runs partitions have no shift or padding: the grid must be a multiple of the window (of L tokens).
+        queries: ``"window"`` (each window's queries are its own tokens) or ``"global"`` (GCViT: the Mh x Mw tokens
+            of a global context map, shared by every window; the keys are the window's tokens).
     """
 
     grid: tuple[int, int]
@@ -58,11 +66,14 @@ class WindowLayout:
     shift: tuple[int, int] = (0, 0)
     pad_first: bool = False
     partition: str = "block"
+    queries: str = "window"
 
     def __post_init__(self) -> None:
         (h, w), (mh, mw) = self.grid, self.window
         if self.partition not in ("block", "grid", "runs"):
             raise ValueError(f"unknown partition {self.partition!r}: 'block', 'grid' or 'runs'")
+        if self.queries not in ("window", "global"):
+            raise ValueError(f"unknown queries {self.queries!r}: 'window' or 'global'")
         if self.partition != "block" and (any(self.shift) or self.pad_first):
             raise ValueError(f"a {self.partition} partition has no shift or padding")
         if self.partition == "grid" and (h % mh or w % mw):
@@ -95,7 +106,26 @@ class WindowLayout:
         if self.partition == "runs":
             return f"{self.count} areas of {mw} consecutive tokens (row-major) over a {h} x {w} grid"
         shift = f", shift {self.shift}" if any(self.shift) else ""
-        return f"{self.count} windows of {mh} x {mw} over a {h} x {w} grid{shift}"
+        glob = f"; queries: a global {mh} x {mw} context map's tokens, shared by every window" if self.is_global else ""
+        return f"{self.count} windows of {mh} x {mw} over a {h} x {w} grid{shift}{glob}"
+
+    @property
+    def is_global(self) -> bool:
+        """The queries are a global context map's tokens, not the window's own (GCViT)."""
+        return self.queries == "global"
+
+    def global_query(self, cell: tuple[int, int]) -> tuple[int, int]:
+        """The global token (i, j) whose cell of the pooled Mh x Mw context map covers the grid position ``cell``."""
+        (h, w), (mh, mw) = self.grid, self.window
+        return min(cell[0] * mh // h, mh - 1), min(cell[1] * mw // w, mw - 1)
+
+    def query_label(self, cell: tuple[int, int]) -> str:
+        """What a query view of ``cell`` shows, for labels: ``query (y, x) in its window`` or, with global queries,
+        ``global query (i, j) (covering (y, x)) in every window``."""
+        if self.is_global:
+            i, j = self.global_query(cell)
+            return f"global query ({i}, {j}) (its context cell covers ({cell[0]}, {cell[1]})) in every window"
+        return f"query ({cell[0]}, {cell[1]}) in its window"
 
     def positions(self) -> np.ndarray:
         """(nW, Mh·Mw) int64: the image position y·W + x of each window token (shift undone), -1 for padding."""
@@ -126,8 +156,9 @@ def received(data: np.ndarray, layout: WindowLayout) -> np.ndarray:
     """The attention each position receives, (H, W) (module docstring): ``data`` (nW, heads, M², M²) of one image."""
     pos = layout.positions()  # (nW, M²)
     real = pos >= 0
+    asked = np.ones_like(real) if layout.is_global else real  # real queries: global tokens are all real
     a = data.astype(np.float64).mean(axis=1)  # (nW, M², M²), head mean
-    got = (a * real[:, :, None]).sum(axis=1) / np.maximum(real.sum(axis=1, keepdims=True), 1)  # (nW, M²) over queries
+    got = (a * asked[:, :, None]).sum(axis=1) / np.maximum(asked.sum(axis=1, keepdims=True), 1)  # (nW, M²) over queries
     out = np.zeros(layout.grid[0] * layout.grid[1])
     out[pos[real]] = got[real]
     return out.reshape(layout.grid).astype(np.float32)
@@ -135,8 +166,17 @@ def received(data: np.ndarray, layout: WindowLayout) -> np.ndarray:
 
 def query_rows(data: np.ndarray, layout: WindowLayout, cell: tuple[int, int]) -> np.ndarray:
     """Where the position ``cell`` attends, placed on the whole grid, (heads + 1, H, W) (each head, then the mean;
-    (1, H, W) where one head was kept): its row in its own window, zeros outside it."""
+    (1, H, W) where one head was kept): its row in its own window, zeros outside it. With global queries: the row of
+    the global token covering ``cell`` (:meth:`WindowLayout.global_query`) in every window (each window sums to 1)."""
     pos = layout.positions()
+    if layout.is_global:
+        i, j = layout.global_query(cell)
+        rows = data[:, :, i * layout.window[1] + j]  # (nW, heads, M²): the global token's row in every window
+        rows = np.concatenate([rows, rows.mean(axis=1, keepdims=True)], axis=1) if rows.shape[1] > 1 else rows
+        real = pos >= 0
+        out = np.zeros((rows.shape[1], layout.grid[0] * layout.grid[1]), dtype=np.float32)
+        out[:, pos[real]] = rows.transpose(1, 0, 2)[:, real]
+        return out.reshape(-1, *layout.grid)
     p = cell[0] * layout.grid[1] + cell[1]
     win, q = (int(i[0]) for i in np.nonzero(pos == p))
     row = data[win, :, q]  # (heads, M²)
