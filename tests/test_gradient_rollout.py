@@ -368,3 +368,35 @@ def test_app_checks_tab_shows_the_gradient_rollout_beside_a_token_block(tmp_path
     s = c.gradient_rollout_scores
     assert "| gradient rollout (" in text and f"| {s['spearman']:+.2f} | {s['top20_iou']:.2f} |" in text
     assert "gradient rollout (Chefer et al. 2021)" in text and view is not None
+
+
+def test_the_pass_refuses_past_the_memory_limit_before_any_forward() -> None:
+    """The pass holds every block's full (B, heads, N, N) weights with their gradients and graph, whatever the
+    recorder kept: estimated as blocks x heads x N² x 4 bytes x 3 and refused past the limit (the recorder's
+    MemoryLimitError), with no forward run, nothing left hooked and the model as it was; at the limit it runs."""
+    from attnviz.capture.fused import MemoryLimitError
+    from attnviz.checks.gradient import gradient_memory
+
+    torch.manual_seed(7)
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, num_classes=10).eval()
+    x = torch.randn(1, 3, 64, 64)
+    blocks, maps, _ = find_blocks(model, x)
+    layout = token_layout(blocks, maps)
+    assert layout is not None and layout.tokens == 17
+    need = gradient_memory(layout, maps)
+    assert need == len(model.blocks) * 3 * 17 * 17 * 4 * 3  # 12 blocks x 3 heads (kept rows per head) x N² x 4 x 3
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    calls: list[int] = []
+    counter = model.register_forward_pre_hook(lambda m, a: calls.append(1))  # the test's own: counts forwards
+    try:
+        with pytest.raises(MemoryLimitError, match=r"memory limit is .* MiB.*larger memory_limit"):
+            gradient_rollout_check(model, x, blocks, maps, memory_limit=need - 1)
+        assert calls == []  # refused before the forward
+    finally:
+        counter.remove()
+    assert _hooks(model) == 0 and not model.training
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters())
+    check = gradient_rollout_check(model, x, blocks, maps, memory_limit=need)
+    assert check is not None and check.map.shape == layout.grid and _hooks(model) == 0
+    assert gradient_rollout_check(model, x, blocks, maps, memory_limit=None) is not None

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..capture.fused import MemoryLimitError
 from ..capture.hooks import model_lock
 from ..pipeline.core import cached_model, model_input
 from ..render import figure_png, normalize, value_range
@@ -315,7 +316,7 @@ def run_checks(
     if gradient_rollout_on and abl is not None:
         try:
             grad_rollout = gradient_rollout_check(model, x, blocks, maps, abl.target)
-        except ValueError as e:  # a token layout the pass cannot follow: said, the other checks stand
+        except (ValueError, MemoryLimitError) as e:  # a layout it cannot follow, or past the memory limit: said
             note = f"gradient rollout skipped: {e}"
         lap("gradient_rollout")
     rand: dict[str, np.ndarray | None] = {}

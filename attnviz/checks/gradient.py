@@ -12,6 +12,11 @@ stay those of the model up to float rounding (:attr:`GradientRollout.logits_delt
 float32). An explicit softmax is handed back as it is. One forward and one ``torch.autograd.grad`` call with the
 weights as its only inputs: the model's parameters get no ``.grad``; the hooks are removed on exit, also when the
 forward or the backward raises. The map is :func:`attnviz.capture.rollout.gradient_rollout`'s.
+
+Memory: the pass holds every block's full (B, heads, N, N) weight, its gradient and the graph between them (about
+:data:`GRAPH_COPIES` float32 copies of each), whatever the recorder kept. :func:`gradient_rollout_check` estimates
+it (:func:`gradient_memory`) before the forward and refuses past the recorder's memory limit with
+:class:`~attnviz.capture.fused.MemoryLimitError`, as the recorder does.
 """
 
 from __future__ import annotations
@@ -25,15 +30,26 @@ import torch
 from torch import Tensor, nn
 
 from ..capture import AttentionMap
+from ..capture.fused import KeepPolicy, MemoryLimitError
 from ..capture.hooks import SiteHooks, model_lock
 from ..capture.rollout import gradient_rollout
 from ..capture.sites import Site
 from .blocks import Block
 
-__all__ = ["GradientRollout", "TokenLayout", "attention_gradients", "gradient_rollout_check", "token_layout"]
+__all__ = [
+    "GradientRollout",
+    "TokenLayout",
+    "attention_gradients",
+    "gradient_memory",
+    "gradient_rollout_check",
+    "token_layout",
+]
 
 #: what result.json and the app call it
 LABEL = "gradient rollout (Chefer et al. 2021)"
+#: float32 copies of each block's (B, heads, N, N) weight the pass holds: the weight, its gradient, and about one
+#: more in the autograd graph (the scaled logits or the softmax's saved output)
+GRAPH_COPIES = 3
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,19 @@ def token_layout(blocks: Sequence[Block], maps: Sequence[AttentionMap]) -> Token
     names = tuple(m.name for m in tokens)
     owners = tuple(b.path for b in blocks if any(n in b.maps for n in names))
     return TokenLayout(size, k, names, owners)
+
+
+def gradient_memory(layout: TokenLayout, maps: Sequence[AttentionMap], batch: int = 1) -> int:
+    """Bytes the gradient pass holds for ``layout``'s blocks: Σ_blocks batch x heads x N² x 4 bytes x
+    :data:`GRAPH_COPIES` (each block's full weight, its gradient and the graph), the heads read from the recorded
+    maps (every head's matrix, or the kept rows per head beside the head mean)."""
+    n = layout.tokens
+    total = 0
+    for m in maps:
+        if m.name in layout.maps:
+            heads = max(int(m.data.shape[1]), 0 if m.rows is None else int(m.rows.shape[1]))
+            total += batch * heads * n * n * 4 * GRAPH_COPIES
+    return total
 
 
 def _square(weight: Tensor, batch: int, n: int) -> bool:
@@ -169,6 +198,7 @@ def gradient_rollout_check(
     blocks: Sequence[Block],
     maps: Sequence[AttentionMap],
     class_idx: int | None = None,
+    memory_limit: int | None = KeepPolicy.limit,
 ) -> GradientRollout | None:
     """The gradient rollout map of one image, or ``None`` where the network has no token layout it applies to
     (:func:`token_layout`).
@@ -179,16 +209,28 @@ def gradient_rollout_check(
         x: (1, 3, H, W) the preprocessed image.
         blocks, maps: from :func:`~attnviz.checks.find_blocks` on ``x``.
         class_idx: the class explained (default: the predicted one).
+        memory_limit: bytes the pass may hold (:func:`gradient_memory`; default: the recorder's, 2 GiB; ``None``:
+            no limit).
 
     Raises:
         ValueError: the model is no classifier, or the pass saw a different number of token weights than the
             recorded forward.
+        MemoryLimitError: the pass would hold more than ``memory_limit``; refused before any forward.
     """
     import time
 
     layout = token_layout(blocks, maps)
     if layout is None:
         return None
+    need = gradient_memory(layout, maps)
+    if memory_limit is not None and need > memory_limit:
+        mib = 1024**2
+        raise MemoryLimitError(
+            f"{LABEL} over {len(layout.maps)} blocks of {layout.tokens} tokens: it holds every block's full attention "
+            f"weights with their gradients and graph, about {need / mib:.1f} MiB (blocks x heads x N² x 4 bytes x "
+            f"{GRAPH_COPIES}); the memory limit is {memory_limit / mib:.1f} MiB. Use a smaller input (fewer tokens), "
+            "leave the gradient rollout out, or a larger memory_limit (bytes; None: none)"
+        )
     t = time.perf_counter()
     with model_lock(model), torch.inference_mode():
         served = model(x[:1])
