@@ -38,6 +38,7 @@ __all__ = [
     "ring_share",
     "score_maps",
     "to_image",
+    "wilson",
 ]
 
 
@@ -84,8 +85,9 @@ class LocalisationScores:
 def _dilate(mask: Tensor, pixels: int) -> Tensor:
     if pixels <= 0:
         return mask
-    k = 2 * pixels + 1
-    return F.max_pool2d(mask[:, None].float(), k, stride=1, padding=pixels)[:, 0] > 0
+    k = 2 * pixels + 1  # a square window is a row window then a column window: the same result, k + k not k * k
+    rows = F.max_pool2d(mask[:, None].float(), (1, k), stride=1, padding=(0, pixels))
+    return F.max_pool2d(rows, (k, 1), stride=1, padding=(pixels, 0))[:, 0] > 0
 
 
 #: positions within this share of a map's range below its maximum tie with it (float32 noise is about 1e-7)
@@ -119,6 +121,19 @@ def score_maps(maps: Tensor, masks: Tensor, tolerance: int = 0) -> tuple[Tensor,
     m = masks.reshape(b, -1).float()
     energy = (flat * m).sum(1) / flat.sum(1).clamp(min=1e-12)
     return hits, energy
+
+
+def wilson(rate: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval (Wilson 1927) of a hit rate over ``n`` scenes. Hits scored as a share of tied
+    peaks (:func:`score_maps`) are fractional; the interval then treats ``rate * n`` as the count of successes,
+    which a map without ties meets exactly. ``n = 0``: (0, 1)."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = min(max(float(rate), 0.0), 1.0)
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
 
 
 def ring_share(size: tuple[int, int], ring: int = 1) -> float:
