@@ -6,6 +6,7 @@ and result.json's ``checks.<block>.faithfulness`` from ``render --checks``."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +18,15 @@ from torch import Tensor, nn
 from attnviz.checks import centre_prior, faithfulness, random_map
 from attnviz.checks.faithfulness import (
     _NEIGHBOURS,
+    ROAD_NOISE,
     auc,
     curve_inputs,
     deletion_inputs,
     insertion_inputs,
     pixel_order,
     road_impute,
+    road_inputs,
+    road_solver,
     step_counts,
     step_masks,
 )
@@ -85,18 +89,66 @@ def _dense_solve(x: np.ndarray, removed: np.ndarray) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("solver", ["direct", "cg"])
 @pytest.mark.parametrize("share", [0.2, 0.6, 0.95])
-def test_road_imputation_equals_a_plain_solve_and_keeps_the_other_pixels(share: float) -> None:
+def test_road_imputation_equals_a_plain_solve_and_keeps_the_other_pixels(share: float, solver: str) -> None:
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, 3, 13, 17, generator=g, dtype=torch.float64)
     removed = torch.rand(13, 17, generator=g) < share
     want = _dense_solve(x[0].numpy(), removed.numpy())
-    got = road_impute(x, removed, noise=0.0, tol=1e-12, max_iter=2000)
+    got = road_impute(x, removed, noise=0.0, tol=1e-12, max_iter=2000, solver=solver)
     np.testing.assert_allclose(got[0].numpy(), want, atol=1e-8)
-    noisy = road_impute(x, removed, noise=0.01, generator=torch.Generator().manual_seed(0))
+    noisy = road_impute(x, removed, noise=0.01, generator=torch.Generator().manual_seed(0), solver=solver)
     keep = ~removed
     assert torch.equal(noisy[0][:, keep], x[0][:, keep])  # kept pixels bit for bit, noise or not
     assert not torch.equal(noisy[0][:, removed], got[0][:, removed])  # the noise is on the imputed ones
+
+
+def test_the_direct_solve_equals_conjugate_gradients_per_image_and_set() -> None:
+    """The fast path (one sparse factorisation per removed set, shared by the channels and by images with the same
+    set) against the torch reference solved to tight tolerance: scattered and blob-shaped sets, a batch mixing
+    distinct and repeated sets, everything removed (the mean, 0) and nothing removed."""
+    g = torch.Generator().manual_seed(2)
+    h, w = 40, 48
+    x = torch.randn(6, 3, h, w, generator=g, dtype=torch.float64)
+    order = pixel_order(centre_prior((5, 6)), (h, w))
+    blob = step_masks(order, (h, w), [round(0.7 * h * w)])[0]  # one connected blob in the middle
+    scattered = torch.rand(h, w, generator=g) < 0.5
+    removed = torch.stack([blob, scattered, blob, torch.ones(h, w, dtype=torch.bool), ~blob, torch.zeros_like(blob)])
+    want = road_impute(x, removed, noise=0.0, solver="cg", tol=1e-12, max_iter=5000)
+    got = road_impute(x, removed, noise=0.0, solver="direct")
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-8)
+    assert torch.equal(got[3], torch.zeros(3, h, w))  # nothing kept: the dataset mean
+    assert torch.equal(got[5], x[5])  # nothing removed: the image
+    # the noise is drawn the same way by both solvers, so the noisy images differ by the solve only
+    a = road_impute(x, removed, generator=torch.Generator().manual_seed(0), solver="direct")
+    b = road_impute(x, removed, generator=torch.Generator().manual_seed(0), solver="cg", tol=1e-12, max_iter=5000)
+    np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-8)
+
+
+def test_curves_with_the_default_cg_tolerance_stay_within_the_noise_of_the_direct_solve() -> None:
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    m = random_map((8, 8), 1)
+    fast, lens = curve_inputs(x, m, solver="direct")
+    slow, _ = curve_inputs(x, m, solver="cg")
+    cut = lens[0] + lens[1]
+    assert torch.equal(fast[:cut], slow[:cut])  # deletion and insertion do not impute
+    assert (fast[cut:] - slow[cut:]).abs().max() < 0.5 * ROAD_NOISE  # ROAD: the cg tolerance, below the noise
+    assert not torch.equal(fast[cut:], slow[cut:])  # (two solvers ran)
+
+
+def test_without_scipy_road_falls_back_to_conjugate_gradients(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    order = pixel_order(random_map((4, 4), 2), (16, 16))
+    want = road_inputs(x[:1], order, noise=0.0, solver="cg")
+    assert road_solver("auto") == "direct"  # scipy is installed here
+    monkeypatch.setitem(sys.modules, "scipy.sparse.linalg", None)  # import scipy.sparse.linalg fails
+    assert road_solver("auto") == "cg"
+    with pytest.raises(ImportError, match="needs scipy"):
+        road_solver("direct")
+    with pytest.raises(ValueError, match="unknown ROAD solver"):
+        road_solver("lu")
+    assert torch.equal(road_inputs(x[:1], order, noise=0.0), want)
 
 
 class RegionNet(nn.Module):

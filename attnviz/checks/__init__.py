@@ -211,6 +211,7 @@ def faithfulness(
     chunk: int = 64,
     seed: int = 0,
     cache: dict[tuple, Curves] | None = None,
+    solver: str = "auto",
 ) -> dict[str, Curves]:
     """Deletion, insertion and ROAD MoRF/LeRF curves of each map for class ``target``: per map, the four curves'
     inputs (:func:`attnviz.checks.faithfulness.curve_inputs`) go through the model as one batch (``chunk`` images per
@@ -220,13 +221,15 @@ def faithfulness(
         model: the classifier. x: (1, 3, H, W) the preprocessed image. maps: name -> (h, w) map, any resolution.
         cache: curves already made for this image and target, by map (shared across calls: blocks on one grid share
             their centre prior and random map).
+        solver: ROAD's imputation solver (:func:`attnviz.checks.faithfulness.road_impute`: direct with scipy, else
+            conjugate gradients).
     """
     done: dict[tuple, Curves] = {} if cache is None else cache
     out: dict[str, Curves] = {}
     for name, m in maps.items():
         key = (m.shape, np.asarray(m, dtype=np.float32).tobytes())
         if key not in done:
-            batch, lens = curve_inputs(x[:1], m, steps=steps, fractions=fractions, seed=seed)
+            batch, lens = curve_inputs(x[:1], m, steps=steps, fractions=fractions, seed=seed, solver=solver)
             p = target_probs(model, batch, target, chunk)
             cut = np.cumsum([0, *lens])
             parts = [p[a:b] for a, b in itertools.pairwise(cut)]
@@ -239,7 +242,7 @@ def block_faithfulness(model: nn.Module, x: Tensor, *, steps: int = STEPS, seed:
     """Each block's faithfulness scores for one image (what ``attnviz stats --faithfulness`` keeps): block path ->
     ``{"stage", "scores": {method: {"deletion", "insertion", "road_morf", "road_lerf"}}}`` (:func:`run_checks`
     without the randomisation; empty when the model is no classifier)."""
-    c = run_checks(model, x, randomise=False, seed=seed, steps=steps)
+    c = run_checks(model, x, randomise=False, faithful=True, seed=seed, steps=steps)
     return {
         p: {
             "stage": b.stage,
