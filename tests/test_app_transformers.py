@@ -204,3 +204,36 @@ def test_result_json_gives_each_window_map_s_layout(swin: tuple, tmp_path: Path)
     assert [e["window"]["grid"] for e in entries[:2]] == [[56, 56], [56, 56]]
     assert [e["window"]["shift"] for e in entries[:2]] == [[0, 0], [3, 3]]
     assert entries[-1]["window"]["count"] == 1  # 7 x 7 tokens, one window: no shift
+
+
+def test_a_click_or_a_head_change_reuses_the_rollout_matrix(vit: tuple) -> None:
+    """The rollout matrix (the product over every block: seconds for a DINOv2's 1374 tokens) is made once per result
+    and settings (head fusion, discard ratio): a click on the rollout view (another query) and a head change draw
+    from the same matrix object, and the clicked view is still that matrix's row; another discard ratio makes a new
+    one, and going back reuses the first."""
+    import gradio as gr
+
+    from attnviz.capture.views import rollout_data
+
+    app, state = vit
+    rolled = state.rolled
+    assert rolled is not None and rolled.shape == (1, 197, 197)
+    first = state.views[-1]
+    assert first.key == "rollout" and first.data is rolled
+    click = gr.SelectData(None, {"index": [30, 200], "value": None, "selected": True})
+    clicked, *_ = app.pick_query(state, *DISPLAY, "rollout", "0–1", click)
+    assert clicked.query != state.query and clicked.views[-1].cell is not None
+    assert clicked.rolled is rolled and clicked.views[-1].data is rolled  # not multiplied again
+    np.testing.assert_array_equal(rolled, rollout_data(state.result.maps))  # what it caches is the rollout
+    y, x = clicked.views[-1].cell
+    np.testing.assert_array_equal(clicked.views[-1].spatial.ravel(), rolled[0, 1 + y * 14 + x, 1:])
+    again, *_ = app.pick_query(
+        clicked, *DISPLAY, "rollout", "0–1", gr.SelectData(None, {"index": [100, 10], "value": None, "selected": True})
+    )
+    assert again.views[-1].data is rolled
+    headed, *_ = app.pick_head(again, "1", *DISPLAY, "rollout")
+    assert headed.views[-1].data is rolled
+    dropped, *_ = app.pick_rollout(state, True, "mean", 0.5, *DISPLAY, None)
+    assert dropped.rolled is not rolled and not np.array_equal(dropped.rolled, rolled)
+    back, *_ = app.pick_rollout(dropped, True, "mean", 0.0, *DISPLAY, None)
+    assert back.rolled is rolled and back.views[-1].data is rolled

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..capture.views import View, build_views, spatial_views
+from ..capture.views import View, build_views, rollout_data, spatial_views
 from ..comparison import Comparison
 from ..pipeline.core import Result
 from .choices import AXES
@@ -25,6 +25,8 @@ __all__ = ["AppState", "Display", "Rollout", "kept"]
 T = TypeVar("T")
 #: the latest views kept per result (each query or rollout setting gives its own; older ones are let go)
 _VIEW_SETS = 2
+#: the latest rollout matrices kept per result (one per head fusion and discard ratio; (1, N, N) float32 each)
+_ROLLED = 2
 _CACHE_LOCK = threading.Lock()
 
 
@@ -118,10 +120,28 @@ class AppState:
                 for old in sets[: max(0, len(sets) - _VIEW_SETS + 1)]:  # the oldest, and what was drawn from them
                     for k in [k for k in self._cache if isinstance(k, tuple) and k[1:3] == old[1:3]]:
                         del self._cache[k]
+        rolled = self.rolled if r.on else None
         return self.cached(
             key,
-            lambda: build_views(self.result, self.query, rollout=r.on, fusion=r.fusion, discard_ratio=r.discard_ratio),
+            lambda: build_views(
+                self.result, self.query, rollout=r.on, fusion=r.fusion, discard_ratio=r.discard_ratio, rolled=rolled
+            ),
         )
+
+    @property
+    def rolled(self) -> np.ndarray | None:
+        """The rollout matrix (1, N, N) of this result's maps under this state's head fusion and discard ratio
+        (:func:`attnviz.capture.views.rollout_data`): made once per result and settings, so a click (another query)
+        or a head change draws from it without multiplying every block again. A state with other maps (the forward
+        that keeps every head for max/min fusion) is a new result with its own cache."""
+        r = self.rollout
+        key = ("rolled", r.fusion, r.discard_ratio)
+        with _CACHE_LOCK:
+            if key not in self._cache:
+                sets = [k for k in self._cache if isinstance(k, tuple) and k[0] == "rolled"]
+                for old in sets[: max(0, len(sets) - _ROLLED + 1)]:  # the oldest
+                    del self._cache[old]
+        return self.cached(key, lambda: rollout_data(self.result.maps, fusion=r.fusion, discard_ratio=r.discard_ratio))
 
     def spatial(self, norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:
         """:func:`attnviz.capture.views.spatial_views` of :attr:`views` under ``norm`` (made once per mode)."""

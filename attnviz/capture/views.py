@@ -50,6 +50,7 @@ __all__ = [
     "head_view",
     "owner_activation",
     "owner_module",
+    "rollout_data",
     "rollout_heads",
     "rollout_maps",
     "rollout_view",
@@ -186,6 +187,7 @@ def build_views(
     fusion: str = "mean",
     discard_ratio: float = 0.0,
     view: str | None = None,
+    rolled: np.ndarray | None = None,
 ) -> list[View]:
     """Views for every map of ``result``, in forward order, then the network's rollout (where it applies).
 
@@ -194,7 +196,8 @@ def build_views(
             (:class:`Captured`).
         query: (x, y) as fractions (0..1) of the image's width and height for pairwise and token maps; default
             (``None``): the centre, and a token map's class token.
-        rollout: add the rollout view (:func:`rollout_view`); ``fusion``, ``discard_ratio``: its settings.
+        rollout: add the rollout view (:func:`rollout_view`); ``fusion``, ``discard_ratio``: its settings;
+            ``rolled``: its matrix already made for these maps and settings (:func:`rollout_data`; a page's cache).
         view: a named spatial view for the kinds that have it (:data:`~attnviz.capture.kinds.VIEW_NAMES`: a channel
             map's ``"gate-weighted"`` mean activation in place of its gate effect); ``None``: each kind's default.
     """
@@ -206,8 +209,10 @@ def build_views(
         gate = m.kind == "spatial"
         at = (m.size, cell, rows, "", m.window, m.qgrid)  # grid, query cell, kept rows, name, window, query grid
         views.append(View(m.name, m.block, m.stage, m.kind, data, spatial, label, gate, *at))
-    rolled = rollout_view(result.maps, query, fusion=fusion, discard_ratio=discard_ratio) if rollout else None
-    return views if rolled is None else [*views, rolled]
+    rv = (
+        rollout_view(result.maps, query, fusion=fusion, discard_ratio=discard_ratio, rolled=rolled) if rollout else None
+    )
+    return views if rv is None else [*views, rv]
 
 
 def rollout_maps(maps: Sequence[AttentionMap]) -> list[AttentionMap]:
@@ -228,12 +233,25 @@ def rollout_heads(maps: Sequence[AttentionMap]) -> bool:
     return bool(tokens) and all(m.data.shape[1] > 1 for m in tokens)
 
 
+def rollout_data(
+    maps: Sequence[AttentionMap], *, fusion: str = "mean", discard_ratio: float = 0.0
+) -> np.ndarray | None:
+    """The rolled-out matrix of the first image (1, N, N) float32 that :func:`rollout_view` shows (the product over
+    every block: the costly part, the same for every query), or ``None`` where rollout does not apply."""
+    tokens = rollout_maps(maps)
+    if not tokens:
+        return None
+    used = fusion if rollout_heads(tokens) else "mean"  # max/min need every head's matrix
+    return rollout_matrix([m.data[:1] for m in tokens], fusion=used, discard_ratio=discard_ratio).float().numpy()
+
+
 def rollout_view(
     maps: Sequence[AttentionMap],
     query: tuple[float, float] | None = None,
     *,
     fusion: str = "mean",
     discard_ratio: float = 0.0,
+    rolled: np.ndarray | None = None,
 ) -> View | None:
     """The network's attention rollout (Abnar & Zuidema, "Quantifying Attention Flow in Transformers", ACL 2020)
     as one more view, or ``None`` where it does not apply: fewer than two token maps, token maps over different
@@ -246,14 +264,14 @@ def rollout_view(
     (``keep="rows"`` or ``"mean"``), max and min cannot be taken: the mean is, and the label says so
     (:func:`rollout_heads`). ``data`` is the rolled-out matrix of the first image (1, N, N); the spatial view is its
     class token's row over the grid (equal to :func:`attnviz.capture.rollout.rollout`), or the query's patch's row.
+    ``rolled``: that matrix, made before by :func:`rollout_data` for these maps and settings (not made again).
     """
     tokens = rollout_maps(maps)
     if not tokens:
         return None
     size: tuple[int, int] = tokens[0].size  # type: ignore[assignment]
     used = fusion if rollout_heads(tokens) else "mean"  # max/min need every head's matrix
-    r = rollout_matrix([m.data[:1] for m in tokens], fusion=used, discard_ratio=discard_ratio)  # (1, N, N) float64
-    data = r.float().numpy()
+    data = rollout_data(tokens, fusion=fusion, discard_ratio=discard_ratio) if rolled is None else rolled  # (1, N, N)
     spatial, label, cell = KIND_SPECS["token"].view(data, size, None, query, None)
     label = label.replace("class token's attention, head mean", "class token")
     how = "head mean" if used == "mean" else f"head {used}"
