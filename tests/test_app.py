@@ -576,3 +576,43 @@ def test_a_vit_s_token_attention_per_head_query_and_rollout(app: Handlers) -> No
     assert v.cell == (0, 0) and "query (0, 0)" in v.spatial_label
     np.testing.assert_array_equal(v.spatial, maps[-1].data[0, 0, 1, 1:].reshape(14, 14).numpy())  # patch (0, 0)
     assert not np.array_equal(clicked[BIG], mean[BIG]) and clicked[HEAD].value == "mean"
+
+
+def test_channel_view_choice_shows_the_gate_weighted_view_without_a_forward(
+    app: Handlers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Channel view choice (shown only for a network with channel gates) switches the channel gates' views between
+    the gate effect (the default) and the former gate-weighted mean activation, drawn again from the kept maps (no
+    forward), as build_views(view=...) makes them; the zip records it; back to the gate effect draws the first view."""
+    import io
+    import json
+    import zipfile
+
+    import gradio as gr
+    import numpy as np
+
+    import attnviz.app.handlers as handlers
+    from attnviz.capture.views import build_views
+
+    state, *first = app.run_analysis(ASSET, "se", "resnet18", "random", "turbo", 1.0, "map", "32", None)
+    control = app.channel_view_control(state)
+    assert control.visible is True and control.value == "gate-effect"
+    calls = []
+    monkeypatch.setattr(handlers, "analyze", lambda *a, **k: calls.append(1))
+    old, *out = app.pick_channel_view(state, "gate-weighted", "turbo", 1.0, "map", "32", None)
+    assert not calls and old.view == "gate-weighted" and old.result is state.result
+    want = build_views(state.result, view="gate-weighted")
+    channel = [(v, w) for v, w in zip(old.views, want, strict=True) if v.kind == "channel"]
+    assert channel and all(np.array_equal(v.spatial, w.spatial) for v, w in channel)
+    assert all(v.spatial_label.startswith("gate-weighted mean activation") for v, _ in channel)
+    assert not np.array_equal(out[BIG], first[BIG])  # the large view (the last block's channel gate) changed
+    assert app.channel_view_control(old).value == "gate-weighted"
+    with zipfile.ZipFile(app.make_zip(old, "turbo", 1.0, "map", "32")) as zf:
+        assert json.load(io.BytesIO(zf.read("result.json")))["settings"]["view"] == "gate-weighted"
+    back, *again = app.pick_channel_view(old, "gate-effect", "turbo", 1.0, "map", "32", None)
+    assert back.view is None and np.array_equal(again[BIG], first[BIG])
+    with pytest.raises(gr.Error, match="not a channel view"):
+        app.pick_channel_view(state, "gate", "turbo", 1.0, "map", "32", None)
+    monkeypatch.undo()
+    pairwise, *_ = app.run_analysis(ASSET, "mhsa", "resnet18", "random", "turbo", 1.0, "map", "32", None)
+    assert app.channel_view_control(pairwise).visible is False  # no channel gates: no choice

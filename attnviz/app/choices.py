@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..blocks import list_attentions
+from ..capture.kinds import KIND_SPECS
 from ..capture.rollout import FUSIONS
 from ..sources.catalog import TIMM_ATTENTION, TIMM_MODELS
 from ..sources.demo import examples_dir
@@ -18,6 +19,7 @@ from .config import AppConfig
 
 __all__ = [
     "AXES",
+    "CHANNEL_VIEWS",
     "DISCARD_MAX",
     "FROM_NETWORK",
     "FUSION_CHOICES",
@@ -45,6 +47,9 @@ TOPK_CHOICES = ["16", "32", "64", "all"]
 #: (rollout needs a ratio below 1).
 FUSION_CHOICES = list(FUSIONS)
 DISCARD_MAX = 0.95
+#: A channel gate's spatial views (attnviz.capture.kinds): the gate effect (the default, ``gate_effect``), then the
+#: former gate-weighted mean activation (``attnviz render --channel-view``).
+CHANNEL_VIEWS = [KIND_SPECS["channel"].view_name, *KIND_SPECS["channel"].views]
 
 #: What each example shows, and the demo network's category for it (``None``: not one of its 8 categories).
 EXAMPLES = {

@@ -58,11 +58,12 @@ def zip_file(
         "query": state.query,
         "head": state.head,
         "rollout": rollout,
+        "view": state.view,
     }
     if progress is not None:
         progress(0.05, desc="building the zip")
     name = f"attnviz_{safe_name(result.model['attention'] or 'plain')}.zip"
-    key = (display.cmap, display.alpha, display.norm, display.top, state.query, state.head, repr(rollout))
+    key = (display.cmap, display.alpha, display.norm, display.top, state.query, state.head, repr(rollout), state.view)
     path = store.zip_for(result, key, lambda folder: export_zip(result, settings, folder / name))
     if progress is not None:
         progress(1.0, desc="zip ready")

@@ -40,6 +40,7 @@ from ..sources.select import choose_network
 from ..sources.spec import Weights, is_own, parse_weights
 from .choices import (
     AXES,
+    CHANNEL_VIEWS,
     DISCARD_MAX,
     FROM_NETWORK,
     FUSION_CHOICES,
@@ -333,7 +334,7 @@ class Handlers:
         if rollout.on and fusion != "mean" and rollout_maps(result.maps) and not rollout_heads(result.maps):
             s = result.settings  # head max/min need every head's matrix: one forward that keeps them
             result = self._analyze(result.image, s["attention"], s["arch"], s["weights"], keep="full")
-            state = AppState(result, state.query, state.head, categories=state.categories)
+            state = AppState(result, state.query, state.head, view=state.view, categories=state.categories)
         state = dataclasses.replace(state, rollout=rollout)
         return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
 
@@ -346,6 +347,34 @@ class Handlers:
         shown = bool(rollout_maps(state.result.maps))
         ratio = gr.Slider(value=r.discard_ratio)
         return gr.Row(visible=shown), gr.Checkbox(value=r.on), gr.Radio(value=r.fusion), ratio
+
+    def pick_channel_view(
+        self,
+        state: AppState | None,
+        view: str | None,
+        cmap: str,
+        alpha: float,
+        norm: str,
+        topk: str,
+        block: str | None,
+        axis: str = AXES[0],
+    ) -> tuple[Any, ...]:
+        """The Channel view choice: a channel gate's view as the gate effect (the default,
+        :func:`attnviz.capture.kinds.gate_effect`) or the former gate-weighted mean activation; drawn again from the
+        kept maps (no forward)."""
+        state = kept(state, "Run an analysis first.")
+        if view not in CHANNEL_VIEWS:
+            raise user_error(f"not a channel view: {view!r}; pick one of {', '.join(CHANNEL_VIEWS)}")
+        state = dataclasses.replace(state, view=None if view == CHANNEL_VIEWS[0] else view)
+        return (state, *self.draw(state, Display(cmap, alpha, norm, topk, block, axis)))
+
+    def channel_view_control(self, state: AppState | None) -> Any:
+        """After an analysis: the Channel view choice shows for a network with channel gates, set to the state's
+        view (a new analysis: the gate effect)."""
+        if state is None:
+            return gr.skip()
+        shown = any(m.kind == "channel" for m in state.result.maps)
+        return gr.Radio(visible=shown, value=state.view or CHANNEL_VIEWS[0])
 
     def pick_channel(
         self, state: AppState | None, cmap: str, alpha: float, block: str | None, evt: gr.SelectData

@@ -14,6 +14,7 @@ from ..sources.catalog import TIMM_ATTENTION
 from ..sources.spec import Weights
 from .choices import (
     AXES,
+    CHANNEL_VIEWS,
     DISCARD_MAX,
     FROM_NETWORK,
     FUSION_CHOICES,
@@ -88,6 +89,7 @@ class ImageTab:
     rollout_on: gr.Checkbox
     fusion: gr.Radio
     discard: gr.Slider
+    channel_view: gr.Radio  # shown for a network with channel gates (Handlers.channel_view_control)
 
     @property
     def rollout(self) -> list[Any]:
@@ -220,6 +222,10 @@ def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
                     label="Head", choices=[("mean", "mean")], value="mean", elem_id="head-select", visible=False
                 )
             rollout_row, rollout_on, fusion, discard = _rollout_inputs()
+            channel_view = gr.Radio(  # channel gates: the gate effect (default) or the former view
+                CHANNEL_VIEWS, value=CHANNEL_VIEWS[0], label="Channel view", elem_id="channel-view", visible=False,
+                info="channel gates: what the gates change (gate effect) or the gate-weighted mean activation",
+            )  # fmt: skip
             with gr.Row():
                 big = _photo("block-view", "Selected block (click to pick the query of pairwise and token maps)")
                 detail = _image("block-detail", "Block detail")
@@ -248,7 +254,7 @@ def image_tab(config: AppConfig, panels: Callable[[], T]) -> tuple[ImageTab, T]:
     tab = ImageTab(
         image, attention, arch, weights, run, cmap, alpha, norm, topk, axis, examples.dataset, status, predictions,
         about, gallery, block, head, big, detail, chart, channel_note, png, zipf, png_file, zip_file,
-        rollout_row, rollout_on, fusion, discard,
+        rollout_row, rollout_on, fusion, discard, channel_view,
     )  # fmt: skip
     return tab, below
 
@@ -382,10 +388,13 @@ def _wire_image(h: Handlers, state: gr.State, t: ImageTab, after: list[Any], aft
         then_panels(event)
         event.success(h.follow_network, [state, t.attention, t.arch], follow, **PRIVATE)
         event.success(h.rollout_controls, state, [t.rollout_row, *t.rollout], **PRIVATE)
+        event.success(h.channel_view_control, state, t.channel_view, **PRIVATE)
     for setting in t.display:
         then_panels(setting.input(h.render_outputs, [state, *t.display], t.outputs, **PRIVATE))
     then_panels(t.big.select(h.pick_query, [state, *t.display], [state, *t.outputs], **PRIVATE))
     then_panels(t.head.input(h.pick_head, [state, t.head, *t.display], [state, *t.outputs], **PRIVATE))
+    view_inputs = [state, t.channel_view, *t.display]
+    then_panels(t.channel_view.input(h.pick_channel_view, view_inputs, [state, *t.outputs], **PRIVATE))
     for control in t.rollout:  # max/min fusion may run the network once more (every head kept)
         inputs = [state, *t.rollout, *t.display]
         then_panels(control.input(h.pick_rollout, inputs, [state, *t.outputs], concurrency_id="model", **PRIVATE))

@@ -84,6 +84,8 @@ class AppState:
         head: the head a token or window view shows when it is selected, and that its exports show (``None``: the
             head mean).
         rollout: the rollout view's settings.
+        view: a channel gate's named spatial view (``"gate-weighted"``; ``None``: the gate effect, each kind's
+            default; :data:`attnviz.capture.kinds.VIEW_NAMES`).
         categories: the network's class names, kept when the checks ran (they name the classes followed).
         compare: the last comparison made with this result as its A side.
 
@@ -95,6 +97,7 @@ class AppState:
     query: tuple[float, float] | None = None
     head: int | None = None
     rollout: Rollout = Rollout()
+    view: str | None = None
     categories: tuple[str, ...] = ()
     compare: Comparison | None = None
     _cache: dict[Any, Any] = field(default_factory=dict, repr=False, compare=False)
@@ -113,7 +116,7 @@ class AppState:
         """The result's views for this state's query and rollout (built once per result, query and rollout; the
         latest few sets are kept)."""
         r = self.rollout
-        key = ("views", self.query, r)
+        key = ("views", self.query, r, self.view)
         with _CACHE_LOCK:
             if key not in self._cache:
                 sets = [k for k in self._cache if isinstance(k, tuple) and k[0] == "views"]
@@ -124,7 +127,13 @@ class AppState:
         return self.cached(
             key,
             lambda: build_views(
-                self.result, self.query, rollout=r.on, fusion=r.fusion, discard_ratio=r.discard_ratio, rolled=rolled
+                self.result,
+                self.query,
+                rollout=r.on,
+                fusion=r.fusion,
+                discard_ratio=r.discard_ratio,
+                view=self.view,
+                rolled=rolled,
             ),
         )
 
@@ -145,7 +154,8 @@ class AppState:
 
     def spatial(self, norm: str) -> tuple[list[View], list[np.ndarray], list[tuple[float, float]]]:
         """:func:`attnviz.capture.views.spatial_views` of :attr:`views` under ``norm`` (made once per mode)."""
-        return self.cached(("spatial", self.query, self.rollout, norm), lambda: spatial_views(self.views, norm))
+        key = ("spatial", self.query, self.rollout, norm, self.view)
+        return self.cached(key, lambda: spatial_views(self.views, norm))
 
 
 def kept(state: AppState | None, message: str) -> AppState:
