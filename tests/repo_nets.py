@@ -193,12 +193,21 @@ def tiny_vit() -> nn.Module:
 
 
 class PooledViT(TinyViT):
-    """Its attention runs over the class token + a 7 x 7 grid pooled by a function call (no module makes that grid):
-    a token layout attnviz cannot read (1 + 49 tokens against the 14 x 14 patch grid)."""
+    """Its attention runs over the class token, a 7 x 7 grid pooled by a function call (no module makes that grid)
+    and 3 learned memory tokens appended after the grid: N = 1 + 49 + 3 = 53, a token layout attnviz cannot read
+    (no prefix count k with 53 - k a grid of the image's aspect; extra tokens after the grid are not a layout it
+    knows). A pooled grid alone (1 + 7 x 7) is read from the shapes (tests/test_pooled.py)."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__(num_classes)
+        self.memory = nn.Parameter(torch.randn(1, 3, 24) * 0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = torch.nn.functional.avg_pool2d(self.patch(x), 2)  # (B, 24, 7, 7)
-        t = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), g.flatten(2).transpose(1, 2)), 1)
+        b = x.shape[0]
+        t = torch.cat(
+            (self.cls_token.expand(b, -1, -1), g.flatten(2).transpose(1, 2), self.memory.expand(b, -1, -1)), 1
+        )
         t = t + self.attn(t)
         return self.head(t[:, 0])
 
