@@ -289,8 +289,9 @@ def run_checks(
             the centre for pairwise maps, the class token for token maps).
         batch_size: most images per ablation forward.
         faithful: the faithfulness curves of each block's view, Grad-CAM, a centre prior and a random map
-            (:func:`faithfulness`: one batch of 2 (steps + 1) + 10 images per map, and the ROAD imputation: about
-            20x a plain forward per block on a CPU (bench/faithfulness.py), so only on request).
+            (:func:`faithfulness`: one batch of 2 (steps + 1) + 10 images per map, about 1 s of ROAD imputation at
+            224 px; per map on a CPU over 100x a plain forward of the one image (bench/faithfulness.py), so only on
+            request).
         steps: deletion/insertion steps.
     """
     t = time.perf_counter()

@@ -330,7 +330,7 @@ def add_render_parser(sub: argparse._SubParsersAction) -> None:
         "--faithfulness",
         action="store_true",
         help="with --checks: also each block's deletion/insertion/ROAD curves against Grad-CAM, a centre prior and "
-        "a random map (result.json checks.<block>.faithfulness; about 20x a forward per block on a CPU)",
+        "a random map (result.json checks.<block>.faithfulness; 60 images per map: over 100x a forward on a CPU)",
     )
     render.add_argument(
         "--overwrite",
