@@ -279,7 +279,7 @@ def checks_tab() -> ChecksTab:
         run = gr.Button("Run checks", elem_id="run-checks")
         faithful = gr.Checkbox(
             False,
-            label="Faithfulness curves (deletion, insertion, ROAD; about 20x a forward per block)",
+            label="Faithfulness curves (deletion, insertion, ROAD: a batch of 60 images per map; slow on a CPU)",
             elem_id="checks-faithful",
         )
     ablation = _image(
