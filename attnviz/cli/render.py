@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..capture.fused import KEEP
+from ..capture.rollout import FUSIONS
 from ..render import COLORMAPS, NORM_MODES
 from ..sources.select import choose_network
 from .options import add_model_arguments, default_weights, model_options
@@ -300,14 +302,14 @@ def add_render_parser(sub: argparse._SubParsersAction) -> None:
     )
     render.add_argument(
         "--keep",
-        choices=["auto", "rows", "mean", "full"],
+        choices=KEEP,
         default="auto",
         help="what is kept of token attention: the head mean plus each head's prefix-token rows (auto, rows), the head "
         "mean only, or every head's full matrix (full)",
     )
     render.add_argument(
         "--rollout",
-        choices=["mean", "max", "min", "off"],
+        choices=[*FUSIONS, "off"],
         default="mean",
         help="attention rollout's head fusion (Abnar & Zuidema 2020), or off; max and min need --keep full",
     )
