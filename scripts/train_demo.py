@@ -52,6 +52,11 @@ from attnviz.sources.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
 from attnviz.sources.weights import load_backbone_state_dict, load_checkpoint_file
 from attnviz.train.loop import TrainConfig, fit
 
+OPENCLIPART = (
+    "; training only (objects_train/): Debian openclipart-png 0.18 drawings, each with the public-domain "
+    "dedication in its openclipart-svg source, built by attnviz.data.openclipart"
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         "input_size": args.size,
         "data": {
             "recipe": "attnviz.data.SceneDataset (cut-and-paste scenes)",
-            "objects": "Debian tuxpaint-stamps-default 2022.06.04 (GPL-2), built by attnviz.data.tuxpaint",
+            "objects": "Debian tuxpaint-stamps-default 2022.06.04 (GPL-2), built by attnviz.data.tuxpaint"
+            + (OPENCLIPART if any(train.train_only.values()) else ""),
             "train": pooled["fingerprint"] if pooled else train.fingerprint(),
             "val": val.fingerprint(),
         },

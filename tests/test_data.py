@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -98,3 +100,73 @@ def test_tuxpaint_builder(tmp_path) -> None:
         assert im.size == (200, 120) and im.mode == "RGBA"  # cropped to the opaque pixels
     with pytest.raises(ValueError, match="not a tuxpaint stamps folder"):
         build_folder(tmp_path, tmp_path / "x")
+
+
+def _svg(path, licence: str | None, creator: str = "Ann Artist") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lic = f'<cc:license rdf:resource="{licence}"/>' if licence is not None else ""
+    path.write_text(
+        f'<svg xmlns="http://www.w3.org/2000/svg"><metadata><rdf:RDF><cc:Work>{lic}'
+        f"<dc:creator><cc:Agent><dc:title>{creator}</dc:title></cc:Agent></dc:creator></cc:Work></rdf:RDF>"
+        "</metadata></svg>"
+    )
+
+
+def test_openclipart_builder_keeps_public_domain_solid_drawings_once(tmp_path) -> None:
+    """Per-file licence from the SVG, a drawing filed under two classes kept once, thin outlines and excluded
+    signs dropped, a manifest per file; the held-out splits do not see the new objects."""
+    from attnviz.data.openclipart import PUBLIC_DOMAIN
+    from attnviz.data.openclipart import build_folder as build_openclipart
+
+    root = tmp_path / "openclipart"
+    solid = Image.new("RGBA", (300, 200), (0, 0, 0, 0))
+    solid.paste((200, 30, 30, 255), (40, 40, 260, 160))
+    outline = Image.new("RGBA", (600, 600), (0, 0, 0, 0))
+    for box in ((0, 0, 600, 2), (0, 598, 600, 600), (0, 0, 2, 600), (598, 0, 600, 600)):
+        outline.paste((0, 0, 0, 255), box)  # a hairline frame: gone at scene size
+    files = {
+        "animals/mammals/dolphin.png": (solid, PUBLIC_DOMAIN),
+        "animals/fish/dolphin.png": (solid, PUBLIC_DOMAIN),  # the same drawing under fish: kept under mammal only
+        "animals/fish/carp.png": (solid, PUBLIC_DOMAIN),
+        "animals/fish/unknown.png": (solid, ""),  # no licence in the metadata: skipped
+        "animals/birds/sketch.png": (outline, PUBLIC_DOMAIN),
+        "transportation/vehicles/bus.png": (solid, PUBLIC_DOMAIN),
+        "transportation/vehicles/crossroads.png": (solid, PUBLIC_DOMAIN),  # a road sign: excluded
+    }
+    for rel, (im, licence) in files.items():
+        (root / "png" / rel).parent.mkdir(parents=True, exist_ok=True)
+        im.save(root / "png" / rel)
+        _svg((root / "svg" / rel).with_suffix(".svg"), licence)
+    counts = build_openclipart(root, tmp_path / "scenes")
+    assert counts["mammal"] == 1 and counts["fish"] == 1 and counts["vehicle"] == 1 and counts["bird"] == 0
+    assert counts["skipped_duplicate"] == 1 and counts["skipped_licence"] == 1 and counts["skipped_thin"] == 1
+    extra = tmp_path / "scenes/objects_train"
+    assert sorted(p.name for p in (extra / "fish").iterdir()) == ["oc_animals_fish_carp.png"]
+    manifest = json.loads((extra / "manifest.json").read_text())
+    assert manifest["fish/oc_animals_fish_carp.png"] == {
+        "source": "openclipart-png animals/fish/carp.png",
+        "licence": PUBLIC_DOMAIN,
+        "creator": "Ann Artist",
+    }
+    with pytest.raises(ValueError, match="needs png/"):
+        build_openclipart(tmp_path / "scenes", tmp_path / "x")
+
+
+def test_training_only_objects_leave_held_out_scenes_unchanged(scene_root, tmp_path) -> None:
+    import shutil
+
+    root = tmp_path / "scenes"
+    shutil.copytree(scene_root, root)
+    before = {sp: SceneDataset(root, sp, 12, config=CONFIG) for sp in SPLITS}
+    (root / "objects_train" / "disc").mkdir(parents=True)
+    Image.new("RGBA", (30, 30), (9, 9, 9, 255)).save(root / "objects_train" / "disc" / "extra.png")
+    after = {sp: SceneDataset(root, sp, 12, config=CONFIG) for sp in SPLITS}
+    for sp in ("val", "test"):
+        assert after[sp].fingerprint() == before[sp].fingerprint()
+        assert all(np.array_equal(after[sp].scene(i).image, before[sp].scene(i).image) for i in range(12))
+    assert after["train"].instance_names[0][-1] == "objects_train/disc/extra.png"
+    assert after["train"].fingerprint()["train_only"] == {"disc": 1, "square": 0, "triangle": 0}
+    assert "train_only" not in before["train"].fingerprint()
+    (root / "objects_train" / "dragon").mkdir()
+    with pytest.raises(ValueError, match="not classes of objects/"):
+        SceneDataset(root, "train", 1, config=CONFIG)

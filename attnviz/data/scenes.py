@@ -3,6 +3,7 @@
 A folder laid out as
 
     objects/<class>/*.png    RGBA cut-outs, one folder per class
+    objects_train/<class>/   optional RGBA cut-outs used by the train split only (never held out)
     distractors/*.png        optional RGBA cut-outs of things that are none of the classes
     backgrounds/*.png|jpg    optional photos or textures with none of the classes in them
 
@@ -10,6 +11,8 @@ becomes a dataset whose scene ``i`` of a split is a pure function of ``(seed, sp
 random scale, position, flip, rotation and colour, pasted over a background (a cropped, recoloured photo or a
 procedural one: noise, gradients, clutter) and a few distractors. The mask is the pasted object's alpha.
 Object instances, not scenes, are split into train / val / test, so the test split measures unseen objects.
+``objects_train/`` adds training objects without touching the held-out splits: val and test scenes stay the same
+scenes, so models trained with and without the extra objects are measured on identical images.
 ``python -m attnviz.data.tuxpaint`` builds such a folder from Debian's ``tuxpaint-stamps-default``.
 """
 
@@ -25,10 +28,11 @@ import torch
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 from torch.utils.data import Dataset
 
-__all__ = ["SPLITS", "Scene", "SceneConfig", "SceneDataset", "split_of"]
+__all__ = ["SPLITS", "TRAIN_ONLY", "Scene", "SceneConfig", "SceneDataset", "split_of"]
 
 SPLITS = ("train", "val", "test")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+TRAIN_ONLY = "objects_train"  # folder of extra training cut-outs, objects_train/<class>/*.png
 
 
 @dataclass(frozen=True)
@@ -127,14 +131,25 @@ class SceneDataset(Dataset):
             raise ValueError(f"{self.root / 'objects'} has no class folders (expected objects/<class>/*.png)")
         self.classes = [p.name for p in class_dirs]
         cfg = self.config
+        extra_root = self.root / TRAIN_ONLY
+        unknown = sorted({p.name for p in extra_root.glob("*") if p.is_dir()} - set(self.classes))
+        if unknown:
+            raise ValueError(f"{extra_root} has folders that are not classes of objects/: {unknown}")
         self.instances: list[list[Image.Image]] = []
         self.instance_names: list[list[str]] = []
+        self.train_only: dict[str, int] = {}
         for d in class_dirs:
             files = [f for f in _files(d) if split_of(f.name, cfg.val_fraction, cfg.test_fraction) == split]
+            names = [f"{d.name}/{f.name}" for f in files]
+            if split == "train":  # the extra cut-outs come after, so the split's first draws keep their objects
+                extra = _files(extra_root / d.name)
+                self.train_only[d.name] = len(extra)
+                files += extra
+                names += [f"{TRAIN_ONLY}/{d.name}/{f.name}" for f in extra]
             if not files:
                 raise ValueError(f"class {d.name!r} has no instances in the {split} split; add more cut-outs")
             self.instances.append([_load_rgba(f) for f in files])
-            self.instance_names.append([f"{d.name}/{f.name}" for f in files])
+            self.instance_names.append(names)
         self.distractors = [_load_rgba(f) for f in _files(self.root / "distractors")]
         self.backgrounds = [np.asarray(Image.open(f).convert("RGB")) for f in _files(self.root / "backgrounds")]
         self.epoch = 0
@@ -156,7 +171,7 @@ class SceneDataset(Dataset):
             "config": self.config.to_dict(),
             "seed": self.seed,
             "length": self.length,
-        }
+        } | ({"train_only": self.train_only} if any(self.train_only.values()) else {})
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, torch.Tensor]:
         s = self.scene(index)
