@@ -17,18 +17,18 @@ classifier); the checkpoint is a delta on the backbone file. Blocks that replace
 ``conv``: SK, EPSA, MHSA) start those convolutions from scratch and get ``--conv-epochs`` at ``--conv-lr``.
 Validation uses fresh scenes of held-out object instances.
 
-The shipped checkpoints (their cards say so) came from, on this project's 2-core CPU:
+The shipped checkpoints (their cards say so) came from, on this project's 2-core CPU, with ``objects_train/``
+(``python -m attnviz.data.openclipart``) in the scene folder: the backbone and the first two types
 
-    python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --compare \
-        --photo-paste 0.3 --blur 0.2 --continue-from models/resnet18-scenes.safetensors \
-        --lr 1e-3 --backbone-epochs 6 --attention-epochs 1 --conv-epochs 3 --val-scenes 1600
+    python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --photo-paste 0.3 \
+        --blur 0.2 --continue-from models/resnet18-scenes.safetensors --lr 1e-3 --backbone-epochs 6 \
+        --attention-epochs 1 --conv-epochs 3 --val-scenes 1600 --threads 2 --workers 2
 
-The seed posts' two variants (``cbam_sc``, ``eca_max``) were added later and fine-tuned on the same shipped backbone
-with the same loss and scene recipe, on a smaller budget (the first 6000 scenes of the same pool, 2 epochs; their
-cards carry the command and a note):
+stopped after ``channel`` and continued for the other types (SK, EPSA and MHSA at 1 epoch, the CPU budget):
 
-    python scripts/train_demo.py --data data/scenes --out models --pool 6000 --distill 0.5 --photo-paste 0.3 \
-        --blur 0.2 --val-scenes 1600 --threads 2 --attention-epochs 2 --attention cbam_sc eca_max --note "..."
+    python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --photo-paste 0.3 \
+        --blur 0.2 --attention-epochs 1 --conv-epochs 1 --val-scenes 1600 --threads 2 --workers 1 \
+        --attention spatial cbam eca da ea coord simam cbam_sc eca_max sk epsa mhsa
 
 Every card records the command line that wrote it (``command``) and ``--note`` when one is given.
 """

@@ -9,7 +9,7 @@
 # from scratch, bigger pools and batches, more epochs. bf16 autocast and channels_last come from attnviz.train.loop.fit;
 # scenes are drawn by 14 worker processes while the teacher runs on the GPU. Nothing is installed: the teacher's two
 # packages are used from the environment or from .teacher/ (carried beside the repository; the device image
-# cannot install), the scenes from $DATA (python -m attnviz.data.tuxpaint, 13 MB). Without CUDA it says so and stops.
+# cannot install), the scenes from $DATA (python -m attnviz.data.tuxpaint, 13 MB; with objects_train/ from python -m attnviz.data.openclipart, as the shipped checkpoints). Without CUDA it says so and stops.
 # Afterwards, on any machine: attnviz eval --data data/scenes --models $OUT/models --scenes 500 --write-cards
 cd "$(dirname "$0")/.." || exit 2
 set -euo pipefail
