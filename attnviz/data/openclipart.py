@@ -117,7 +117,15 @@ def build_folder(openclipart: str | Path, out: str | Path) -> dict[str, int]:
     if not png.is_dir() or not svg.is_dir():
         raise ValueError(f"{root} needs png/ (openclipart-png) and svg/ (openclipart-svg, the licences) inside")
     shutil.rmtree(out, ignore_errors=True)
-    Image.MAX_IMAGE_PIXELS = None  # a few drawings are rendered at 13000 px; they are trusted package files
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # a few drawings are rendered at 13000 px; trusted package files, this call only
+    try:
+        return _build(png, svg, out)
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit  # PIL's decompression-bomb guard is process-wide: give it back
+
+
+def _build(png: Path, svg: Path, out: Path) -> dict[str, int]:
     counts = {"skipped_licence": 0, "skipped_thin": 0, "skipped_duplicate": 0}
     manifest: dict[str, dict] = {}
     seen: set[str] = set()  # file names already kept, under any class
