@@ -139,7 +139,7 @@ def test_openclipart_builder_keeps_public_domain_solid_drawings_once(tmp_path) -
         _svg((root / "svg" / rel).with_suffix(".svg"), licence)
     limit = Image.MAX_IMAGE_PIXELS
     counts = build_openclipart(root, tmp_path / "scenes")
-    assert Image.MAX_IMAGE_PIXELS == limit  # PIL's process-wide decompression-bomb guard is given back
+    assert limit == Image.MAX_IMAGE_PIXELS  # PIL's process-wide decompression-bomb guard is given back
     assert counts["mammal"] == 1 and counts["fish"] == 1 and counts["vehicle"] == 1 and counts["bird"] == 0
     assert counts["skipped_duplicate"] == 1 and counts["skipped_licence"] == 1 and counts["skipped_thin"] == 1
     extra = tmp_path / "scenes/objects_train"
