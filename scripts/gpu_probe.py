@@ -10,7 +10,11 @@
 3. ``analyze_many``'s out-of-memory retry: an OOM injected after a batch's forward, each image retried alone,
    and the GPU memory the failed batch still held when the cache was emptied (should be ~0 MiB);
 4. a request's latency: ``analyze`` on ResNet-50 + CBAM at 224 px (median and p90 of 30, after warm-up);
-5. on a GPU capped at 1 GB: a 2000 px image fails with a clear message, the next 224 px one works.
+5. the checks with faithfulness (``check_result(..., faithful=True)``: ablation, Grad-CAM, randomisation, the
+   deletion/insertion/ROAD curves of each view, Grad-CAM, centre prior and random map) on the demo's CBAM and SE
+   checkpoints (random weights where they are missing), at 128 px, on the device against the CPU: every block's
+   figures finite, the largest AUC difference and the time per image on each printed;
+6. on a GPU capped at 1 GB: a 2000 px image fails with a clear message, the next 224 px one works.
 
 Prints ``PROBE OK`` or ``PROBE FAILED: ...`` last; exits 1 on a failure.
 """
@@ -18,6 +22,7 @@ Prints ``PROBE OK`` or ``PROBE FAILED: ...`` last; exits 1 on a failure.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -29,8 +34,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import attnviz  # noqa: E402
+from attnviz.checks import check_result  # noqa: E402
 from attnviz.pipeline import AnalyzeError, ModelCache, analyze  # noqa: E402
 from attnviz.pipeline.run import analyze_many  # noqa: E402
+from attnviz.sources.demo import demo_file  # noqa: E402
 
 ASSET = str(ROOT / "assets" / "chelsea_cat.jpg")
 MIB = 2**20
@@ -111,7 +118,34 @@ def main() -> int:
     p90 = sorted(ms)[int(0.9 * (len(ms) - 1))]
     print(f"latency: analyze {arch} + cbam, 224 px, {dev}: median {statistics.median(ms):.1f} ms, p90 {p90:.1f} ms")
 
-    # 5. a GPU capped at 1 GB: a clear error, then the next request works
+    # 5. checks and faithfulness on the device vs the CPU (the demo checkpoints: trained gates, real curves)
+    for n in ["cbam", "se"]:
+        runs, w = {}, "demo" if demo_file(n).is_file() and demo_file(None).is_file() else "random"
+        for d in (dev, "cpu"):
+            ck_cache = ModelCache(1)
+            r = analyze(ASSET, attention=n, weights=w, device=d, size=128, cache=ck_cache)
+            t0 = time.perf_counter()
+            runs[d] = check_result(r, cache=ck_cache, faithful=True).blocks
+            runs[d + " s"] = time.perf_counter() - t0
+        g, c = runs[dev], runs["cpu"]
+        aucs = [
+            (g[b].faithfulness[m].json()[k], c[b].faithfulness[m].json()[k])
+            for b in c
+            if c[b].faithfulness
+            for m in c[b].faithfulness
+            for k in ("deletion", "insertion", "road_morf", "road_lerf")
+        ]
+        ok = len(aucs) > 0 and set(g) == set(c) and all(math.isfinite(a) for a, _ in aucs)
+        diff = max((abs(a - b) for a, b in aucs), default=float("nan"))
+        bad += [f"checks of {n}: {len(aucs)} AUCs, diff {diff:.3g}"] * (not ok or diff > 0.1)
+        print(
+            f"checks {n} ({w} weights): {len(c)} blocks, {len(aucs)} AUCs {'ok' if ok else 'WRONG'}, "
+            f"max|{dev}-cpu| {diff:.3g}; "
+            f"{runs[dev + ' s']:.1f} s on {dev}, {runs['cpu s']:.1f} s on the cpu",
+            flush=True,
+        )
+
+    # 6. a GPU capped at 1 GB: a clear error, then the next request works
     if cuda:
         del lat_cache, cache, model, out
         torch.cuda.empty_cache()

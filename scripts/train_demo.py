@@ -47,6 +47,7 @@ import torch
 from attnviz import build_model, list_attentions
 from attnviz.blocks import get_attention
 from attnviz.data import SceneConfig, SceneDataset
+from attnviz.pipeline.distributed import resolve_device
 from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint
 from attnviz.sources.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
 from attnviz.sources.weights import load_backbone_state_dict, load_checkpoint_file
@@ -186,7 +187,7 @@ def _pool(args: argparse.Namespace, config: SceneConfig) -> dict:
     big = replace(config, size=TEACHER_SIZE) if teacher else config
     pool, p1000, fingerprint = build_pool(
         args.data, args.pool, config=big, student_size=args.size, seed=args.seed, teacher=teacher, cache=args.cache,
-        workers=args.workers,
+        workers=args.workers, device=resolve_device(args.device, n_gpus=torch.cuda.device_count()),
     )  # fmt: skip
     fingerprint = {**fingerprint, "config": {**fingerprint["config"], "size": args.size}, "rendered_at": big.size}
     out = {"plain": pool, "taught": pool, "fingerprint": fingerprint, "card": {"scenes": args.pool}}

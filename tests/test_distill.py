@@ -177,6 +177,19 @@ def test_build_pool_renders_large_keeps_small_and_caches(scene_root: Path, tmp_p
     assert torch.equal(longer.images, fresh.images) and torch.equal(longer.labels, fresh.labels)
 
 
+@needs_teacher
+def test_build_pool_runs_the_teacher_on_the_device(scene_root: Path, device: torch.device) -> None:
+    """The teacher and the downscaling run on ``device``; the pool and the probabilities come back on the CPU, the
+    same as a CPU build's (a GPU's convolutions may use TF32: probabilities to 2e-3, pixels to one level)."""
+    config = SceneConfig(size=64, distractors=(0, 1))
+    kw = dict(config=config, student_size=32, teacher=True, workers=0, log=print)
+    ref, ref_p, _ = build_pool(scene_root, 5, **kw)
+    pool, p1000, _ = build_pool(scene_root, 5, device=device, **kw)
+    assert pool.images.device.type == "cpu" and p1000 is not None and p1000.device.type == "cpu"
+    assert p1000.shape == (5, 1000) and torch.allclose(p1000.float(), ref_p.float(), atol=2e-3)
+    assert (pool.images.int() - ref.images.int()).abs().max() <= 1 and torch.equal(pool.labels, ref.labels)
+
+
 def test_photo_paste_and_blur_are_off_by_default_and_keep_masks_inside() -> None:
     assert SceneConfig().photo_paste == 0 and SceneConfig().blur == 0
     cfg = SceneConfig(photo_paste=1.0, blur=0.5)

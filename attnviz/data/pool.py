@@ -92,6 +92,7 @@ def build_pool(
     teacher: bool = True,
     cache: str | Path | None = None,
     workers: int = 2,
+    device: torch.device | str = "cpu",
     log=print,
 ) -> tuple[ScenePool, Tensor | None, dict]:
     """Render ``n`` scenes of ``split`` at ``config.size`` (the teacher's resolution), keep them at
@@ -110,7 +111,7 @@ def build_pool(
     if have:
         log(f"scene pool: {have} {split} scenes from the cache")
     if have < n:
-        state = _render(scenes, range(have, n), state, student_size, teacher, workers, log)
+        state = _render(scenes, range(have, n), state, student_size, teacher, workers, torch.device(device), log)
         if cache is not None:
             path = Path(cache) / f"pool-{split}-{key}-{n}.pt"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -121,24 +122,32 @@ def build_pool(
 
 
 def _render(
-    scenes: SceneDataset, indices: range, state: dict | None, student_size: int, teacher: bool, workers: int, log
+    scenes: SceneDataset,
+    indices: range,
+    state: dict | None,
+    student_size: int,
+    teacher: bool,
+    workers: int,
+    device: torch.device,
+    log,
 ) -> dict:
     """``state`` extended by the scenes at ``indices`` (and the teacher's probabilities for them)."""
     net = None
     if teacher:
         from .teacher import load_teacher, teacher_probs
 
-        net = load_teacher()
+        net = load_teacher().to(device)
     loader = DataLoader(Subset(scenes, indices), batch_size=64, num_workers=workers)  # drawn in parallel workers
     images, labels, probs = [], [], []
     if state is not None:
         images, labels = [state["images"]], [state["labels"]]
         probs = [state["p1000"]] if "p1000" in state else []
     for i, (x, y, _) in enumerate(loader):  # x: (B, 3, T, T) in [0, 1] at the teacher's size
+        x = x.to(device)
         if net is not None:
-            probs.append(teacher_probs(net, x).half())  # (B, 1000)
+            probs.append(teacher_probs(net, x).half())  # (B, 1000), on the CPU
         small = F.interpolate(x, size=(student_size, student_size), mode="bilinear", antialias=True)
-        images.append((small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1))  # (B, S, S, 3)
+        images.append((small.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu())  # (B, S, S, 3)
         labels.append(y)
         if i % 10 == 0:
             log(f"scene pool: {indices.start + min(len(indices), (i + 1) * 64)}/{indices.stop} scenes")
