@@ -38,7 +38,11 @@ CUDA=0; "$PY" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() els
 
 # tests that need gradio (the app, the browser, the served reliability suite) stay out where it is missing
 IGN=(--ignore=tests/test_browser.py)
-"$PY" -c 'import gradio, gradio_client' 2>/dev/null || IGN+=(--ignore=tests/test_app.py --ignore=tests/test_browser.py --ignore=tests/reliability)
+# (every test module that imports gradio or the app at its top: one missing import stops the whole collection)
+if ! "$PY" -c 'import gradio, gradio_client' 2>/dev/null; then
+  IGN+=(--ignore=tests/reliability)
+  for f in $(grep -l -E '^(from|import) (gradio|gradio_client|attnviz\.app)\b' tests/*.py); do IGN+=(--ignore="$f"); done
+fi
 PT=(-q -rfE -p no:cacheprovider "${IGN[@]}")
 "$PY" -c 'import pytest_timeout' 2>/dev/null && PT+=(--timeout=150)
 

@@ -215,11 +215,17 @@ def _owns_its_memory(t: torch.Tensor) -> bool:
 def test_to_cpu_gives_each_tensor_its_own_pageable_memory(device: torch.device) -> None:
     from attnviz.capture.maps import to_cpu
 
-    tensors = [torch.rand(2, 3, device=device), torch.rand(4, 5, 6, device=device).transpose(0, 2), torch.rand(7)]
+    tensors = [
+        torch.rand(2, 3, device=device),
+        torch.rand(4, 5, 6, device=device).transpose(0, 2),
+        torch.rand(7),
+        torch.rand(3, device=device, dtype=torch.float64),  # an activation's input/output beside float32 maps
+        torch.rand(2, 2, device=device),
+    ]
     out = to_cpu(tensors)
     assert all(_owns_its_memory(t) for t in out)
-    assert all(torch.equal(a, b.cpu()) for a, b in zip(out, tensors, strict=True))
-    assert [tuple(t.shape) for t in out] == [(2, 3), (6, 5, 4), (7,)]
+    assert all(a.dtype == b.dtype and torch.equal(a, b.cpu()) for a, b in zip(out, tensors, strict=True))
+    assert [tuple(t.shape) for t in out] == [(2, 3), (6, 5, 4), (7,), (3,), (2, 2)]
 
 
 @pytest.mark.parametrize("name", ["cbam", "da", "ea"])
@@ -227,4 +233,4 @@ def test_results_hold_no_pinned_or_shared_buffer(name: str, device: torch.device
     """A result the app keeps for a session holds its maps in memory of their own (on CUDA they were views into
     one pinned buffer per result)."""
     r = analyze(ASSET, attention=name, arch="resnet18", device=device.type, size=64, cache=ModelCache(1))
-    assert r.maps and all(_owns_its_memory(m.data) for m in r.maps)
+    assert r.maps and all(_owns_its_memory(m.data) and m.data.dtype == torch.float32 for m in r.maps)

@@ -96,19 +96,42 @@ class AttentionMap:
 
 
 def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
-    """The tensors on the CPU, in order, each in ordinary (pageable) memory of its own; those on a GPU travel
-    together.
+    """The tensors on the CPU, in order, each in ordinary (pageable) memory of its own and of its own dtype; those
+    on a GPU travel together.
 
-    One device-to-host copy of them all, as one flat buffer, into pinned memory (non-blocking) and one wait,
-    however many tensors. Each is then copied out of that staging buffer into its own memory, so what a caller
-    keeps (a result held for a session, a map sent to another process) holds no page-locked memory and no other
-    tensor's bytes; the staging buffer goes back to PyTorch's pinned-memory cache at once, for the next call.
-    CPU tensors are returned as they are.
+    One device-to-host copy per device and dtype (one flat buffer each: maps in float32, activations' float64
+    inputs and outputs beside them; one buffer for all would promote every map to float64), into pinned memory
+    (non-blocking), and one wait per device, however many tensors. Each is then copied out of its staging buffer
+    into its own memory, so what a caller keeps (a result held for a session, a map sent to another process) holds
+    no page-locked memory and no other tensor's bytes; the staging buffers go back to PyTorch's pinned-memory cache
+    at once, for the next call. CPU tensors are returned as they are.
     """
     out = list(tensors)
     on_gpu = [i for i, t in enumerate(out) if t.device.type != "cpu"]
     if not on_gpu:
         return out
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i in on_gpu:
+        groups.setdefault((out[i].device, out[i].dtype), []).append(i)
+    staged: list[tuple[list[int], Tensor]] = []
+    for (device, dtype), idx in groups.items():
+        flat = torch.cat([out[i].reshape(-1) for i in idx])  # (sum of numel,) on the device, contiguous
+        cuda = device.type == "cuda"
+        staging = torch.empty(flat.shape, dtype=dtype, pin_memory=cuda)
+        staging.copy_(flat, non_blocking=cuda)
+        staged.append((idx, staging))
+    for device in {d for d, _ in groups}:
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()  # the one wait per device: the copies have landed
+    for idx, staging in staged:
+        offset = 0
+        for i in idx:
+            n = out[i].numel()
+            own = torch.empty(out[i].shape, dtype=staging.dtype)  # pageable, this tensor's alone
+            out[i] = own.copy_(staging[offset : offset + n].view(out[i].shape))
+            offset += n
+    del staged  # back to the pinned-memory cache (the copies have landed: reusable at once)
+    return out
     by_device: dict[torch.device, list[int]] = {}
     for i in on_gpu:
         by_device.setdefault(out[i].device, []).append(i)

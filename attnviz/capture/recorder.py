@@ -470,8 +470,9 @@ class AttentionRecorder:
         maps = [(seq, AttentionMap(name, kind, data, size)) for seq, name, kind, data, size in self._pending]
         maps += self._site_maps()
         maps.sort(key=lambda item: item[0])
-        tensors = [m.data for _, m in maps] + [m.raw for _, m in maps if m.raw is not None]
-        tensors += [m.rows for _, m in maps if m.rows is not None] + list(self._acts.values())
+        # maps in float32 whatever autocast computed them in (bf16 on a GPU): the dtype the CPU path gives
+        tensors = [_f32(m.data) for _, m in maps] + [_f32(m.raw) for _, m in maps if m.raw is not None]
+        tensors += [_f32(m.rows) for _, m in maps if m.rows is not None] + list(self._acts.values())
         moved = iter(to_cpu(tensors))
         done = [dataclasses.replace(m, data=next(moved)) for _, m in maps]
         done = [dataclasses.replace(m, raw=next(moved)) if m.raw is not None else m for m in done]
@@ -531,3 +532,8 @@ def _base(name: str) -> str:
     """The module path a site name starts from: ``"a.b.sigmoid()#2"`` -> ``"a.b"``."""
     name = name.partition("#")[0]
     return name.rpartition(".")[0] if name.endswith(")") else name
+
+
+def _f32(t: Tensor) -> Tensor:
+    """``t`` in float32 when it is in a half-precision float (autocast's bf16/fp16), else as it is."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
