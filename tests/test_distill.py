@@ -190,6 +190,18 @@ def test_build_pool_runs_the_teacher_on_the_device(scene_root: Path, device: tor
     assert (pool.images.int() - ref.images.int()).abs().max() <= 1 and torch.equal(pool.labels, ref.labels)
 
 
+def test_teacher_convolutions_run_in_full_float32_on_a_gpu_and_the_setting_is_restored() -> None:
+    from attnviz.data.teacher import _full_float32_convs
+
+    conv = torch.backends.cudnn.conv
+    before = conv.fp32_precision
+    with _full_float32_convs(torch.device("cuda")):
+        assert conv.fp32_precision == "ieee"
+    assert conv.fp32_precision == before
+    with _full_float32_convs(torch.device("cpu")):
+        assert conv.fp32_precision == before
+
+
 def test_photo_paste_and_blur_are_off_by_default_and_keep_masks_inside() -> None:
     assert SceneConfig().photo_paste == 0 and SceneConfig().blur == 0
     cfg = SceneConfig(photo_paste=1.0, blur=0.5)

@@ -16,6 +16,8 @@ scaled as ``(x - 127) / 128`` on the 0-255 range (the TF-Lite recipe), not with 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -109,16 +111,35 @@ def load_teacher(path: str | Path | None = None) -> nn.Module:
 
 @torch.inference_mode()
 def teacher_probs(teacher: nn.Module, images: Tensor, batch_size: int = 64) -> Tensor:
-    """(N, 1000) ImageNet probabilities of ``images`` (N, 3, H, W) in [0, 1], resized to 224 px if needed."""
+    """(N, 1000) ImageNet probabilities of ``images`` (N, 3, H, W) in [0, 1], resized to 224 px if needed.
+
+    On a GPU the convolutions run in full float32 (cuDNN's default TF32 moved a probability by more than 2e-3 on
+    an H200): the pool caches these as data, the same whichever device built them."""
     device = next(teacher.parameters()).device
     out = []
-    for i in range(0, len(images), batch_size):
-        x = images[i : i + batch_size].to(device, torch.float32)
-        if x.shape[-2:] != (TEACHER_SIZE, TEACHER_SIZE):
-            x = F.interpolate(x, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", antialias=True)
-        x = (x * 255 - 127) / 128  # the TF-Lite input scaling
-        out.append(teacher(x).float().softmax(1).cpu())
+    with _full_float32_convs(device):
+        for i in range(0, len(images), batch_size):
+            x = images[i : i + batch_size].to(device, torch.float32)
+            if x.shape[-2:] != (TEACHER_SIZE, TEACHER_SIZE):
+                x = F.interpolate(x, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", antialias=True)
+            x = (x * 255 - 127) / 128  # the TF-Lite input scaling
+            out.append(teacher(x).float().softmax(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, 1000)
+
+
+@contextmanager
+def _full_float32_convs(device: torch.device) -> Iterator[None]:
+    """cuDNN convolutions without TF32 inside (PyTorch's precision API), restored after; nothing on the CPU."""
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    if device.type != "cuda" or conv is None:
+        yield
+        return
+    before = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = before
 
 
 def class_probs(p1000: Tensor, matrix: Tensor) -> Tensor:
