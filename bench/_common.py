@@ -18,6 +18,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from importlib import metadata
 
+import numpy as np
 import torch
 
 #: ``BENCH_CLOCK=cpu`` times CPU work with this process's CPU time (all its threads) instead of wall time: on a
@@ -138,3 +139,11 @@ def ratio(num: list[float], den: list[float]) -> float:
 def p95(xs: list[float]) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, round(0.95 * (len(s) - 1)))]
+
+
+def bootstrap(v: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 2.5 %, 97.5 %) percentile bootstrap of the mean of ``v`` (one value per scene or image)."""
+    a = np.asarray(v, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = a[rng.integers(0, a.size, (n, a.size))].mean(1)
+    return float(a.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -1,7 +1,10 @@
 """The checks' findings on the demo checkpoints: for every attention type, over held-out test scenes, the mean
 per-block ablation effect, the mean Grad-CAM agreement per stage and the mean randomisation similarity per stage.
+The rates (top-1 changes with one block off and with all off, sanity warnings) carry a 95 % percentile bootstrap
+interval over scenes: each scene's value is its rate over the type's blocks (0 or 1 for all off).
 
     python bench/checks_findings.py --data data/scenes --scenes 100 [--markdown out.md] [--json out.json]
+    python bench/checks_findings.py --from-json a.json b.json --markdown out.md     # merge runs of other types
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import bootstrap
 
 from attnviz import build_model, list_attentions
 from attnviz.checks import run_checks
@@ -36,12 +40,17 @@ def measure(attention: str, data: str, scenes: int, seed: int) -> dict:
     stage_gi: dict[int, list[float]] = {}
     stage_r: dict[int, list[float]] = {}
     stage_ri: dict[int, list[float]] = {}
+    scene_changed, scene_warned = [], []  # per scene: the rate over its blocks
     warned = total = 0
     t0 = time.perf_counter()
     for i in range(len(test)):
         image, _, _ = test[i]
         x = (image[None] - mean) / std
         c = run_checks(model, x, seed=seed)
+        scene_changed.append(float(np.mean([b.ablation.top1_changed for b in c.blocks.values()])))
+        sane = [bool(b.warning) for b in c.blocks.values() if b.randomised_scores is not None]
+        if sane:
+            scene_warned.append(float(np.mean(sane)))
         for b in c.blocks.values():
             delta.append(b.ablation.top1_prob_delta)
             changed.append(b.ablation.top1_changed)
@@ -73,12 +82,23 @@ def measure(attention: str, data: str, scenes: int, seed: int) -> dict:
         "random_spearman": means(stage_r),
         "random_iou": means(stage_ri),
         "warned": warned / total if total else None,
+        "block_changed_ci": bootstrap(scene_changed)[1:],
+        "all_changed_ci": bootstrap([float(v) for v in all_changed])[1:],
+        "warned_ci": bootstrap(scene_warned)[1:] if scene_warned else None,
         "seconds": time.perf_counter() - t0,
     }
 
 
 def _stages(d: dict[int, float]) -> str:
     return "/".join(f"{d[s]:+.2f}" if s in d else "–" for s in (1, 2, 3, 4))
+
+
+def _pm(value: float, ci: list[float] | None, digits: int = 1) -> str:
+    """``value`` in % with the interval's half-width (the larger side), e.g. ``18.3 ±4.1``."""
+    if ci is None:
+        return f"{100 * value:.{digits}f}"
+    half = 100 * max(value - ci[0], ci[1] - value)
+    return f"{100 * value:.{digits}f} ±{half:.{digits}f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -88,11 +108,12 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        w = "–" if r["warned"] is None else f"{100 * r['warned']:.0f}"
+        w = "–" if r["warned"] is None else _pm(r["warned"], r.get("warned_ci"), 0)
         out.append(
             f"| {r['attention']} | {r['block_delta']:+.3f} | {r['block_abs_delta']:.3f} "
-            f"| {100 * r['block_changed']:.1f} "
-            f"| {r['all_delta']:+.3f} / {100 * r['all_changed']:.0f} | {_stages(r['gradcam_spearman'])} "
+            f"| {_pm(r['block_changed'], r.get('block_changed_ci'))} "
+            f"| {r['all_delta']:+.3f} / {_pm(r['all_changed'], r.get('all_changed_ci'), 0)} "
+            f"| {_stages(r['gradcam_spearman'])} "
             f"| {_stages(r['random_spearman'])} | {w} |"
         )
     return "\n".join(out)
@@ -100,13 +121,27 @@ def table(rows: list[dict]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", default=None, help="the scene folder (needed unless --from-json)")
     p.add_argument("--scenes", type=int, default=100)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--attention", nargs="*", default=None)
     p.add_argument("--markdown", default=None)
     p.add_argument("--json", default=None)
+    p.add_argument("--from-json", nargs="*", default=None, help="merge the rows of earlier --json runs, measure none")
     args = p.parse_args()
+    if args.from_json:
+        rows = [r for f in args.from_json for r in json.loads(Path(f).read_text())]
+        for r in rows:  # JSON made the stage keys strings
+            for k in ("gradcam_spearman", "gradcam_iou", "random_spearman", "random_iou"):
+                r[k] = {int(s): v for s, v in r[k].items()}
+        order = list_attentions()
+        rows.sort(key=lambda r: order.index(r["attention"]) if r["attention"] in order else len(order))
+        print(table(rows))
+        if args.markdown:
+            Path(args.markdown).write_text(table(rows) + "\n")
+        return 0
+    if args.data is None:
+        p.error("--data is needed to measure (or --from-json to merge)")
     torch.set_num_threads(1)
     rows = []
     names = args.attention or [a for a in list_attentions() if demo_file(a).is_file()]  # variants ship no demo

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import bootstrap
 
 from attnviz import build_model, list_attentions
 from attnviz.checks import centre_prior, faithfulness, random_map, run_checks
@@ -28,14 +29,6 @@ from attnviz.sources.demo import DEMO_ARCH, demo_file
 
 METHODS = ("attention", "gradcam", "centre", "random")
 METRICS = ("deletion", "insertion", "road_morf", "road_lerf")
-
-
-def bootstrap(v: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, 2.5 %, 97.5 %) percentile bootstrap of the mean."""
-    a = np.asarray(v, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = a[rng.integers(0, a.size, (n, a.size))].mean(1)
-    return float(a.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def measure(attention: str, data: str, scenes: int, seed: int, blocks: str) -> dict:
