@@ -132,22 +132,3 @@ def to_cpu(tensors: list[Tensor]) -> list[Tensor]:
             offset += n
     del staged  # back to the pinned-memory cache (the copies have landed: reusable at once)
     return out
-    by_device: dict[torch.device, list[int]] = {}
-    for i in on_gpu:
-        by_device.setdefault(out[i].device, []).append(i)
-    for device, idx in by_device.items():
-        flat = torch.cat([out[i].reshape(-1) for i in idx])  # on the device: float32, contiguous
-        cuda = device.type == "cuda"
-        staging = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=cuda)
-        staging.copy_(flat, non_blocking=cuda)
-        if cuda:
-            torch.cuda.current_stream(device).synchronize()  # the one wait: the copy has landed
-        del flat
-        offset = 0
-        for i in idx:
-            n = out[i].numel()
-            own = torch.empty(out[i].shape, dtype=staging.dtype)  # pageable, this tensor's alone
-            out[i] = own.copy_(staging[offset : offset + n].view(out[i].shape))
-            offset += n
-        del staging  # back to the pinned-memory cache (the copy has landed: reusable at once)
-    return out
