@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import pytest
 from gradio_client import Client, handle_file
 
@@ -90,7 +91,6 @@ def test_gate_chart_axis_is_0_to_1_unless_fit_to_data(app: Handlers) -> None:
 
 def test_click_picks_the_pairwise_query(app: Handlers) -> None:
     import gradio as gr
-    import numpy as np
 
     state, *first = app.run_analysis(ASSET, "mhsa", "resnet18", "random", "turbo", 1.0, "map", "32", None)
     assert state.query is None
@@ -104,7 +104,6 @@ def test_click_picks_the_pairwise_query(app: Handlers) -> None:
 
 def test_large_images_are_shown_at_display_sizes(app: Handlers, tmp_path: Path) -> None:
     import gradio as gr
-    import numpy as np
     from PIL import Image
 
     path = tmp_path / "wide.png"
@@ -200,7 +199,6 @@ def test_zip_details_are_the_page_details(app: Handlers) -> None:
     included (they used to differ)."""
     import io
 
-    import numpy as np
     from PIL import Image
 
     from attnviz.export import export_files
@@ -230,8 +228,6 @@ def test_checks_panel_shows_ablation_gradcam_and_sanity(app: Handlers) -> None:
     display change redraws them from the kept checks; a new analysis clears them; the zip carries them."""
     import json
     import zipfile
-
-    import numpy as np
 
     from attnviz.app.panels import panel_image
     from attnviz.render import normalize, overlay
@@ -296,7 +292,6 @@ def test_checks_panel_warns_when_the_map_ignores_the_weights(app: Handlers) -> N
 
 def test_compare_gives_two_maps_on_one_scale_and_their_difference(app: Handlers) -> None:
     import gradio as gr
-    import numpy as np
 
     from attnviz.app.panels import panel_image
     from attnviz.render import overlay
@@ -420,7 +415,6 @@ def test_selecting_a_bar_shows_that_channels_activation(app: Handlers) -> None:
     """A bar of the gate chart picked (Gradio sends its label, e.g. "c0007"): the large view shows that channel of
     the block's output, the same values a hook on the module reads, and the note gives its index and gate."""
     import gradio as gr
-    import numpy as np
     import torch
 
     from attnviz.pipeline.core import channel_activation
@@ -539,7 +533,6 @@ def test_a_vit_s_token_attention_per_head_query_and_rollout(app: Handlers) -> No
     clicked patch's row of the head-mean matrix."""
     pytest.importorskip("timm")
     import gradio as gr
-    import numpy as np
 
     from attnviz.app.choices import NONE
     from attnviz.app.handlers import _display_images
@@ -589,7 +582,6 @@ def test_channel_view_choice_shows_the_gate_weighted_view_without_a_forward(
     import zipfile
 
     import gradio as gr
-    import numpy as np
 
     import attnviz.app.handlers as handlers
     from attnviz.capture.views import build_views
@@ -616,3 +608,39 @@ def test_channel_view_choice_shows_the_gate_weighted_view_without_a_forward(
     monkeypatch.undo()
     pairwise, *_ = app.run_analysis(ASSET, "mhsa", "resnet18", "random", "turbo", 1.0, "map", "32", None)
     assert app.channel_view_control(pairwise).visible is False  # no channel gates: no choice
+
+
+def test_same_image_written_by_many_sessions_is_never_read_cut(tmp_path: Path) -> None:
+    """Sessions showing the same overlay write the same content-named file into Gradio's cache at once; a reader
+    (another session's check, a browser's fetch) must never see it empty or cut. Gradio's own writer rewrites the
+    file in place and fails this (it made test_16_clients_get_their_own_results fail in CI: swap
+    ``gradio.processing_utils.save_bytes_to_cache`` in for ``save`` to see it); attnviz's writes beside and renames."""
+    import threading
+
+    from attnviz.app.components import save_bytes_to_cache as save
+
+    data = np.random.default_rng(0).integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()  # 4 MiB: slow to write
+    path = Path(save(data, "image.png", str(tmp_path)))
+    stop, cut = threading.Event(), []
+
+    def read() -> None:
+        while not stop.is_set():
+            size = path.stat().st_size if path.exists() else len(data)
+            if size != len(data):
+                cut.append(size)
+
+    def write() -> None:
+        for _ in range(20):
+            assert save(data, "image.png", str(tmp_path)) == str(path.resolve())
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    writers = [threading.Thread(target=write) for _ in range(4)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert not cut, f"the cached file was read at {len(cut)} wrong sizes, e.g. {cut[:3]} of {len(data)} bytes"
+    assert path.read_bytes() == data and [p.name for p in path.parent.iterdir()] == ["image.png"]

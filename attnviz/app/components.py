@@ -3,20 +3,48 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
-from gradio.processing_utils import save_bytes_to_cache
+from gradio.processing_utils import hash_bytes
 
 from ..render import encode_jpeg, encode_png_fast
 
-__all__ = ["DisplayGallery", "DisplayImage", "DisplayPhoto", "UploadImage"]
+__all__ = ["DisplayGallery", "DisplayImage", "DisplayPhoto", "UploadImage", "save_bytes_to_cache"]
 
 #: JPEG quality of a photo overlay shown large (no chroma subsampling): visually lossless, about 10x cheaper than
 #: the fastest lossless PNG of the same overlay (bench/page.py). Exports stay PNG.
 PHOTO_QUALITY = 95
+
+
+def save_bytes_to_cache(data: bytes, file_name: str, cache_dir: str) -> str:
+    """``data`` as ``cache_dir/<hash of data>/file_name``, Gradio's own layout, written atomically.
+
+    Gradio's ``save_bytes_to_cache`` rewrites the file in place, so when two sessions show the same overlay at once
+    one of them (or a browser fetching it) can read the file while the other has just truncated it: an empty or cut
+    image. Here a file already there is kept (its name is its content's hash) and only touched, so that the cache's
+    age-based cleanup counts it as new; a new one is written beside and renamed into place (``os.replace`` is atomic).
+    """
+    folder = Path(cache_dir) / hash_bytes(data)
+    path = folder / Path(file_name).name
+    for _ in range(3):  # the cache's cleanup may remove the folder meanwhile: make it again
+        try:
+            if path.is_file() and path.stat().st_size == len(data):
+                os.utime(path)
+                return str(path.resolve())
+            folder.mkdir(parents=True, exist_ok=True)
+            part = folder / f".{uuid.uuid4().hex}.part"
+            part.write_bytes(data)
+            os.replace(part, path)
+            return str(path.resolve())
+        except FileNotFoundError:
+            continue
+    raise OSError(f"could not write {file_name} into Gradio's cache {cache_dir}")
 
 
 class UploadImage(gr.Image):
