@@ -30,6 +30,13 @@ stopped after ``channel`` and continued for the other types (SK, EPSA and MHSA a
         --blur 0.2 --attention-epochs 1 --conv-epochs 1 --val-scenes 1600 --threads 2 --workers 1 \
         --attention spatial cbam eca da ea coord simam cbam_sc eca_max sk epsa mhsa
 
+then SK, EPSA and coordinate attention, the furthest behind, continued from their own files (stopped when it
+reached ``cbam_sc``, the CPU budget; ``continued_from`` in their cards keeps the first run):
+
+    python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --photo-paste 0.3 \
+        --blur 0.2 --attention-epochs 2 --conv-epochs 3 --val-scenes 1600 --threads 2 --workers 1 \
+        --continue-attention --attention sk epsa coord cbam_sc
+
 Every card records the command line that wrote it (``command``) and ``--note`` when one is given.
 """
 
