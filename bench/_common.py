@@ -29,10 +29,19 @@ CLOCK = os.environ.get("BENCH_CLOCK", "wall")
 PACKAGES = ("torch", "torchvision", "numpy", "pillow", "opencv-python-headless", "gradio", "grad-cam", "torchcam")
 
 
-def command() -> str:
-    """The command line that reproduces this run, with the environment variables that change it."""
+def command(omit: tuple[str, ...] = ()) -> str:
+    """The command line that reproduces this run, with the environment variables that change it.
+
+    ``omit``: options that only say where output goes (``--json PATH``), left out with their value so that a file
+    storing the command does not change when only the output path did."""
     env = [f"{k}={os.environ[k]}" for k in ("BENCH_CLOCK", "OMP_NUM_THREADS") if k in os.environ]
-    return " ".join([*env, "python", *(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])])
+    args, rest = [], iter(sys.argv[1:])
+    for a in rest:
+        if a in omit:
+            next(rest, None)  # its value
+        elif not any(a.startswith(f"{o}=") for o in omit):
+            args.append(a)
+    return " ".join([*env, "python", *(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *args])])
 
 
 def cpu_name() -> str:

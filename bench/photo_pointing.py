@@ -56,7 +56,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
         batch_size=args.batch_size,
     )
     seconds = time.perf_counter() - t0
-    r["command"] = command()
+    r["command"] = command(omit=("--json",))  # the cards store it: no output path
     r["seconds"] = round(seconds, 1)
     lo, hi = SMALL_PHOTO_SCALE
     header(
