@@ -21,6 +21,8 @@ from importlib import metadata
 import numpy as np
 import torch
 
+from attnviz.stats.intervals import bootstrap_mean
+
 #: ``BENCH_CLOCK=cpu`` times CPU work with this process's CPU time (all its threads) instead of wall time: on a
 #: machine another job is loading, CPU time stays close to what a quiet machine's wall time would be, while wall
 #: time swings with the other job. CUDA runs are always timed by the wall clock.
@@ -152,7 +154,5 @@ def p95(xs: list[float]) -> float:
 
 def bootstrap(v: list[float], n: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """(mean, 2.5 %, 97.5 %) percentile bootstrap of the mean of ``v`` (one value per scene or image)."""
-    a = np.asarray(v, dtype=np.float64)
-    rng = np.random.default_rng(seed)
-    means = a[rng.integers(0, a.size, (n, a.size))].mean(1)
-    return float(a.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+    lo, hi = bootstrap_mean(v, n, seed)
+    return float(np.mean(v)), lo, hi

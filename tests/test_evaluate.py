@@ -103,3 +103,56 @@ def test_eval_cli_scores_checkpoints_and_writes_cards(scene_root, tmp_path) -> N
         assert scores["images"] == 6 and scores["summary"]["attention"] == (attention or "none (plain)")
     assert "centre prior" in read_card(demo_file("cbam", tmp_path))["test"]["findings"]
     assert build_model("resnet18", "cbam", weights=str(demo_file("cbam", tmp_path))).fc.out_features == 3
+
+
+def _scored(predictions: list[int], labels: list[int]) -> dict:
+    """An evaluate_model(..., predictions=True) result with nothing but the top-1 (no spatial maps)."""
+    hits = sum(p == y for p, y in zip(predictions, labels, strict=True))
+    return {
+        "accuracy": round(hits / len(labels), 4),
+        "images": len(labels),
+        "localisation": {},
+        "baselines": {},
+        "predictions": predictions,
+        "labels": labels,
+    }
+
+
+def test_paired_delta_interval_resamples_scenes_together() -> None:
+    """Two networks that agree on all but 10 of 400 scenes: the difference (-2.5 points) has a narrow paired
+    interval that excludes 0, though each accuracy alone is only known to about ±5 points."""
+    from attnviz.stats.localisation import wilson
+    from attnviz.train.evaluate import paired_delta_ci
+
+    labels = [i % 8 for i in range(400)]
+    plain = _scored([y if i < 200 else (y + 1) % 8 for i, y in enumerate(labels)], labels)  # 50 %
+    typed = _scored([y if i < 190 else (y + 1) % 8 for i, y in enumerate(labels)], labels)  # 47.5 %
+    lo, hi = paired_delta_ci(typed, plain)
+    assert lo < -0.025 < hi < 0 and hi - lo < 0.04
+    w_lo, w_hi = wilson(0.5, 400)
+    assert w_hi - w_lo > 2 * (hi - lo)
+    row = summary_row("se", typed, plain)
+    assert row["delta"] == -0.025 and row["delta_ci"] == [lo, hi] and row["accuracy_ci"][0] < 0.475
+    assert summary_row(None, plain, plain)["delta_ci"] is None  # plain against itself: no interval
+    assert paired_delta_ci(typed, {**plain, "labels": labels[::-1]}) is None  # other scenes: not paired
+    assert paired_delta_ci({k: v for k, v in typed.items() if k != "predictions"}, plain) is None
+    table = markdown_table([summary_row(None, plain, plain), row], {}, 0.1)
+    assert f"| se | 47.5 | -2.5 [{100 * lo:+.1f}, {100 * hi:+.1f}] |" in table
+    assert "| none (plain) | 50.0 | +0.0 |" in table
+
+
+def test_overall_counts_types_near_plain_and_averages_photos_over_types() -> None:
+    from attnviz.train.evaluate import overall
+
+    labels = [i % 8 for i in range(400)]
+    plain = _scored([y if i < 200 else (y + 1) % 8 for i, y in enumerate(labels)], labels)
+    near = _scored([y if i < 195 else (y + 1) % 8 for i, y in enumerate(labels)], labels)  # -1.25: near
+    far = _scored([y if i < 100 else (y + 1) % 8 for i, y in enumerate(labels)], labels)  # -25: far
+    rows = [summary_row(None, plain, plain), summary_row("se", near, plain), summary_row("eca", far, plain)]
+    photos = {"a.jpg": 1.0, "b.jpg": 0.0, "c.jpg": 1.0, "d.jpg": 0.0}
+    results = {"se": {"real_photos": {"per_photo": photos}}, "eca": {"real_photos": {"per_photo": photos}}}
+    lines = overall(rows, results)
+    assert lines[0].startswith("within 3 points of plain on the test scenes: 1 of 2 types (se)")
+    assert lines[0].endswith("with the whole paired interval: 1 (se)")
+    assert lines[1].startswith("real photos, top-1 averaged over the 2 types: 50.0 % [") and "over 4 photos" in lines[1]
+    assert overall(rows[:1], {}) == []

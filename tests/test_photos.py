@@ -105,8 +105,10 @@ def test_evaluate_photos_on_the_shipped_plain_checkpoint() -> None:
     assert set(r["per_photo"]) == set(PHOTOS) and all(v in (0, 0.5, 1) for v in r["per_photo"].values())
     assert np.mean(list(r["per_photo"].values())) == pytest.approx(r["accuracy"], abs=1e-4)
     assert r["photos"]["placements"] == 2 and r["photos"]["skipped"] == []
+    lo, hi = r["accuracy_ci"]  # over photos
+    assert lo <= r["accuracy"] <= hi
     s = photo_summary(r)
-    assert s["accuracy"] == r["accuracy"] and s["per_photo"] == r["per_photo"]
+    assert s["accuracy"] == r["accuracy"] and s["per_photo"] == r["per_photo"] and s["accuracy_ci"] == [lo, hi]
     assert s["best_block"] is None and s["average_pointing"] is None  # no attention blocks, no maps
 
 
@@ -163,9 +165,23 @@ def test_eval_cli_reports_and_stores_real_photo_scores(photo_class_scenes: Path,
         assert set(p["photos"]["skipped"]) == set(PHOTOS) - shown
         stored = read_card(demo_file(None if key == "none" else "se", models))
         assert stored["real_photos"]["per_photo"] == p["per_photo"] and "real_photos" not in stored["test"]
+        assert "predictions" not in stored["test"] and len(results[key]["predictions"]) == 20  # per scene: JSON only
     assert "centre prior" in results["none"]["real_photos"]["baselines"]
     text = table.read_text()
     assert "real-photo top-1 %" in text and "real-photo stage-avg pointing %" in text
     assert "| baseline | pointing % | energy % | real-photo pointing % |" in text
     assert cli([*args[:-1], "4", "--no-photos", "--json", str(out), "--markdown", str(table)]) == 0
     assert "real_photos" not in json.loads(out.read_text())["se"] and "real-photo" not in table.read_text()
+
+
+def test_real_photo_accuracy_interval_counts_photos_not_placements() -> None:
+    """Ten photos, each right at all 40 placements or at none (what the demo networks do): the interval over photos
+    is several times wider than a Wilson interval that took the 400 scenes as independent."""
+    from attnviz.stats.intervals import bootstrap_mean
+    from attnviz.stats.localisation import wilson
+
+    per_photo = [1.0] * 4 + [0.0] * 6
+    lo, hi = bootstrap_mean(per_photo)
+    w_lo, w_hi = wilson(0.4, 400)
+    assert lo < 0.4 < hi and hi - lo > 4 * (w_hi - w_lo)
+    assert bootstrap_mean([1.0]) != bootstrap_mean([1.0])  # one photo: no interval (nan)

@@ -26,7 +26,15 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from ..sources.checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
     from ..sources.demo import DEMO_ARCH, demo_dir, demo_file
     from ..sources.weights import load_checkpoint_file
-    from ..train.evaluate import evaluate_model, evaluate_photos, findings, markdown_table, photo_summary, summary_row
+    from ..train.evaluate import (
+        evaluate_model,
+        evaluate_photos,
+        findings,
+        markdown_table,
+        overall,
+        photo_summary,
+        summary_row,
+    )
 
     if args.placements < 1:
         print(f"--placements must be at least 1, got {args.placements}", file=sys.stderr)
@@ -54,7 +62,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             return 2
         torch.manual_seed(0)
         result = evaluate_model(
-            model, test, mean=card["mean"], std=card["std"], baselines=attention is None, batch_size=args.batch_size
+            model,
+            test,
+            mean=card["mean"],
+            std=card["std"],
+            baselines=attention is None,
+            batch_size=args.batch_size,
+            predictions=True,  # for the paired interval of the difference to plain
         )
         result["test_split"] = test.fingerprint()
         if attention is None:
@@ -93,7 +107,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             results[attention or "none"] = {**result, "real_photos": photos}
         if args.write_cards:
             sd, card = read_checkpoint(path)
-            card["test"] = {**result, "summary": row, "findings": findings(row)}
+            kept = {k: v for k, v in result.items() if k not in ("predictions", "labels")}  # per scene: JSON only
+            card["test"] = {**kept, "summary": row, "findings": findings(row)}
             if photos is not None:
                 card["real_photos"] = photos
             if attention is not None:  # name the base by content, so rewriting its card keeps the link
@@ -101,6 +116,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             save_checkpoint(path, sd, card)
     table = markdown_table(rows, baselines, share, photo_baselines, photo_share)
     print(table)
+    for line in overall(rows, results):
+        print(line)
     if args.markdown:
         Path(args.markdown).write_text(table + "\n")
     if args.json:

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 from torch import Tensor, nn
 
+from .intervals import bootstrap_mean
+
 __all__ = ["Scorer", "add_rows", "faithfulness_table"]
 
 #: (model, x (1, 3, H, W)) -> {block: {"stage": int | None, "scores": {method: {metric: value}}}}
 Scorer = Callable[[nn.Module, Tensor], dict[str, dict[str, Any]]]
 METRICS = ("deletion", "insertion", "road_morf", "road_lerf")
-BOOTSTRAP = 2000
 
 
 def add_rows(partial: dict, index: int, scores: dict[str, dict[str, Any]]) -> None:
@@ -29,15 +30,6 @@ def add_rows(partial: dict, index: int, scores: dict[str, dict[str, Any]]) -> No
             for metric in METRICS:
                 if metric in values:
                     rows.append((int(index), block, entry["stage"], method, metric, float(values[metric])))
-
-
-def _bootstrap(v: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of ``v``."""
-    if v.size < 2:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, (BOOTSTRAP, v.size))].mean(1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def faithfulness_table(rows: list[tuple]) -> list[dict[str, Any]]:
@@ -52,7 +44,7 @@ def faithfulness_table(rows: list[tuple]) -> list[dict[str, Any]]:
     out = []
     for (stage, method, metric), by_image in sorted(per.items()):
         v = np.array([np.mean(x) for x in by_image.values()])
-        lo, hi = _bootstrap(v)
+        lo, hi = bootstrap_mean(v)
         out.append(
             {
                 "stage": stage,

@@ -23,12 +23,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..capture.recorder import AttentionRecorder
 from ..data.photos import PhotoDataset
+from ..stats.intervals import bootstrap_mean
 from ..stats.localisation import (
     LocalisationScores,
     aggregate,
@@ -36,6 +38,7 @@ from ..stats.localisation import (
     centre_prior,
     localise,
     score_maps,
+    wilson,
 )
 
 __all__ = [
@@ -45,10 +48,16 @@ __all__ = [
     "evaluate_photos",
     "findings",
     "markdown_table",
+    "overall",
+    "paired_delta_ci",
     "photo_summary",
     "score_maps",
     "summary_row",
 ]
+
+
+#: the plain network's row label in :func:`summary_row` and the tables
+PLAIN_LABEL = "none (plain)"
 
 
 @torch.inference_mode()
@@ -70,7 +79,8 @@ def evaluate_model(
     Args:
         tolerance: pointing-game tolerance as a fraction of the image's shorter side.
         baselines: also score the centre prior and this model's own stage activations (use on the plain model).
-        predictions: also return ``"predictions"``, the predicted label of every item in dataset order.
+        predictions: also return ``"predictions"`` and ``"labels"``, the predicted and the true label of every item
+            in dataset order (for paired comparisons of two models on the same items).
 
     Returns:
         ``{"accuracy", "images", "mask_share", "localisation": {name: {"pointing", "energy"}},
@@ -85,6 +95,7 @@ def evaluate_model(
     correct = seen = 0
     mask_share = 0.0
     predicted: list[int] = []
+    labels: list[int] = []
     stage_acts: dict[str, Tensor] = {}
     hooks = []
     if baselines:
@@ -101,6 +112,7 @@ def evaluate_model(
             top1 = logits.argmax(1).cpu()
             correct += int((top1 == y).sum())
             predicted += top1.tolist()
+            labels += y.tolist()
             seen += int(y.numel())
             mask_share += float(mask.float().mean(dim=(1, 2)).sum())
             localise(block_maps(rec), mask, tol, scores, base if baselines else None)
@@ -120,7 +132,7 @@ def evaluate_model(
         "baselines": base.table(),
     }
     if predictions:
-        result["predictions"] = predicted
+        result["predictions"], result["labels"] = predicted, labels
     return result
 
 
@@ -146,8 +158,10 @@ def evaluate_photos(
         size: the model's input side; placements, seed, folder: the :class:`~attnviz.data.PhotoDataset`.
 
     Returns:
-        :func:`evaluate_model`'s result with ``"per_photo"`` (photo file -> top-1 accuracy over its placements)
-        and ``"photos"`` (the dataset's fingerprint).
+        :func:`evaluate_model`'s result with ``"per_photo"`` (photo file -> top-1 accuracy over its placements),
+        ``"accuracy_ci"`` (95 % bootstrap interval over the photos: the placements of one photo are nearly always
+        all right or all wrong, so the photos, not the scenes, are the independent units) and ``"photos"`` (the
+        dataset's fingerprint).
 
     Raises:
         ValueError: no photo is of one of ``classes``.
@@ -166,10 +180,13 @@ def evaluate_photos(
         predictions=True,
     )
     hits: dict[str, list[int]] = {f: [] for f in ds.photos}
+    result.pop("labels")
     labels = [y for y in ds.labels for _ in range(ds.placements)]  # item i shows photo i // placements
     for name, label, pred in zip(ds.photo_names, labels, result.pop("predictions"), strict=True):
         hits[name].append(int(pred == label))
     result["per_photo"] = {f: round(sum(h) / len(h), 4) for f, h in hits.items()}
+    lo, hi = bootstrap_mean([sum(h) / len(h) for h in hits.values()])
+    result["accuracy_ci"] = [round(lo, 4), round(hi, 4)]  # over photos: a photo's placements are not independent
     result["photos"] = ds.fingerprint()
     return result
 
@@ -185,6 +202,7 @@ def photo_summary(result: dict) -> dict:
     best = max(blocks.items(), key=lambda kv: kv[1]["pointing"]) if blocks else None
     return {
         "accuracy": result["accuracy"],
+        "accuracy_ci": result.get("accuracy_ci"),
         "best_block": None if best is None else best[0],
         "best_block_pointing": None if best is None else best[1]["pointing"],
         "average_pointing": loc.get("average", {}).get("pointing"),
@@ -199,16 +217,32 @@ def _keep(store: dict[str, Tensor], name: str):
     return hook
 
 
+def paired_delta_ci(result: dict, plain: dict) -> list[float] | None:
+    """95 % paired bootstrap interval of ``result``'s top-1 accuracy minus ``plain``'s on the same items (both
+    evaluated with ``predictions=True``): scenes are resampled together, so what both models get right or wrong
+    cancels, and the interval is much narrower than two separate intervals would suggest. ``None`` without the
+    predictions or when the items differ."""
+    if "predictions" not in result or "predictions" not in plain or result.get("labels") != plain.get("labels"):
+        return None
+    y = np.asarray(result["labels"])  # (N,)
+    d = (np.asarray(result["predictions"]) == y).astype(float) - (np.asarray(plain["predictions"]) == y)  # (N,)
+    lo, hi = bootstrap_mean(d)
+    return [round(lo, 4), round(hi, 4)]
+
+
 def summary_row(attention: str | None, result: dict, plain: dict | None) -> dict:
-    """The headline numbers of one evaluation: accuracy (and its difference to the plain backbone), the best
-    stage and the stage-averaged map on the pointing game, energy in mask of the stage-averaged map."""
+    """The headline numbers of one evaluation: accuracy with its 95 % Wilson interval over the scenes, its
+    difference to the plain backbone with a paired interval (:func:`paired_delta_ci`), the best stage and the
+    stage-averaged map on the pointing game, energy in mask of the stage-averaged map."""
     loc = result["localisation"]
     stages = {k: v for k, v in loc.items() if k.startswith("stage")}
     best = max(stages.items(), key=lambda kv: kv[1]["pointing"]) if stages else None
     row = {
-        "attention": attention or "none (plain)",
+        "attention": attention or PLAIN_LABEL,
         "accuracy": result["accuracy"],
+        "accuracy_ci": [round(v, 4) for v in wilson(result["accuracy"], result["images"])],
         "delta": None if plain is None else round(result["accuracy"] - plain["accuracy"], 4),
+        "delta_ci": None if plain is None or attention is None else paired_delta_ci(result, plain),
         "best_stage": None if best is None else best[0],
         "best_stage_pointing": None if best is None else best[1]["pointing"],
         "stage_pointing": {k: v["pointing"] for k, v in stages.items()},
@@ -217,6 +251,35 @@ def summary_row(attention: str | None, result: dict, plain: dict | None) -> dict
         "centre_prior": None if plain is None else plain["baselines"].get("centre prior", {}).get("pointing"),
     }
     return row
+
+
+def overall(rows: list[dict], results: dict[str, dict], margin: float = 0.03) -> list[str]:
+    """Two sentences over every attention type (rows other than plain): how many are within ``margin`` of the plain
+    network on the test scenes (by the point estimate, and with the whole paired interval above ``-margin``), and
+    the real-photo top-1 averaged over the types with its 95 % interval over the photos (the types' per-photo
+    accuracies averaged, then the photos resampled)."""
+    typed = [r for r in rows if r.get("delta") is not None and r["attention"] != PLAIN_LABEL]
+    if not typed:
+        return []
+    near = [r["attention"] for r in typed if r["delta"] >= -margin]
+    sure = [r["attention"] for r in typed if r.get("delta_ci") and r["delta_ci"][0] >= -margin]
+    lines = [
+        f"within {100 * margin:.0f} points of plain on the test scenes: {len(near)} of {len(typed)} types"
+        f" ({', '.join(near) or 'none'}); with the whole paired interval: {len(sure)} ({', '.join(sure) or 'none'})"
+    ]
+    per_photo = [
+        results[r["attention"]]["real_photos"]["per_photo"]
+        for r in typed
+        if r["attention"] in results and "real_photos" in results[r["attention"]]
+    ]
+    if per_photo and all(p.keys() == per_photo[0].keys() for p in per_photo):
+        by_photo = np.array([[p[f] for f in per_photo[0]] for p in per_photo]).mean(0)  # (photos,) mean over types
+        lo, hi = bootstrap_mean(by_photo)
+        lines.append(
+            f"real photos, top-1 averaged over the {len(per_photo)} types: {100 * by_photo.mean():.1f} %"
+            f" [{100 * lo:.0f}–{100 * hi:.0f}] over {by_photo.size} photos"
+        )
+    return lines
 
 
 def findings(row: dict) -> str:
@@ -250,35 +313,42 @@ def markdown_table(
 ) -> str:
     """A README table of :func:`summary_row` rows, with the baselines underneath.
 
-    Rows with a ``"real_photos"`` entry (:func:`photo_summary`'s headline) add three columns: real-photo top-1,
-    best single block and stage-averaged map on the pointing game. ``photo_baselines`` (the plain model's
-    :func:`evaluate_photos` baselines) adds a real-photo column to the baseline table."""
+    The difference to plain carries its paired 95 % interval where the row has one (``delta_ci``). Rows with a
+    ``"real_photos"`` entry (:func:`photo_summary`'s headline) add three columns: real-photo top-1 (with its
+    interval over the photos), best single block and stage-averaged map on the pointing game. ``photo_baselines``
+    (the plain model's :func:`evaluate_photos` baselines) adds a real-photo column to the baseline table."""
 
     def pct(v: float | None) -> str:
         return "–" if v is None else f"{100 * v:.1f}"
 
     photos = any(r.get("real_photos") for r in rows)
     head = (
-        "| attention | test acc % | Δ vs plain | pointing % by stage (1/2/3/4) | best stage | stage-avg pointing % "
-        "| stage-avg energy % |"
+        "| attention | test acc % | Δ vs plain [paired 95 %] | pointing % by stage (1/2/3/4) | best stage "
+        "| stage-avg pointing % | stage-avg energy % |"
     )
     rule = "|---|---|---|---|---|---|---|"
     if photos:
-        head += " real-photo top-1 % | real-photo best-block pointing % | real-photo stage-avg pointing % |"
+        head += (
+            " real-photo top-1 % [95 % over photos] | real-photo best-block pointing % "
+            "| real-photo stage-avg pointing % |"
+        )
         rule += "---|---|---|"
     lines = [head, rule]
     for r in rows:
         by_stage = "/".join(pct(r["stage_pointing"].get(f"stage{k}")) for k in range(1, 5))
         delta = "–" if r["delta"] is None else f"{100 * r['delta']:+.1f}"
+        if r.get("delta_ci"):
+            delta += " [{:+.1f}, {:+.1f}]".format(*(100 * v for v in r["delta_ci"]))
         line = (
             f"| {r['attention']} | {pct(r['accuracy'])} | {delta} | {by_stage if r['stage_pointing'] else '–'} "
             f"| {r['best_stage'] or '–'} | {pct(r['average_pointing'])} | {pct(r['average_energy'])} |"
         )
         if photos:
             p = r.get("real_photos") or {}
-            line += (
-                f" {pct(p.get('accuracy'))} | {pct(p.get('best_block_pointing'))} | {pct(p.get('average_pointing'))} |"
-            )
+            top1 = pct(p.get("accuracy"))
+            if p.get("accuracy_ci"):
+                top1 += " [{:.0f}–{:.0f}]".format(*(100 * v for v in p["accuracy_ci"]))
+            line += f" {top1} | {pct(p.get('best_block_pointing'))} | {pct(p.get('average_pointing'))} |"
         lines.append(line)
     lines.append("")
     cover = f"object mask covers {pct(mask_share)} % of the image on average"
