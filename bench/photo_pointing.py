@@ -4,7 +4,8 @@ Each of the shipped real photos is pasted ``--placements`` times at 20-40 % of t
 (:data:`attnviz.data.photos.SMALL_PHOTO_SCALE`), at a seeded position uniform over the places that keep it inside,
 onto the texture backgrounds; every attention type's default views are scored on the pointing game per stage and for
 the stage average, against the centre prior, the plain backbone's activation map (channel mean of the same stage's
-output) and a seeded random map, with 95 % Wilson intervals (:func:`attnviz.train.pointing.photo_pointing`).
+output) and a seeded random map, with 95 % intervals bootstrapped over the photos: a photo's placements are not
+independent scenes (:func:`attnviz.train.pointing.photo_pointing`).
 
     python bench/photo_pointing.py [--placements 40] [--seed 0] [--json out.json] [--write-cards]
     python bench/photo_pointing.py --from-json out.json --write-cards   # the table and cards of a saved run
@@ -73,7 +74,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
 def write_cards(r: dict, folder: Path) -> None:
     """Store ``r`` in the plain card and in every measured type's card as ``real_photo_pointing``."""
     baselines = {k: r["rows"][k] for k in BASELINES}
-    common = {k: r[k] for k in ("scenes", "mask_share", "tolerance_px", "columns", "command")}
+    common = {k: r.get(k) for k in ("scenes", "clusters", "mask_share", "tolerance_px", "columns", "command")}
     common["scale"] = list(r["photos"]["scale"])
     common["placements"] = r["photos"]["placements"]
     common["seed"] = r["photos"]["seed"]

@@ -143,3 +143,23 @@ def test_small_photos_are_pasted_at_20_to_40_percent_off_centre() -> None:
     assert min(_longer_side(default[i][2]) for i in range(len(default))) >= PHOTO_SCALE[0] * size - 1
     with pytest.raises(ValueError, match="scale"):
         PhotoDataset(demo_categories(), scale=(0.5, 0.2))
+
+
+def test_clusters_pool_the_same_rates_and_resample_the_clusters() -> None:
+    """Scored in clusters (a photo's placements), every rate is the same as scored flat (the random maps too: they
+    are seeded per item), but the interval resamples the clusters: two clusters, one all hits and one all misses,
+    leave the rate anywhere in [0, 1], where Wilson over the 8 scenes would claim about ±30 points."""
+    ds = BoxScenes(8)
+    ds.places = [(24, 24)] * 4 + ds.places[4:]  # the first 4 scenes' square covers the centre
+    kw = {"mean": [0.5] * 3, "std": [0.5] * 3, "batch_size": 3, "tolerance": 0.0, "seed": 5}
+    flat = pointing_test({"inside": Tiny(1.0)}, Tiny(None), ds, **kw)
+    grouped = pointing_test({"inside": Tiny(1.0)}, Tiny(None), ds, clusters=[range(4), range(4, 8)], **kw)
+    assert flat["clusters"] is None and grouped["clusters"] == 2 and grouped["scenes"] == 8
+    for name, row in flat["rows"].items():
+        for c, cell in row.items():
+            assert grouped["rows"][name][c]["pointing"] == pytest.approx(cell["pointing"], abs=1e-4)
+    assert grouped["accuracy"] == flat["accuracy"] and grouped["mask_share"] == flat["mask_share"]
+    prior_flat, prior_grouped = flat["rows"]["centre prior"]["stage1"], grouped["rows"]["centre prior"]["stage1"]
+    assert prior_flat["pointing"] == prior_grouped["pointing"] == 0.5
+    assert prior_flat["ci"] == pytest.approx(list(wilson(0.5, 8)), abs=1e-4)
+    assert prior_grouped["ci"] == [0.0, 1.0]

@@ -13,16 +13,27 @@ __all__ = ["BOOTSTRAP", "bootstrap_mean"]
 BOOTSTRAP = 2000
 
 
-def bootstrap_mean(values: Sequence[float] | np.ndarray, n: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean of ``values``, one value per independent unit.
+def bootstrap_mean(
+    values: Sequence[float] | np.ndarray,
+    n: int = BOOTSTRAP,
+    seed: int = 0,
+    weights: Sequence[float] | np.ndarray | None = None,
+) -> tuple[float, float]:
+    """95 % percentile bootstrap interval of the (``weights``-weighted) mean of ``values``, one value per
+    independent unit.
 
     For a rate measured on clustered items (a photo pasted at 40 places: the placements share the photo, so they
-    are not independent), pass one value per cluster (the photo's rate); the interval then reflects how many
-    clusters there are, not how many items. Fewer than two values: ``(nan, nan)``.
+    are not independent), pass one value per cluster (the photo's rate) and its item count as the weight; the
+    interval then reflects how many clusters there are, not how many items. Fewer than two values: ``(nan, nan)``.
     """
     v = np.asarray(values, dtype=np.float64).ravel()  # (units,)
     if v.size < 2:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, (n, v.size))].mean(1)  # (n,)
+    pick = rng.integers(0, v.size, (n, v.size))  # (n, units) resampled unit indices
+    if weights is None:
+        means = v[pick].mean(1)  # (n,)
+    else:
+        w = np.asarray(weights, dtype=np.float64).ravel()  # (units,)
+        means = (v[pick] * w[pick]).sum(1) / w[pick].sum(1)
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

@@ -14,21 +14,27 @@ stats`` use) is scored per attention type and per stage (the mean of the stage's
 * a **random** map: i.i.d. uniform values on the stage's feature grid, seeded per scene
   (:func:`attnviz.checks.faithfulness.random_map`, the faithfulness checks' chance baseline), upsampled the same way.
 
-Every rate comes with a 95 % Wilson interval over the scenes (:func:`attnviz.stats.localisation.wilson`). All
-maps are scored on the same scenes, so the rows compare scene for scene.
+Every rate comes with a 95 % interval. The placements of one photo share the photo, so they are not independent
+scenes: :func:`photo_pointing` scores each photo's placements as one cluster and bootstraps over the photos
+(:func:`attnviz.stats.intervals.bootstrap_mean`); :func:`pointing_test` on independent scenes gives Wilson's
+interval (:func:`attnviz.stats.localisation.wilson`). All maps are scored on the same scenes, so the rows compare
+scene for scene.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..checks.faithfulness import random_map
 from ..data.photos import SMALL_PHOTO_SCALE, PhotoDataset
+from ..stats.intervals import bootstrap_mean
 from ..stats.localisation import LocalisationScores, aggregate, score_maps, wilson
 from .evaluate import evaluate_model
 
@@ -38,8 +44,12 @@ __all__ = ["BASELINES", "photo_pointing", "pointing_markdown", "pointing_test"]
 BASELINES = ("centre prior", "plain activation", "random")
 
 
-def _cell(rate: float, n: int) -> dict[str, float | list[float]]:
-    lo, hi = wilson(rate, n)
+def _cell(rates: list[float], sizes: list[int], clustered: bool) -> dict[str, float | list[float]]:
+    """One table cell from the rates of each part (``sizes`` items each): the pooled rate and its 95 % interval,
+    a bootstrap over the parts when they are clusters, else Wilson's over the items (one part)."""
+    n = sum(sizes)
+    rate = sum(r * k for r, k in zip(rates, sizes, strict=True)) / n
+    lo, hi = bootstrap_mean(rates, weights=sizes) if clustered else wilson(rate, n)
     return {"pointing": round(float(rate), 4), "ci": [round(lo, 4), round(hi, 4)]}
 
 
@@ -65,24 +75,68 @@ def _stage_grids(plain: nn.Module, dataset: Dataset, mean: list[float], std: lis
 
 
 def _random_scores(
-    dataset: Dataset, grids: dict[int, tuple[int, int]], tolerance: float, seed: int, batch_size: int
+    dataset: Dataset,
+    grids: dict[int, tuple[int, int]],
+    tolerance: float,
+    seed: int,
+    batch_size: int,
+    indices: Sequence[int] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Pointing of seeded random maps on each stage's grid (and their stage average), scene ``i`` seeded by
-    ``seed + i``: the same maps whatever the batch size."""
+    ``seed + indices[i]`` (default ``seed + i``): the same maps whatever the batch size, and the same for an item
+    whether it is scored alone, in a subset or in the whole dataset."""
     scores = LocalisationScores()
     start = 0
     for _, _, mask in DataLoader(dataset, batch_size=batch_size):
         size = (int(mask.shape[1]), int(mask.shape[2]))
         tol = round(tolerance * min(size))
         blocks = {}
+        ids = [start + i if indices is None else indices[start + i] for i in range(mask.shape[0])]
         for k, grid in grids.items():
-            maps = np.stack([random_map(grid, seed + start + i) for i in range(mask.shape[0])])  # (B, h, w)
+            maps = np.stack([random_map(grid, seed + j) for j in ids])  # (B, h, w)
             blocks[f"random{k}"] = (k, torch.from_numpy(maps))
         for name, img in aggregate(blocks, size).items():
             if name.startswith("stage") or name == "average":
                 scores.add(name, *score_maps(img, mask, tol))
         start += int(mask.shape[0])
     return scores.table()
+
+
+def _part(
+    models: dict[str, nn.Module],
+    plain: nn.Module,
+    dataset: Dataset,
+    indices: list[int],
+    grids: dict[int, tuple[int, int]],
+    **kw: Any,
+) -> dict:
+    """Every row's pointing rate per column, and every model's top-1, on the items ``indices`` of ``dataset``."""
+    seed = kw.pop("seed")
+    part = Subset(dataset, indices)
+    base = evaluate_model(plain, part, baselines=True, **kw)
+    act = {k[len("activation ") :]: v for k, v in base["baselines"].items() if k.startswith("activation ")}
+    columns = list(act)  # stage1..stageK, average: the plain network's stages
+    rows: dict[str, dict[str, float]] = {}
+    accuracy = {"plain": base["accuracy"]}
+    for name, model in models.items():
+        torch.manual_seed(0)
+        r = evaluate_model(model, part, **kw)
+        accuracy[name] = r["accuracy"]
+        loc = r["localisation"]
+        if any(c in loc for c in columns):
+            rows[name] = {c: loc[c]["pointing"] for c in columns if c in loc}
+    rows["centre prior"] = {c: base["baselines"]["centre prior"]["pointing"] for c in columns}
+    rows["plain activation"] = {c: act[c]["pointing"] for c in columns}
+    rnd = _random_scores(part, grids, kw["tolerance"], seed, kw["batch_size"], indices)
+    rows["random"] = {c: rnd[c]["pointing"] for c in columns if c in rnd}
+    return {
+        "images": base["images"],
+        "mask_share": base["mask_share"],
+        "tolerance_px": base["tolerance_px"],
+        "columns": columns,
+        "rows": rows,
+        "accuracy": accuracy,
+    }
 
 
 def pointing_test(
@@ -95,9 +149,11 @@ def pointing_test(
     batch_size: int = 50,
     tolerance: float = 0.05,
     seed: int = 0,
+    clusters: Sequence[Sequence[int]] | None = None,
 ) -> dict:
     """Pointing of each model's views against the centre prior, the plain network's activation map and a random
-    map, per stage and for the stage average, with 95 % Wilson intervals.
+    map, per stage and for the stage average, with 95 % intervals: Wilson's over the scenes, or with ``clusters``
+    a bootstrap over the clusters.
 
     Args:
         models: name -> network with attention (its views are scored; networks without a spatial view get no row).
@@ -105,37 +161,36 @@ def pointing_test(
         dataset: items ``(image (3, H, W) in [0, 1], label, mask (H, W) bool)``.
         tolerance: pointing-game tolerance as a fraction of the image's shorter side.
         seed: seed of the random maps (scene ``i`` uses ``seed + i``).
+        clusters: item indices of each group of scenes that are not independent of each other (the placements of
+            one photo); each is scored on its own and the intervals resample the groups, so they reflect how many
+            groups there are. ``None``: every scene is independent.
 
     Returns:
-        ``{"scenes", "mask_share", "tolerance_px", "columns": ["stage1", ..., "average"], "rows": {name:
-        {column: {"pointing", "ci": [low, high]}}}, "accuracy": {name: top-1}}``; rows are the models' names,
-        then :data:`BASELINES`.
+        ``{"scenes", "clusters", "mask_share", "tolerance_px", "columns": ["stage1", ..., "average"], "rows":
+        {name: {column: {"pointing", "ci": [low, high]}}}, "accuracy": {name: top-1}}``; rows are the models'
+        names, then :data:`BASELINES`.
     """
-    base = evaluate_model(
-        plain, dataset, mean=mean, std=std, batch_size=batch_size, tolerance=tolerance, baselines=True
-    )
-    n = base["images"]
-    act = {k[len("activation ") :]: v for k, v in base["baselines"].items() if k.startswith("activation ")}
-    columns = list(act)  # stage1..stageK, average: the plain network's stages
-    rows: dict[str, dict] = {}
-    accuracy = {"plain": base["accuracy"]}
-    for name, model in models.items():
-        torch.manual_seed(0)
-        r = evaluate_model(model, dataset, mean=mean, std=std, batch_size=batch_size, tolerance=tolerance)
-        accuracy[name] = r["accuracy"]
-        loc = r["localisation"]
-        if any(c in loc for c in columns):
-            rows[name] = {c: _cell(loc[c]["pointing"], n) for c in columns if c in loc}
-    prior = base["baselines"]["centre prior"]["pointing"]
-    rows["centre prior"] = {c: _cell(prior, n) for c in columns}
-    rows["plain activation"] = {c: _cell(act[c]["pointing"], n) for c in columns}
+    parts = [list(range(len(dataset)))] if clusters is None else [list(c) for c in clusters]
     grids = _stage_grids(plain, dataset, mean, std)
-    rnd = _random_scores(dataset, grids, tolerance, seed, batch_size)
-    rows["random"] = {c: _cell(rnd[c]["pointing"], n) for c in columns if c in rnd}
+    kw = {"mean": mean, "std": std, "batch_size": batch_size, "tolerance": tolerance, "seed": seed}
+    scored = [_part(models, plain, dataset, idx, grids, **kw) for idx in parts]
+    sizes = [p["images"] for p in scored]
+    n, clustered = sum(sizes), clusters is not None
+    columns = scored[0]["columns"]
+    rows = {
+        name: {c: _cell([p["rows"][name][c] for p in scored], sizes, clustered) for c in row}
+        for name, row in scored[0]["rows"].items()
+    }
+    accuracy = {
+        name: round(sum(p["accuracy"][name] * k for p, k in zip(scored, sizes, strict=True)) / n, 4)
+        for name in scored[0]["accuracy"]
+    }
+    mask_share = sum(p["mask_share"] * k for p, k in zip(scored, sizes, strict=True)) / n
     return {
         "scenes": n,
-        "mask_share": base["mask_share"],
-        "tolerance_px": base["tolerance_px"],
+        "clusters": len(parts) if clustered else None,
+        "mask_share": round(mask_share, 4),
+        "tolerance_px": scored[0]["tolerance_px"],
         "columns": columns,
         "rows": rows,
         "accuracy": accuracy,
@@ -158,10 +213,14 @@ def photo_pointing(
     folder: str | Path | None = None,
 ) -> dict:
     """:func:`pointing_test` on the shipped real photos pasted at ``scale`` of the scene's side
-    (:class:`attnviz.data.PhotoDataset`, ``placements`` seeded scenes per photo); adds ``"photos"``, the scenes'
-    fingerprint (scale, seed, placements, manifest hash)."""
+    (:class:`attnviz.data.PhotoDataset`, ``placements`` seeded scenes per photo), each photo's placements one
+    cluster (its intervals resample photos); adds ``"photos"``, the scenes' fingerprint (scale, seed, placements,
+    manifest hash)."""
     ds = PhotoDataset(classes, size=size, placements=placements, seed=seed, folder=folder, scale=scale)
-    result = pointing_test(models, plain, ds, mean=mean, std=std, batch_size=batch_size, tolerance=tolerance, seed=seed)
+    photos = [range(k * placements, (k + 1) * placements) for k in range(len(ds.photos))]  # item i: photo i // P
+    result = pointing_test(
+        models, plain, ds, mean=mean, std=std, batch_size=batch_size, tolerance=tolerance, seed=seed, clusters=photos
+    )
     result["photos"] = ds.fingerprint()
     return result
 
