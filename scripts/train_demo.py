@@ -37,6 +37,10 @@ reached ``cbam_sc``, the CPU budget; ``continued_from`` in their cards keeps the
         --blur 0.2 --attention-epochs 2 --conv-epochs 3 --val-scenes 1600 --threads 2 --workers 1 \
         --continue-attention --attention sk epsa coord cbam_sc
 
+and, in the next session, the same command with ``--attention cbam_sc eca_max eca se cbam channel`` (2 more epochs
+each; stopped when it reached ``cbam``, the CPU budget; ``eca_max`` did not beat its validation score, so its file
+was kept: a continued run saves only an epoch that does).
+
 Every card records the command line that wrote it (``command``) and ``--note`` when one is given.
 """
 
