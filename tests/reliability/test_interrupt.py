@@ -34,6 +34,14 @@ def _images(folder: Path, n: int, classes: int = 1, side: int = 64) -> Path:
     return folder
 
 
+def _terminal_signals() -> None:
+    """In the child: SIGINT and SIGQUIT as a terminal's foreground job has them. A shell starts background jobs
+    with both ignored, and an ignored disposition is inherited, so a suite run with ``&`` would otherwise test a
+    process that cannot be interrupted at all."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def _start(args: list[str]) -> subprocess.Popen:
     """``python -m attnviz ARGS`` in its own process group (Ctrl-C in a terminal goes to the whole group)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -45,6 +53,7 @@ def _start(args: list[str]) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        preexec_fn=_terminal_signals,
     )
 
 
