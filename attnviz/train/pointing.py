@@ -108,10 +108,11 @@ def _part(
     dataset: Dataset,
     indices: list[int],
     grids: dict[int, tuple[int, int]],
+    seed: int,
     **kw: Any,
 ) -> dict:
-    """Every row's pointing rate per column, and every model's top-1, on the items ``indices`` of ``dataset``."""
-    seed = kw.pop("seed")
+    """Every row's pointing rate per column, and every model's top-1, on the items ``indices`` of ``dataset``
+    (``kw``: :func:`evaluate_model`'s settings)."""
     part = Subset(dataset, indices)
     base = evaluate_model(plain, part, baselines=True, **kw)
     act = {k[len("activation ") :]: v for k, v in base["baselines"].items() if k.startswith("activation ")}
@@ -172,8 +173,8 @@ def pointing_test(
     """
     parts = [list(range(len(dataset)))] if clusters is None else [list(c) for c in clusters]
     grids = _stage_grids(plain, dataset, mean, std)
-    kw = {"mean": mean, "std": std, "batch_size": batch_size, "tolerance": tolerance, "seed": seed}
-    scored = [_part(models, plain, dataset, idx, grids, **kw) for idx in parts]
+    kw = {"mean": mean, "std": std, "batch_size": batch_size, "tolerance": tolerance}
+    scored = [_part(models, plain, dataset, idx, grids, seed, **kw) for idx in parts]
     sizes = [p["images"] for p in scored]
     n, clustered = sum(sizes), clusters is not None
     columns = scored[0]["columns"]
