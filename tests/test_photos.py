@@ -132,13 +132,12 @@ def photo_class_scenes(tmp_path: Path, cutouts) -> Path:
     return root
 
 
-def test_eval_cli_reports_and_stores_real_photo_scores(photo_class_scenes: Path, tmp_path: Path) -> None:
-    from attnviz.cli.main import main as cli
+def _tiny_models(scenes: Path, models: Path) -> list[str]:
+    """A random plain ResNet-18 and an SE delta on it, as demo files in ``models``; returns the classes."""
     from attnviz.data import SceneConfig, SceneDataset
-    from attnviz.sources.checkpoint import read_card, save_checkpoint, tensors_sha256
+    from attnviz.sources.checkpoint import save_checkpoint, tensors_sha256
 
-    models = tmp_path / "models"
-    train = SceneDataset(photo_class_scenes, "train", 1, config=SceneConfig(size=48))
+    train = SceneDataset(scenes, "train", 1, config=SceneConfig(size=48))
     card = {
         "arch": "resnet18",
         "classes": train.classes,
@@ -153,11 +152,20 @@ def test_eval_cli_reports_and_stores_real_photo_scores(photo_class_scenes: Path,
     delta = {k: v for k, v in se.state_dict().items() if ".attn." in k or k.startswith("fc.")}
     ref = {"file": base.name, "sha256": tensors_sha256(plain.state_dict())}
     save_checkpoint(demo_file("se", models), delta, {**card, "attention": "se", "base": ref})
+    return train.classes
+
+
+def test_eval_cli_reports_and_stores_real_photo_scores(photo_class_scenes: Path, tmp_path: Path) -> None:
+    from attnviz.cli.main import main as cli
+    from attnviz.sources.checkpoint import read_card
+
+    models = tmp_path / "models"
+    classes = _tiny_models(photo_class_scenes, models)
     out, table = tmp_path / "scores.json", tmp_path / "table.md"
     args = ["eval", "--data", str(photo_class_scenes), "--models", str(models), "--attention", "se", "--scenes", "20"]
     assert cli([*args, "--placements", "2", "--json", str(out), "--markdown", str(table), "--write-cards"]) == 0
     results = json.loads(out.read_text())
-    shown = {f for f, c in PHOTOS.items() if c in train.classes}
+    shown = {f for f, c in PHOTOS.items() if c in classes}
     for key in ("none", "se"):
         p = results[key]["real_photos"]
         assert {"accuracy", "best_block_pointing", "average_pointing", "per_photo", "localisation"} <= set(p)
@@ -185,3 +193,59 @@ def test_real_photo_accuracy_interval_counts_photos_not_placements() -> None:
     w_lo, w_hi = wilson(0.4, 400)
     assert lo < 0.4 < hi and hi - lo > 4 * (w_hi - w_lo)
     assert bootstrap_mean([1.0]) != bootstrap_mean([1.0])  # one photo: no interval (nan)
+
+
+def _subset_folder(out: Path, files: list[str]) -> Path:
+    """A photo folder with some of the shipped photos (and every background), its manifest cut to match."""
+    out.mkdir()
+    manifest = {**MANIFEST, "photos": [e for e in MANIFEST["photos"] if e["file"] in files]}
+    for e in manifest["photos"] + manifest["backgrounds"]:
+        (out / e["file"]).write_bytes((photos_dir() / e["file"]).read_bytes())
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_eval_cli_scores_another_photo_folder_and_refuses_a_broken_one(photo_class_scenes: Path, tmp_path) -> None:
+    from attnviz.cli.main import main as cli
+
+    models = tmp_path / "models"
+    _tiny_models(photo_class_scenes, models)
+    folder = _subset_folder(tmp_path / "photos", ["apple.jpg", "motorcycle.jpg"])
+    out = tmp_path / "scores.json"
+    args = ["eval", "--data", str(photo_class_scenes), "--models", str(models), "--attention", "se", "--scenes", "8"]
+    assert cli([*args, "--placements", "2", "--photo-folder", str(folder), "--json", str(out)]) == 0
+    photos = json.loads(out.read_text())["se"]["real_photos"]
+    assert set(photos["per_photo"]) == {"apple.jpg", "motorcycle.jpg"} and photos["images"] == 4
+    assert photos["photos"]["manifest_sha256"] != PhotoDataset(["fruit"]).manifest_sha256
+    # the cards describe the shipped photos: another folder's scores are not written into them
+    assert cli([*args, "--photo-folder", str(folder), "--write-cards"]) == 2
+    (folder / "motorcycle.jpg").unlink()
+    assert cli([*args, "--photo-folder", str(folder)]) == 2
+    assert cli([*args, "--photo-folder", str(tmp_path / "nowhere")]) == 2
+
+
+def test_read_manifest_names_what_is_wrong(tmp_path: Path) -> None:
+    from attnviz.data.photos import read_manifest
+
+    folder = _subset_folder(tmp_path / "photos", ["apple.jpg"])
+    assert [e["file"] for e in read_manifest(folder)["photos"]] == ["apple.jpg"]
+    manifest = folder / "manifest.json"
+    good = manifest.read_text()
+    for text, message in [
+        ("{not json", "not valid JSON"),
+        (json.dumps({"photos": []}), "needs 'photos'"),
+        (json.dumps({**json.loads(good), "photos": [{"file": "apple.jpg"}]}), "needs 'photos'"),
+        (json.dumps({**json.loads(good), "backgrounds": []}), "lists no backgrounds"),
+        (
+            json.dumps({**json.loads(good), "photos": [{"file": "pear.jpg", "class": "fruit"}]}),
+            r"missing \['pear.jpg'\]",
+        ),
+    ]:
+        manifest.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            read_manifest(folder)
+        with pytest.raises(ValueError, match=message):
+            PhotoDataset(["fruit"], folder=folder)
+    manifest.unlink()
+    with pytest.raises(ValueError, match=r"needs a manifest\.json"):
+        read_manifest(folder)

@@ -1,7 +1,7 @@
 """``attnviz eval``: accuracy and localisation of the demo checkpoints.
 
-attnviz eval --data SCENES [--models DIR] [--scenes 1000] [--no-photos] [--placements 8] [--write-cards]
-             [--markdown FILE]
+attnviz eval --data SCENES [--models DIR] [--scenes 1000] [--no-photos] [--photo-folder DIR] [--placements 8]
+             [--write-cards] [--markdown FILE]
     accuracy and localisation of every demo checkpoint on the held-out test scenes and on real photos pasted
     onto textures (attnviz.train.evaluate, attnviz.data.PhotoDataset).
 """
@@ -39,6 +39,17 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.placements < 1:
         print(f"--placements must be at least 1, got {args.placements}", file=sys.stderr)
         return 2
+    if args.write_cards and args.photo_folder:  # the cards describe the shipped photos, which every user has
+        print("--write-cards stores the shipped photos' scores; drop --photo-folder to write cards", file=sys.stderr)
+        return 2
+    if args.photo_folder:
+        from ..data.photos import read_manifest
+
+        try:
+            read_manifest(args.photo_folder)
+        except ValueError as e:
+            print(f"--photo-folder: {e}", file=sys.stderr)
+            return 2
     folder = Path(args.models) if args.models else demo_dir()
     names = [None] + [a for a in (args.attention or list_attentions())]
     rows, results, plain, baselines, share = [], {}, None, {}, 0.0
@@ -90,6 +101,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                     seed=args.photo_seed,
                     batch_size=args.batch_size,
                     baselines=attention is None,
+                    folder=args.photo_folder,
                 )
             except ValueError as e:  # none of the shipped photos is of this checkpoint's classes
                 print(f"{row['attention']:14} real photos skipped: {e}", file=sys.stderr)
@@ -137,6 +149,11 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also score real photos pasted onto textures (attnviz/data/photos/; default: on)",
+    )
+    p.add_argument(
+        "--photo-folder",
+        default=None,
+        help="score another photo folder with a manifest.json (e.g. python -m attnviz.data.more_photos's)",
     )
     p.add_argument("--placements", type=int, default=8, help="real-photo scenes per photo")
     p.add_argument("--photo-seed", type=int, default=0, help="seed of the real-photo scenes")

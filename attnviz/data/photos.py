@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from .scenes import Scene
 
-__all__ = ["PHOTO_SCALE", "SMALL_PHOTO_SCALE", "PhotoDataset", "build_folder", "photos_dir"]
+__all__ = ["PHOTO_SCALE", "SMALL_PHOTO_SCALE", "PhotoDataset", "build_folder", "photos_dir", "read_manifest"]
 
 PHOTO_SCALE = (0.45, 0.85)  # the pasted photo's longer side, as a fraction of the scene's side
 #: the separating pointing test's scale (issue 21): at 45-85 % the photo covers about 37 % of the scene and a centred
@@ -41,6 +41,32 @@ JPEG_QUALITY = 90
 def photos_dir() -> Path:
     """The package's photo folder (``attnviz/data/photos/``)."""
     return Path(__file__).with_name("photos")
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """A photo folder's ``manifest.json``, checked: ``photos`` (file, class) and ``backgrounds`` (file) all exist.
+
+    Raises:
+        ValueError: the manifest is missing, not JSON, lacks those entries, or names a file the folder lacks.
+    """
+    path = Path(folder) / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        photos, backgrounds = manifest["photos"], manifest["backgrounds"]
+        files = [e["file"] for e in photos] + [e["file"] for e in backgrounds]
+        unlabelled = [e["file"] for e in photos if not isinstance(e["class"], str)]
+    except FileNotFoundError:
+        raise ValueError(f"{path} not found: a photo folder needs a manifest.json") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"{path} needs 'photos' (file, class) and 'backgrounds' (file) entries; missing {e}") from None
+    if unlabelled:
+        raise ValueError(f"{path}: photos without a class name: {unlabelled}")
+    missing = [f for f in files if not (Path(folder) / f).is_file()]
+    if missing or not backgrounds:
+        raise ValueError(f"{path}: files missing {missing}" if missing else f"{path} lists no backgrounds")
+    return manifest
 
 
 def _load_rgb(path: Path) -> Image.Image:
@@ -65,7 +91,8 @@ class PhotoDataset(Dataset):
     :attr:`photo_names` (one per item) and :meth:`photo_of` say which photo an item shows.
 
     Raises:
-        ValueError: no photo in the manifest is of one of ``classes``, or ``placements`` is below 1.
+        ValueError: the folder's manifest is broken (:func:`read_manifest`), no photo in it is of one of
+            ``classes``, or ``placements`` is below 1.
     """
 
     def __init__(
@@ -85,8 +112,8 @@ class PhotoDataset(Dataset):
         self.scale = (lo, hi)
         self.folder = Path(folder) if folder is not None else photos_dir()
         manifest_path = self.folder / "manifest.json"
+        manifest = read_manifest(self.folder)
         self.manifest_sha256 = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
-        manifest = json.loads(manifest_path.read_text())
         self.classes = list(classes)
         self.size, self.placements, self.seed = int(size), int(placements), int(seed)
         entries = manifest["photos"]
