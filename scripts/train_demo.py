@@ -40,7 +40,8 @@ reached ``cbam_sc``, the CPU budget; ``continued_from`` in their cards keeps the
 and, in the next session, the same command with ``--attention cbam_sc eca_max eca se cbam channel`` (2 more epochs
 each; stopped when it reached ``cbam``, the CPU budget; ``eca_max`` did not beat its validation score, so its file
 was kept: a continued run saves only an epoch that does), and in a third the same command with ``--attention cbam
-channel coord epsa sk --conv-epochs 2`` (2 more epochs each, run to the end).
+channel coord epsa sk --conv-epochs 2`` (2 more epochs each, run to the end), and in a fourth with ``--attention coord
+epsa`` (``epsa`` did not beat its validation score, so its file was kept).
 
 Every card records the command line that wrote it (``command``) and ``--note`` when one is given.
 """
