@@ -31,7 +31,8 @@ stopped after ``channel`` and continued for the other types (SK, EPSA and MHSA a
         --attention spatial cbam eca da ea coord simam cbam_sc eca_max sk epsa mhsa
 
 then SK, EPSA and coordinate attention, the furthest behind, continued from their own files (stopped when it
-reached ``cbam_sc``, the CPU budget; ``continued_from`` in their cards keeps the first run):
+reached ``cbam_sc``, the CPU budget; ``continued_from`` in their cards keeps the earlier runs, nested, the first
+innermost):
 
     python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --photo-paste 0.3 \
         --blur 0.2 --attention-epochs 2 --conv-epochs 3 --val-scenes 1600 --threads 2 --workers 1 \
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                 previous = read_card(args.continue_from)
                 model.load_state_dict(load_checkpoint_file(args.continue_from))
                 cfg.warmup_epochs = 0.25
-                card["continued_from"] = {"val_acc": previous.get("val_acc"), "training": previous.get("training")}
+                card["continued_from"] = _continued_from(previous)
         else:
             if not backbone.is_file():
                 print(f"train the backbone first (missing {backbone})", file=sys.stderr)
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.continue_attention and target.is_file():  # more epochs on the block's own checkpoint
                 previous = read_card(target)
                 model.load_state_dict(load_checkpoint_file(target), strict=False)
-                card["continued_from"] = {"val_acc": previous.get("val_acc"), "training": previous.get("training")}
+                card["continued_from"] = _continued_from(previous)
             cfg = TrainConfig(
                 epochs=args.conv_epochs if get_attention(attention).placement == "conv" else args.attention_epochs,
                 seed=args.seed,
@@ -189,6 +190,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         fit(model, data, val, cfg, out=target, card=card, base=base, resume=args.resume, best=floor, device=args.device)
     return 0
+
+
+def _continued_from(previous: dict) -> dict:
+    """What a continued run's card keeps of the file it started from: that run's validation score and training,
+    and, nested under ``continued_from``, every earlier run's, so the first run survives any number of continuations."""
+    record = {"val_acc": previous.get("val_acc"), "training": previous.get("training")}
+    if previous.get("continued_from"):
+        record["continued_from"] = previous["continued_from"]
+    return record
 
 
 def _pool(args: argparse.Namespace, config: SceneConfig) -> dict:

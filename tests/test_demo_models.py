@@ -90,3 +90,37 @@ def test_status_line_carries_the_real_photo_score() -> None:
     assert measured["accuracy"] == card["test"]["summary"]["accuracy"]
     line = measured_line(measured)
     assert f"real photos pasted on textures: top-1 {100 * card['real_photos']['accuracy']:.0f} %" in line
+
+
+def _runs(card: dict) -> list[dict]:
+    """The card's own run, then each earlier run it continued from, innermost (the first run) last."""
+    runs, link = [card], card.get("continued_from")
+    while link:
+        runs.append(link)
+        link = link.get("continued_from")
+    return runs
+
+
+def test_continued_run_keeps_every_earlier_run() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("attnviz_train_demo", ROOT / "scripts" / "train_demo.py")
+    train_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_demo)
+    first = {"val_acc": 0.3, "training": {"epochs": 1}, "test": {"accuracy": 0.3}}
+    second = {"val_acc": 0.4, "training": {"epochs": 2}, "continued_from": train_demo._continued_from(first)}
+    third = train_demo._continued_from(second)  # what a third run's card records
+    assert [r["val_acc"] for r in _runs({"continued_from": third})[1:]] == [0.4, 0.3]
+    assert "test" not in third["continued_from"]  # scores of an earlier file are not carried over
+
+
+@pytest.mark.parametrize("attention", [n for n in NAMES if n])
+def test_shipped_cards_keep_their_first_run(attention: str) -> None:
+    runs = _runs(read_card(demo_file(attention)))
+    for run in runs:
+        assert 0 < run["val_acc"] <= 1 and run["training"]["epochs"] >= 1
+    # a continued file only replaces one it beat on validation, so the scores rise along the chain
+    assert [r["val_acc"] for r in runs] == sorted((r["val_acc"] for r in runs), reverse=True)
+    assert runs[-1]["training"]["lr"] in (1e-3, 2e-3)  # the first run on this backbone (README, "Training")
+    if attention == "coord":  # 1 epoch, then 2 + 2 + 2 more (README, "Training")
+        assert [r["training"]["epochs"] for r in runs] == [2, 2, 2, 1]
