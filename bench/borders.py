@@ -33,24 +33,10 @@ from attnviz.capture import AttentionRecorder
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.sources.checkpoint import read_card
 from attnviz.sources.demo import DEMO_ARCH, demo_file
+from attnviz.sources.select import demo_attentions
 from attnviz.stats.localisation import border_peaks, ring_share, views_of
 
-TYPES = (
-    "se",
-    "eca",
-    "eca_max",
-    "channel",
-    "cbam",
-    "cbam_sc",
-    "spatial",
-    "coord",
-    "simam",
-    "sk",
-    "epsa",
-    "da",
-    "ea",
-    "mhsa",
-)
+TYPES = tuple(demo_attentions())
 CHANNEL_ONLY = {"se", "eca", "eca_max", "channel"}
 
 

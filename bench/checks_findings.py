@@ -24,6 +24,7 @@ from attnviz.checks import run_checks
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.sources.checkpoint import read_card
 from attnviz.sources.demo import DEMO_ARCH, demo_file
+from attnviz.sources.select import demo_attentions
 
 
 def measure(attention: str, data: str, scenes: int, seed: int) -> dict:
@@ -144,7 +145,7 @@ def main() -> int:
         p.error("--data is needed to measure (or --from-json to merge)")
     torch.set_num_threads(1)
     rows = []
-    names = args.attention or [a for a in list_attentions() if demo_file(a).is_file()]  # variants ship no demo
+    names = args.attention or demo_attentions()
     for a in names:
         r = measure(a, args.data, args.scenes, args.seed)
         rows.append(r)

@@ -21,11 +21,12 @@ import numpy as np
 import torch
 from _common import bootstrap
 
-from attnviz import build_model, list_attentions
+from attnviz import build_model
 from attnviz.checks import centre_prior, faithfulness, random_map, run_checks
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.sources.checkpoint import read_card
 from attnviz.sources.demo import DEMO_ARCH, demo_file
+from attnviz.sources.select import demo_attentions
 
 METHODS = ("attention", "gradcam", "centre", "random")
 METRICS = ("deletion", "insertion", "road_morf", "road_lerf")
@@ -134,7 +135,7 @@ def main() -> int:
     else:
         if args.data is None:
             p.error("--data is needed unless --from-json")
-        for a in args.attention or list_attentions():
+        for a in args.attention or demo_attentions():
             r = measure(a, args.data, args.scenes, args.seed, args.blocks)
             r["seed"] = args.seed
             rows.append(r)

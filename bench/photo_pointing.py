@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command, header
 
 from attnviz import build_model
-from attnviz.blocks import list_attentions
 from attnviz.data.photos import SMALL_PHOTO_SCALE
 from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint
 from attnviz.sources.demo import DEMO_ARCH, demo_dir, demo_file
+from attnviz.sources.select import demo_attentions
 from attnviz.train.pointing import BASELINES, photo_pointing, pointing_markdown
 
 
@@ -42,7 +42,7 @@ def measure(args: argparse.Namespace, folder: Path) -> dict:
     plain_path = demo_file(None, folder)
     card = read_card(plain_path)
     plain = build_model(DEMO_ARCH, None, weights=str(plain_path))
-    names = [a for a in (args.attention or list_attentions()) if demo_file(a, folder).is_file()]
+    names = [a for a in (args.attention or demo_attentions()) if demo_file(a, folder).is_file()]
     models = {a: build_model(DEMO_ARCH, a, weights=str(demo_file(a, folder))) for a in names}
     t0 = time.perf_counter()
     r = photo_pointing(

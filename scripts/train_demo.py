@@ -11,10 +11,12 @@ once and cached under ``--cache``. ``--compare`` trains the backbone twice with 
 the teacher, and keeps the one better on the validation scenes (held-out objects); both numbers go in the card.
 
 Step 1 trains the plain backbone (from scratch, or ``--continue-from`` a trained one with a new schedule). Step 2
-inserts each registered attention type (variants such as ``sk_pre`` ship no demo) and fine-tunes what it needs on
-the frozen backbone (attention parameters, including convolutions a block replaces, every BatchNorm, the
-classifier); the checkpoint is a delta on the backbone file. Blocks that replace the 3x3 convolution (placement
-``conv``: SK, EPSA, MHSA) start those convolutions from scratch and get ``--conv-epochs`` at ``--conv-lr``.
+inserts each attention type as the page runs it on the demo weights (:func:`attnviz.sources.select.demo_attentions`:
+SK and EPSA as ``sk_pre`` and ``epsa_pre``, whose first branch is the backbone's trained 3x3 convolution) and
+fine-tunes what it needs on the frozen backbone (attention parameters, including convolutions a block replaces,
+every BatchNorm, the classifier); the checkpoint is a delta on the backbone file. Blocks that replace the 3x3
+convolution (placement ``conv``: SK, EPSA, MHSA) start their other convolutions from scratch and get
+``--conv-epochs`` at ``--conv-lr``.
 Validation uses fresh scenes of held-out object instances.
 
 The shipped checkpoints (their cards say so) came from, on this project's 2-core CPU, with ``objects_train/``
@@ -42,7 +44,12 @@ and, in the next session, the same command with ``--attention cbam_sc eca_max ec
 each; stopped when it reached ``cbam``, the CPU budget; ``eca_max`` did not beat its validation score, so its file
 was kept: a continued run saves only an epoch that does), and in a third the same command with ``--attention cbam
 channel coord epsa sk --conv-epochs 2`` (2 more epochs each, run to the end), and in a fourth with ``--attention coord
-epsa`` (``epsa`` did not beat its validation score, so its file was kept).
+epsa`` (``epsa`` did not beat its validation score, so its file was kept). A fifth replaced SK and EPSA by the
+variants the page runs for them on the demo weights (``sk_pre``, ``epsa_pre``), trained afresh:
+
+    python scripts/train_demo.py --data data/scenes --out models --pool 16000 --distill 0.5 --photo-paste 0.3 \
+        --blur 0.2 --attention-epochs 3 --conv-epochs 3 --val-scenes 1600 --threads 2 --workers 1 \
+        --attention sk_pre epsa_pre
 
 Every card records the command line that wrote it (``command``) and ``--note`` when one is given.
 """
@@ -58,12 +65,13 @@ from pathlib import Path
 
 import torch
 
-from attnviz import build_model, list_attentions
+from attnviz import build_model
 from attnviz.blocks import get_attention
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.pipeline.distributed import resolve_device
 from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint
 from attnviz.sources.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
+from attnviz.sources.select import demo_attentions
 from attnviz.sources.weights import load_backbone_state_dict, load_checkpoint_file
 from attnviz.train.loop import TrainConfig, fit
 
@@ -134,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     base_card["command"] = "python scripts/train_demo.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     if args.note:
         base_card["note"] = args.note
-    shipped = [n for n in list_attentions() if get_attention(n).variant_of is None]  # variants ship no demo
-    names = args.attention if args.attention is not None else ["none", *shipped]
+    names = args.attention if args.attention is not None else ["none", *demo_attentions()]
     backbone = demo_file(None, out)
     for name in names:
         attention = None if name == "none" else name

@@ -45,8 +45,7 @@ CMP=(); [ "${COMPARE:-1}" = 1 ] && CMP=(--compare)
 "$PY" scripts/train_demo.py "${COMMON[@]}" "${CMP[@]}" --attention none --backbone-epochs "$BACKBONE_EPOCHS" \
   --lr 4e-3 2>&1 | tee "$LOG"
 
-TYPES=$("$PY" -c 'from attnviz import list_attentions; from attnviz.blocks import get_attention as g
-print(" ".join(n for n in list_attentions() if g(n).variant_of is None))')
+TYPES=$("$PY" -c 'from attnviz.sources.select import demo_attentions; print(" ".join(demo_attentions()))')
 # epochs per type from what is left: the backbone card's measured seconds per epoch (validation included)
 LEFT=$((BUDGET - SECONDS))
 EPOCHS=$("$PY" - "$OUT/models/resnet18-scenes.json" "$LEFT" "${ATTENTION_EPOCHS:-4}" $TYPES <<'EOF'

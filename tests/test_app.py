@@ -162,7 +162,8 @@ def test_imagenet_weights_pick_the_best_pretrained_network() -> None:
     assert choice("cbam", "resnet50", "imagenet") == ("cbam", "resnet50", "imagenet")  # backbone + untrained block
     assert choice("se", "resnet18", "demo") == ("se", "resnet18", "demo")
     assert choice("epsa", "resnet50", "imagenet") == ("epsa_pre", "resnet50", "imagenet")  # pretrained 3x3 kept
-    assert choice("epsa", "resnet50", "demo") == ("epsa", "resnet50", "demo")
+    assert choice("epsa", "resnet18", "demo") == ("epsa_pre", "resnet18", "demo")  # what the demo ships
+    assert choice("epsa", "resnet50", "random") == ("epsa", "resnet50", "random")
 
 
 def test_only_listed_networks_load_from_the_page(app: Handlers, tmp_path: Path) -> None:

@@ -191,8 +191,8 @@ def test_wrong_options_and_weights_say_what_to_use() -> None:
         attnviz.create_attention("epsa_pre", 64, kernels=(5, 7), groups=(1, 4))
     with pytest.raises(ValueError, match="use 'sk' for the paper's block"):
         attnviz.create_attention("sk_pre", 64, pretrained_branch=False)
-    with pytest.raises(ValueError, match="variant of 'epsa' for pretrained backbones: use weights='imagenet'"):
-        attnviz.build_model("resnet18", "epsa_pre", weights="demo")
+    with pytest.raises(ValueError, match="the demo ships 'epsa_pre', its variant for pretrained backbones"):
+        attnviz.build_model("resnet18", "epsa", weights="demo")
 
 
 def test_declared_keys_are_checked_like_any_other() -> None:

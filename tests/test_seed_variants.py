@@ -152,7 +152,7 @@ def test_registered_as_types_of_their_own(name: str) -> None:
     spec, base = get_attention(name), get_attention(VARIANTS[name][0])
     assert name in attnviz.list_attentions()
     # not ``variant_of``: that marks blocks made for pretrained backbones, which the app swaps in for ImageNet
-    # weights and which ship no demo; these change the attention equations and ship their own demo
+    # and demo weights; these change the attention equations and ship a demo beside their paper block's
     assert spec.variant_of is None and spec.placement == base.placement == "post" and spec.stages == base.stages
     assert spec.paper.startswith(base.paper)
     assert spec.kinds == {"cbam_sc": ("spatial", "channel"), "eca_max": ("channel",)}[name]

@@ -55,6 +55,8 @@ def test_the_policy() -> None:
     assert choose_network("epsa", "resnet50", "imagenet") == ("epsa_pre", "resnet50", "imagenet")
     assert choose_network("cbam", "resnet50", "imagenet") == ("cbam", "resnet50", "imagenet")
     assert choose_network("se", "resnet18", "demo") == ("se", "resnet18", "demo")
+    assert choose_network("sk", "resnet18", "demo") == ("sk_pre", "resnet18", "demo")  # a trained backbone too
+    assert choose_network("sk", "resnet18", "random") == ("sk", "resnet18", "random")  # nothing to keep
     assert choose_network("se", "timm:resnet18", "imagenet") == ("se", "timm:resnet18", "imagenet")  # not attnviz's
     assert default_weights("resnet18") is Weights.DEMO and default_weights("resnet50") is Weights.RANDOM
     assert default_weights("seresnet50.ra2_in1k") is default_weights("torchvision:resnet18") is Weights.IMAGENET
@@ -79,3 +81,22 @@ def test_specs_parse_once_into_one_kind_each() -> None:
 def test_a_source_is_registered_once() -> None:
     with pytest.raises(ValueError, match="a source for 'timm' specs is already registered"):
         register_source("timm")(lambda spec, options: None)
+
+
+@pytest.mark.parametrize("command", ["render", "compare", "stats"])
+def test_every_command_runs_sk_on_the_demo_as_the_page_does(command: str, asked: list, tmp_path: Path) -> None:
+    """The demo weights (resnet18's default) put SK into a trained backbone, so every command, like the page, runs
+    ``sk_pre``, whose first branch is that backbone's 3x3 convolution (the checkpoint the demo ships)."""
+    out, data = str(tmp_path / "out"), tmp_path / "data" / "cat"
+    data.mkdir(parents=True)
+    (data / "cat.jpg").write_bytes(Path(ASSET).read_bytes())
+    argv = {
+        "render": ["render", ASSET, "--attention", "sk", "--out", out, "--device", "cpu"],
+        "compare": ["compare", ASSET, "--attention", "sk", "se", "--out", out, "--device", "cpu"],
+        "stats": ["stats", str(data.parent), "--attention", "sk", "--out", out, "--workers", "0"],
+    }[command]
+    try:
+        assert main(argv) == 2  # the command reports the recording loader's refusal
+    except ValueError as e:  # or lets it through
+        assert "recorded: nothing is built" in str(e)
+    assert asked and asked[0][1:] == ("sk_pre", "demo"), asked

@@ -47,7 +47,8 @@ class AttentionSpec:
             ``bn2`` becomes an identity (SK's branches are conv-BN-ReLU).
         variant_of: the registry name whose attention equations this one keeps with another convolution layout
             (``"sk_pre"``: ``"sk"`` whose first branch takes the backbone's pretrained 3x3 conv); ``None`` for a
-            paper's block. Variants have no demo checkpoint.
+            paper's block. With ImageNet or demo weights the variant runs in place of its paper block
+            (:func:`attnviz.sources.select.choose_network`), so the demo ships the variant's checkpoint.
     """
 
     name: str

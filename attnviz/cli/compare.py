@@ -17,6 +17,7 @@ from ..comparison import compare, compare_files
 from ..pipeline import AnalyzeError, analyze
 from ..pipeline.image import ImageError
 from ..render import COLORMAPS
+from ..sources.select import choose_network
 from .options import default_weights
 
 __all__ = ["add_compare_parser"]
@@ -38,7 +39,8 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         mod_a, mod_b = mod_a or "resnet18", mod_b or "resnet18"
         w_a, w_b = _two(args.weights, "weights")
         w_a, w_b = w_a or default_weights(mod_a), w_b or default_weights(mod_b)
-        sides = [(img_a, att_a, mod_a, w_a), (img_b, att_b, mod_b, w_b)]
+        # as the page: sk on the demo runs sk_pre, se on ImageNet weights timm's SE-ResNet
+        sides = [(img_a, *choose_network(att_a, mod_a, w_a)), (img_b, *choose_network(att_b, mod_b, w_b))]
         if sides[0] == sides[1]:
             raise ValueError("both sides are the same: give two images, two --attention, --model or --weights values")
         results = [

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..blocks import list_attentions
+from ..sources.select import demo_attentions
 
 __all__ = ["add_eval_parser"]
 
@@ -51,7 +52,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             print(f"--photo-folder: {e}", file=sys.stderr)
             return 2
     folder = Path(args.models) if args.models else demo_dir()
-    names = [None] + [a for a in (args.attention or list_attentions())]
+    names = [None, *(args.attention or demo_attentions())]
     rows, results, plain, baselines, share = [], {}, None, {}, 0.0
     photo_baselines, photo_share = None, None
     base = demo_file(None, folder)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..sources.select import choose_network
 from .options import add_model_arguments, default_weights, model_options
 
 __all__ = ["add_stats_parser"]
@@ -31,12 +32,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print("attnviz stats: give --masks or --boxes, not both", file=sys.stderr)
         return 2
     weights = args.weights if args.weights is not None else default_weights(args.model)
+    attention, model, weights = choose_network(args.attention, args.model, weights)  # as the page
     try:
         summary = run_stats(
             args.data,
             args.out,
-            model=args.model,
-            attention=args.attention,
+            model=model,
+            attention=attention,
             weights=weights,
             masks=args.masks,
             boxes=args.boxes,

@@ -66,7 +66,8 @@ def build_model(
         weights: ``None`` (random init); ``"imagenet"``: torchvision's ImageNet weights through its Weights API
             (cached under ``$TORCH_HOME``), attention blocks then untrained (``sk``/``epsa`` replace the pretrained 3x3
             convolutions; ``sk_pre``/``epsa_pre`` take them as their first branch); ``"demo"``: the shipped checkpoints
-            trained on cut-and-paste scenes (resnet18, every paper block: none for variants); or a checkpoint path.
+            trained on cut-and-paste scenes (resnet18; ``sk``/``epsa`` as ``sk_pre``/``epsa_pre``:
+            :func:`attnviz.sources.select.demo_attentions`); or a checkpoint path.
         attention_kwargs: extra keyword arguments for every inserted block (e.g. ``{"reduction": 8}``).
         trust_pickle: load a checkpoint file that holds pickled Python objects (it runs their code); without it
             such a file is refused (:class:`attnviz.sources.checkpoint.PickledModelError`).

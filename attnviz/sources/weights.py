@@ -21,7 +21,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models import get_model_weights
 
-from ..blocks import attention_modules, get_attention
+from ..blocks import attention_modules
 from .checkpoint import (
     PickledModelError,
     load_checkpoint_file,
@@ -35,6 +35,7 @@ from .hub import OfflineError, offline_reason, torchvision_cache_file, torchvisi
 from .meta import ModelMeta, Preprocess, attach_meta, meta_of
 from .mismatch import Ident, _misfits, misfit_message
 from .resnets import ARCHS
+from .select import pretrained_variant
 from .spec import Weights, parse_weights
 
 __all__ = [
@@ -207,11 +208,11 @@ def weights_card(weights: str | Path | Weights | None, arch: str, attention: str
         if arch != DEMO_ARCH:
             raise ValueError(f"demo checkpoints are {DEMO_ARCH} only, not {arch}; use --arch {DEMO_ARCH}")
         if not path.is_file():
-            base = get_attention(attention).variant_of if attention is not None else None
-            if base:  # sk_pre, epsa_pre: made for ImageNet backbones
+            shipped = pretrained_variant(attention)
+            if shipped and demo_file(shipped).is_file():  # sk -> sk_pre: what the page runs on the demo
                 raise ValueError(
-                    f"no demo checkpoint for attention={attention!r}, a variant of {base!r} for pretrained backbones: "
-                    f"use weights='imagenet' with it, or attention={base!r} with the demo"
+                    f"no demo checkpoint for attention={attention!r}: the demo ships {shipped!r}, its variant for "
+                    f"pretrained backbones (the demo's blocks go into a trained backbone); use attention={shipped!r}"
                 )
             raise ValueError(f"no demo checkpoint for attention={attention!r}: {path.name} is not in {demo_dir()}")
     else:
