@@ -100,3 +100,29 @@ def test_every_command_runs_sk_on_the_demo_as_the_page_does(command: str, asked:
     except ValueError as e:  # or lets it through
         assert "recorded: nothing is built" in str(e)
     assert asked and asked[0][1:] == ("sk_pre", "demo"), asked
+
+
+@pytest.mark.parametrize("command", ["render", "stats"])
+def test_size_reaches_the_network_the_policy_chose(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """``--size`` declares the input of a network not attnviz's; asked for SE on resnet50 with ImageNet weights, the
+    command runs timm's SE-ResNet, so the size goes to that network's loader, as it would have given it by name."""
+    options_seen: list[dict[str, Any]] = []
+
+    def record(spec: Any, weights: Any = None, *, attention: str | None = None, **options: Any) -> None:
+        options_seen.append({"spec": str(spec), **options})
+        raise ValueError("recorded: nothing is built")
+
+    monkeypatch.setattr(loading, "load_model", record)
+    out, data = str(tmp_path / "out"), tmp_path / "data" / "cat"
+    data.mkdir(parents=True)
+    (data / "cat.jpg").write_bytes(Path(ASSET).read_bytes())
+    head = {"render": ["render", ASSET, "--device", "cpu"], "stats": ["stats", str(data.parent), "--workers", "0"]}
+    argv = [*head[command], "--model", "resnet50", "--attention", "se", "--weights", "imagenet", "--size", "256"]
+    try:
+        assert main([*argv, "--out", out]) == 2
+    except ValueError as e:
+        assert "recorded: nothing is built" in str(e)
+    assert options_seen and options_seen[0]["spec"] == f"timm:{IMAGENET_BEST['se']}", options_seen
+    assert options_seen[0].get("input_size") == 256, options_seen

@@ -32,12 +32,13 @@ def _cmd_stats(args: argparse.Namespace) -> int:
         print("attnviz stats: give --masks or --boxes, not both", file=sys.stderr)
         return 2
     weights = args.weights if args.weights is not None else default_weights(args.model)
-    attention, model, weights = choose_network(args.attention, args.model, weights)  # as the page
+    # as the page; args.model too, so that model_options sees the network that runs (--size for timm's)
+    attention, args.model, weights = choose_network(args.attention, args.model, weights)
     try:
         summary = run_stats(
             args.data,
             args.out,
-            model=model,
+            model=args.model,
             attention=attention,
             weights=weights,
             masks=args.masks,
