@@ -137,13 +137,16 @@ def test_openclipart_builder_keeps_public_domain_solid_drawings_once(tmp_path) -
         (root / "png" / rel).parent.mkdir(parents=True, exist_ok=True)
         im.save(root / "png" / rel)
         _svg((root / "svg" / rel).with_suffix(".svg"), licence)
+    photo = tmp_path / "scenes/objects_train/fish/photo-016-fish1.png"  # attnviz.data.train_photos's: kept
+    photo.parent.mkdir(parents=True)
+    Image.new("RGBA", (30, 30), (9, 9, 9, 255)).save(photo)
     limit = Image.MAX_IMAGE_PIXELS
     counts = build_openclipart(root, tmp_path / "scenes")
     assert limit == Image.MAX_IMAGE_PIXELS  # PIL's process-wide decompression-bomb guard is given back
     assert counts["mammal"] == 1 and counts["fish"] == 1 and counts["vehicle"] == 1 and counts["bird"] == 0
     assert counts["skipped_duplicate"] == 1 and counts["skipped_licence"] == 1 and counts["skipped_thin"] == 1
     extra = tmp_path / "scenes/objects_train"
-    assert sorted(p.name for p in (extra / "fish").iterdir()) == ["oc_animals_fish_carp.png"]
+    assert sorted(p.name for p in (extra / "fish").iterdir()) == ["oc_animals_fish_carp.png", photo.name]
     manifest = json.loads((extra / "manifest.json").read_text())
     assert manifest["fish/oc_animals_fish_carp.png"] == {
         "source": "openclipart-png animals/fish/carp.png",

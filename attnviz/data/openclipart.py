@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,7 +115,8 @@ def build_folder(openclipart: str | Path, out: str | Path) -> dict[str, int]:
     png, svg = root / "png", root / "svg"
     if not png.is_dir() or not svg.is_dir():
         raise ValueError(f"{root} needs png/ (openclipart-png) and svg/ (openclipart-svg, the licences) inside")
-    shutil.rmtree(out, ignore_errors=True)
+    for old in [*out.glob("*/oc_*.png"), out / "manifest.json"]:  # this module's files only: other builders'
+        old.unlink(missing_ok=True)  # training objects (attnviz.data.train_photos) stay
     limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = None  # a few drawings are rendered at 13000 px; trusted package files, this call only
     try:
@@ -130,7 +130,7 @@ def _build(png: Path, svg: Path, out: Path) -> dict[str, int]:
     manifest: dict[str, dict] = {}
     seen: set[str] = set()  # file names already kept, under any class
     for name, folders in CLASSES.items():
-        (out / name).mkdir(parents=True)
+        (out / name).mkdir(parents=True, exist_ok=True)
         counts[name] = 0
         for folder in folders:
             for src in _candidates(png, folder):
