@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image
@@ -37,7 +38,7 @@ class _Qres:
         start = self.names + offset + 6  # length (2), hash (4), then n UTF-16 code units
         return self.blob[start : start + 2 * n].decode("utf-16-be")
 
-    def _bytes(self, offset: int, flags: int) -> bytes:
+    def read(self, offset: int, flags: int) -> bytes:
         at = self.data + offset
         (size,) = struct.unpack(">I", self.blob[at : at + 4])
         raw = self.blob[at + 4 : at + 4 + size]
@@ -62,9 +63,21 @@ class _Qres:
         return {path: (offset, flags)}
 
 
+@lru_cache(maxsize=2)
+def _parsed(path: str, stamp: tuple[int, int]) -> tuple[_Qres, dict[str, tuple[int, int]]]:
+    """A bundle and its entries, read once per file version (``stamp``: size and mtime) for consecutive members."""
+    bundle = _Qres(Path(path).read_bytes(), path)
+    return bundle, bundle.walk()
+
+
+def _bundle(path: str | Path) -> tuple[_Qres, dict[str, tuple[int, int]]]:
+    st = Path(path).stat()
+    return _parsed(str(path), (st.st_size, st.st_mtime_ns))
+
+
 def qres_names(path: str | Path) -> list[str]:
     """Every file path in a Qt resource bundle (``:/dir/file``), sorted."""
-    return sorted(_Qres(Path(path).read_bytes(), str(path)).walk())
+    return sorted(_bundle(path)[1])
 
 
 def qres_member(path: str | Path, member: str) -> bytes:
@@ -74,11 +87,10 @@ def qres_member(path: str | Path, member: str) -> bytes:
         ValueError: not a bundle, or a compression this reader does not know.
         KeyError: no such member.
     """
-    bundle = _Qres(Path(path).read_bytes(), str(path))
-    entries = bundle.walk()
+    bundle, entries = _bundle(path)
     if member not in entries:
         raise KeyError(f"{member} is not in {path}")
-    return bundle._bytes(*entries[member])
+    return bundle.read(*entries[member])
 
 
 def first_jpeg(path: str | Path) -> Image.Image:

@@ -66,7 +66,7 @@ def _paragraphs(text: str) -> list[dict[str, str]]:
             if fields:
                 out.append(fields)
             fields, last = {}, None
-        elif line[0] in " \t" and last is not None:
+        elif (line[0] in " \t" or ":" not in line) and last is not None:  # unindented: GCompris's Files lists
             fields[last] += "\n" + line.strip()
         elif ":" in line:
             last, value = line.split(":", 1)

@@ -32,7 +32,8 @@ from typing import NamedTuple
 from PIL import Image
 
 from .containers import first_jpeg, qres_member
-from .more_photos import _find, _version, copyright_stanza
+from .more_photos import _find, _paragraphs, _version, copyright_stanza
+from .photos import _load_rgb
 from .scenes import TRAIN_ONLY
 
 __all__ = ["MANIFEST", "PREFIX", "TRAIN_PHOTOS", "TRAIN_SIDE", "TrainPhoto", "build_train_photos", "upstream_entry"]
@@ -143,20 +144,8 @@ TRAIN_PHOTOS: list[TrainPhoto] = [
 def upstream_entry(readme: str, name: str) -> dict[str, str] | None:
     """The paragraph of a GCompris-style ``README`` (``Copyright:``/``Source:``/``License:``/``Files:`` fields, the
     file names on the ``Files:`` line or on the lines after it) that lists ``name``; ``None`` if none does."""
-    for block in readme.split("\n\n"):
-        fields: dict[str, str] = {}
-        files: list[str] = []
-        last = None
-        for line in block.splitlines():
-            key, sep, value = line.partition(":")
-            if sep and key.strip() and " " not in key.strip() and key[:1] not in " \t":
-                last = key.strip()
-                fields[last] = value.strip()
-                if last == "Files":
-                    files += value.split()
-            elif last == "Files":
-                files += line.split()
-        if name in files:
+    for fields in _paragraphs(readme):
+        if name in fields.get("Files", "").split():
             return {k: v for k, v in fields.items() if k != "Files"}
     return None
 
@@ -175,8 +164,7 @@ def _image(roots: list[Path], photo: TrainPhoto) -> tuple[Image.Image, dict[str,
             record = None
         with Image.open(io.BytesIO(blob)) as im:
             return im.convert("RGB"), record
-    with Image.open(path) as im:
-        return im.convert("RGB"), None
+    return _load_rgb(path), None
 
 
 def build_train_photos(roots: list[str | Path], out: str | Path) -> dict[str, int]:
