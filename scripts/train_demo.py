@@ -69,7 +69,7 @@ from attnviz import build_model
 from attnviz.blocks import get_attention
 from attnviz.data import SceneConfig, SceneDataset
 from attnviz.pipeline.distributed import resolve_device
-from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint
+from attnviz.sources.checkpoint import read_card, read_checkpoint, save_checkpoint, tensors_sha256
 from attnviz.sources.demo import DEMO_ARCH, DEMO_MEAN, DEMO_STD, demo_file
 from attnviz.sources.select import demo_attentions
 from attnviz.sources.weights import load_backbone_state_dict, load_checkpoint_file
@@ -169,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             if not backbone.is_file():
                 print(f"train the backbone first (missing {backbone})", file=sys.stderr)
                 return 2
-            load_backbone_state_dict(model, load_checkpoint_file(backbone))
+            backbone_sd = load_checkpoint_file(backbone)
+            load_backbone_state_dict(model, backbone_sd)
             if args.continue_attention and target.is_file():  # more epochs on the block's own checkpoint
                 previous = read_card(target)
                 model.load_state_dict(load_checkpoint_file(target), strict=False)
-                card["continued_from"] = _continued_from(previous)
+                card["continued_from"] = _continued_from(previous, backbone_sha256=tensors_sha256(backbone_sd))
             cfg = TrainConfig(
                 epochs=args.conv_epochs if get_attention(attention).placement == "conv" else args.attention_epochs,
                 seed=args.seed,
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             base = backbone
         print(f"== {name}: {cfg}", flush=True)
-        floor = card.get("continued_from", {}).get("val_acc") or -1.0  # never replace a better checkpoint
+        floor = _floor(card.get("continued_from", {}))  # never replace a better checkpoint
         data = train
         if pooled:
             data = pooled["taught"] if cfg.distill > 0 else pooled["plain"]
@@ -199,13 +200,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _continued_from(previous: dict) -> dict:
+def _continued_from(previous: dict, backbone_sha256: str | None = None) -> dict:
     """What a continued run's card keeps of the file it started from: that run's validation score and training,
-    and, nested under ``continued_from``, every earlier run's, so the first run survives any number of continuations."""
+    and, nested under ``continued_from``, every earlier run's, so the first run survives any number of continuations.
+
+    ``backbone_sha256``: for a block continued on a backbone, that backbone's tensor hash; when the file was trained
+    on another backbone, the record names that one under ``other_backbone``."""
     record = {"val_acc": previous.get("val_acc"), "training": previous.get("training")}
     if previous.get("continued_from"):
         record["continued_from"] = previous["continued_from"]
+    base = previous.get("base")
+    if backbone_sha256 is not None and (base or {}).get("sha256") != backbone_sha256:
+        record["other_backbone"] = base
     return record
+
+
+def _floor(continued: dict) -> float:
+    """The validation accuracy a continued run must beat to replace its file: the previous run's, unless that run
+    scored another backbone (a block continued on a retrained backbone is kept whatever it scores)."""
+    if continued.get("other_backbone") is not None or continued.get("val_acc") is None:
+        return -1.0
+    return float(continued["val_acc"])
 
 
 def _pool(args: argparse.Namespace, config: SceneConfig) -> dict:

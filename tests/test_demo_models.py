@@ -114,6 +114,23 @@ def test_continued_run_keeps_every_earlier_run() -> None:
     assert "test" not in third["continued_from"]  # scores of an earlier file are not carried over
 
 
+def test_block_continued_on_a_new_backbone_has_no_floor() -> None:
+    """A block's earlier score was measured with its old backbone: it guards a continuation on the same backbone,
+    and is no bar for one on a retrained backbone (else the old block would stay beside a backbone it never saw)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("attnviz_train_demo", ROOT / "scripts" / "train_demo.py")
+    train_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_demo)
+    previous = {"val_acc": 0.47, "training": {"epochs": 2}, "base": {"file": "b.safetensors", "sha256": "aa"}}
+    same = train_demo._continued_from(previous, backbone_sha256="aa")
+    assert "other_backbone" not in same and train_demo._floor(same) == 0.47
+    other = train_demo._continued_from(previous, backbone_sha256="bb")
+    assert other["other_backbone"] == previous["base"] and other["val_acc"] == 0.47  # the record is kept
+    assert train_demo._floor(other) == -1.0
+    assert train_demo._floor(train_demo._continued_from({"val_acc": 0.4})) == 0.4  # a backbone's own continuation
+
+
 @pytest.mark.parametrize("attention", [n for n in NAMES if n])
 def test_shipped_cards_keep_their_first_run(attention: str) -> None:
     runs = _runs(read_card(demo_file(attention)))
