@@ -107,6 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", action="store_true", help="backbone with and without the teacher; keep the better")
     p.add_argument("--photo-paste", type=float, default=0.0, help="share of photo-like rectangular pastes")
     p.add_argument("--blur", type=float, default=0.0, help="share of blurred training scenes")
+    p.add_argument("--closeup", type=float, default=0.0, help="share of close-ups (the object fills the frame)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1, help="scene-drawing workers")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the local GPU, else CPU)")
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    config = SceneConfig(size=args.size, photo_paste=args.photo_paste, blur=args.blur)
+    config = SceneConfig(size=args.size, photo_paste=args.photo_paste, blur=args.blur, closeup=args.closeup)
     train = SceneDataset(args.data, "train", args.train_scenes, seed=args.seed, config=config)
     val = SceneDataset(args.data, "val", args.val_scenes, seed=args.seed + 1, config=config.held_out())
     pooled = _pool(args, config) if args.pool else None

@@ -4,6 +4,7 @@ training on soft targets (attnviz.data.teacher, attnviz.data.pool, TrainConfig.d
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -204,8 +205,8 @@ def test_teacher_convolutions_run_in_full_float32_on_a_gpu_and_the_setting_is_re
 
 def test_photo_paste_and_blur_are_off_by_default_and_keep_masks_inside() -> None:
     assert SceneConfig().photo_paste == 0 and SceneConfig().blur == 0
-    cfg = SceneConfig(photo_paste=1.0, blur=0.5)
-    assert cfg.held_out() == SceneConfig()
+    cfg = SceneConfig(photo_paste=1.0, blur=0.5, closeup=0.3)
+    assert cfg.held_out() == SceneConfig() and SceneConfig().closeup == 0
     assert SceneConfig.from_dict({**SceneConfig().to_dict(), "scale": [0.3, 0.5], "unknown": 1}).scale == (0.3, 0.5)
 
 
@@ -221,6 +222,24 @@ def test_photo_paste_is_an_opaque_rectangle_holding_the_object(scene_root: Path)
         assert 0.5 * 64 - 1 <= max(np.ptp(ys), np.ptp(xs)) + 1 <= 0.95 * 64 + 1
         assert mask.sum() > 20 and not (mask & ~box).any()  # the object lies inside its photo
     assert ds.scene(0).mask.sum() > 20
+
+
+def test_closeups_fill_the_frame_and_leave_other_scenes_as_they_were(scene_root: Path) -> None:
+    """A close-up's object is larger than the scene (the frame crops it, as in a photo of the object); with
+    ``closeup`` at 0 every scene draws the same random numbers as before the option existed."""
+    base = SceneConfig(size=64, distractors=(0, 0))
+    plain = SceneDataset(scene_root, "train", 6, config=base)
+    close = SceneDataset(scene_root, "train", 6, config=replace(base, closeup=1.0))
+    for i in range(6):
+        ys, xs = np.nonzero(close.scene(i).mask)  # the visible object
+        assert max(np.ptp(ys), np.ptp(xs)) + 1 >= 0.7 * 64  # fills most of the frame
+        assert close.scene(i).mask.mean() > plain.scene(i).mask.mean()
+    again = SceneDataset(scene_root, "train", 6, config=replace(base, closeup=0.0))
+    for i in range(6):
+        assert np.array_equal(again.scene(i).image, plain.scene(i).image)
+    layer, _ = close._place(close.instances[0][0], np.random.default_rng(0), scale=(1.3, 1.3))
+    ys, xs = np.nonzero(np.asarray(layer)[..., 3])  # (64, 64) alpha: the placed object
+    assert max(np.ptp(ys), np.ptp(xs)) + 1 == 64  # its longer side spans the frame, cropped on both sides
 
 
 class _Tiny(nn.Module):

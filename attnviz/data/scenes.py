@@ -48,9 +48,13 @@ class SceneConfig:
         photo_paste: probability that the object comes as a photo-like rectangle: pasted on a background of its
             own first, then the rectangle onto the scene (real photos look like that; training augmentation).
         blur: probability of a Gaussian blur of the whole scene (training augmentation).
+        closeup: probability that an object not pasted as a photo comes close up: its longer side ``closeup_scale``
+            of the scene, so it fills the frame and the frame crops it, as in a photo taken of the object
+            (training augmentation; the held-out scenes keep ``scale``).
+        closeup_scale: range of a close-up object's longer side as a fraction of ``size``.
 
-    With ``photo_paste`` and ``blur`` at 0 (the default) a scene consumes the same random numbers as before they
-    existed, so recipes in older model cards rebuild exactly.
+    With ``photo_paste``, ``blur`` and ``closeup`` at 0 (the default) a scene consumes the same random numbers as
+    before they existed, so recipes in older model cards rebuild exactly.
     """
 
     size: int = 128
@@ -61,14 +65,16 @@ class SceneConfig:
     test_fraction: float = 0.2
     photo_paste: float = 0.0
     blur: float = 0.0
+    closeup: float = 0.0
+    closeup_scale: tuple[float, float] = (0.9, 1.4)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def held_out(self) -> SceneConfig:
-        """The same recipe without the training-only augmentations (``photo_paste``, ``blur``): the test scenes
-        every model is measured on."""
-        return replace(self, photo_paste=0.0, blur=0.0)
+        """The same recipe without the training-only augmentations (``photo_paste``, ``blur``, ``closeup``): the
+        test scenes every model is measured on."""
+        return replace(self, photo_paste=0.0, blur=0.0, closeup=0.0)
 
     @classmethod
     def from_dict(cls, d: dict) -> SceneConfig:
@@ -202,7 +208,8 @@ class SceneDataset(Dataset):
         if cfg.photo_paste > 0 and rng.random() < cfg.photo_paste:
             piece, mask = self._photo(obj, rng)
         else:
-            piece, _ = self._place(obj, rng, scale=cfg.scale)
+            closeup = cfg.closeup > 0 and rng.random() < cfg.closeup
+            piece, _ = self._place(obj, rng, scale=cfg.closeup_scale if closeup else cfg.scale)
             mask = np.asarray(piece)[..., 3] >= 128  # (S, S): where the object is visible
         canvas.alpha_composite(piece)
         if not mask.any():  # a fully clipped object cannot happen by placement; keep the invariant explicit
@@ -256,9 +263,9 @@ class SceneDataset(Dataset):
         rgb = ImageEnhance.Contrast(rgb).enhance(float(rng.uniform(0.7, 1.3)))
         rgb = ImageEnhance.Color(rgb).enhance(float(rng.uniform(0.6, 1.4)))
         obj = Image.merge("RGBA", (*rgb.split(), alpha))
-        # position: at least 70% of each side inside the image
-        x = int(rng.integers(-int(0.15 * w), max(1, bw - int(0.85 * w)) + 1))
-        y = int(rng.integers(-int(0.15 * h), max(1, bh - int(0.85 * h)) + 1))
+        # position: at least 70% of each side inside the image; a side longer than the canvas (a close-up) spans it
+        x = int(rng.integers(bw - w, 1) if w > bw else rng.integers(-int(0.15 * w), max(1, bw - int(0.85 * w)) + 1))
+        y = int(rng.integers(bh - h, 1) if h > bh else rng.integers(-int(0.15 * h), max(1, bh - int(0.85 * h)) + 1))
         layer = Image.new("RGBA", (bw, bh), (0, 0, 0, 0))
         layer.paste(obj, (x, y), obj)
         return layer, f
