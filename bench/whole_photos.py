@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{100 * diff.mean():+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}]")
         print(f"| {name or 'plain'} | {len(per_photo)} | " + " | ".join(cells) + " |")
     for k, f in enumerate(folders):
-        print(f"\n{f}: mean over the {len(names) - 1} types {100 * np.mean(means[k][1:]):.1f} %, "
-              f"plain {100 * means[k][0]:.1f} %")  # fmt: skip
+        types = f"mean over the {len(names) - 1} types {100 * np.mean(means[k][1:]):.1f} %, " if len(names) > 1 else ""
+        print(f"\n{f}: {types}plain {100 * means[k][0]:.1f} %")
     return 0
 
 
