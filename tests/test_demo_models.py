@@ -136,8 +136,11 @@ def test_shipped_cards_keep_their_first_run(attention: str) -> None:
     runs = _runs(read_card(demo_file(attention)))
     for run in runs:
         assert 0 < run["val_acc"] <= 1 and run["training"]["epochs"] >= 1
-    # a continued file only replaces one it beat on validation, so the scores rise along the chain
-    assert [r["val_acc"] for r in runs] == sorted((r["val_acc"] for r in runs), reverse=True)
+    # a continued file only replaces one it beat on validation, so the scores rise along the chain, except where a
+    # block was continued on a retrained backbone (its record names the old one): that score is no floor
+    cut = next((i for i, r in enumerate(runs) if r.get("other_backbone")), len(runs))
+    for part in (runs[:cut], runs[cut:]):
+        assert [r["val_acc"] for r in part] == sorted((r["val_acc"] for r in part), reverse=True)
     assert runs[-1]["training"]["lr"] in (1e-3, 2e-3)  # the first run on this backbone (README, "Training")
     if attention == "coord":  # 1 epoch, then 2 + 2 + 2 more (README, "Training")
         assert [r["training"]["epochs"] for r in runs] == [2, 2, 2, 1]
