@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -25,13 +26,21 @@ def test_hits_are_the_pages_own_top1_on_the_whole_photo() -> None:
     files, hits = whole.photo_hits(demo_dir(), "se", photos_dir())
     entries = {e["file"]: e["class"] for e in read_manifest(photos_dir())["photos"]}
     assert hits.shape == (len(files), 2) and set(np.unique(hits)) <= {0.0, 1.0}
-    torch.set_num_threads(1)
     for i, name in enumerate(files[:3]):  # the first view is what the page classifies for this upload
         result = analyze(np.asarray(Image.open(photos_dir() / name).convert("RGB")), attention="se", weights="demo")
         assert hits[i, 0] == float(result.predictions[0][0] == entries[name])
 
 
-def test_a_folder_against_itself_differs_by_nothing(capsys) -> None:
+@pytest.fixture
+def keep_threads():
+    """The bench sets torch's thread count, as a script should; the tests after this one run with the count they had
+    (a stats test compares a batched and a per-image forward whose near-ties depend on it)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_folder_against_itself_differs_by_nothing(capsys, keep_threads) -> None:
     assert whole.main(["--models", str(demo_dir()), str(demo_dir()), "--attention", "eca"]) == 0
     rows = [
         line for line in capsys.readouterr().out.splitlines() if line.startswith("| plain") or line.startswith("| eca")
