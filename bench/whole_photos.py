@@ -30,7 +30,7 @@ from attnviz.pipeline.image import preprocess
 from attnviz.sources.checkpoint import read_card
 from attnviz.sources.demo import DEMO_ARCH, demo_dir, demo_file
 from attnviz.sources.select import demo_attentions
-from attnviz.stats.intervals import BOOTSTRAP
+from attnviz.stats.intervals import bootstrap_mean
 
 
 def photo_hits(folder: Path, attention: str | None, photos: Path) -> tuple[list[str], np.ndarray]:
@@ -49,14 +49,6 @@ def photo_hits(folder: Path, attention: str | None, photos: Path) -> tuple[list[
                 x = preprocess(view, card["input_size"], card["mean"], card["std"])  # (1, 3, H, W) as the page
                 hits[i, j] = float(int(model(x).argmax(1)) == card["classes"].index(entry["class"]))
     return [e["file"] for e in entries], hits
-
-
-def interval(per_photo: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95 % percentile bootstrap interval of the mean over photos (rows of ``per_photo``, (P,) or (P, K))."""
-    rng = np.random.default_rng(seed)
-    pick = rng.integers(0, len(per_photo), (BOOTSTRAP, len(per_photo)))  # (B, P) resampled photos
-    means = per_photo[pick].mean(1)  # (B,) or (B, K)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         per_photo = np.stack([hits.mean(1) for _, hits in runs], 1)  # (P, folders): each photo's share right
         cells = []
         for k in range(len(folders)):
-            lo, hi = interval(per_photo[:, k])
+            lo, hi = bootstrap_mean(per_photo[:, k])
             cells.append(f"{100 * per_photo[:, k].mean():.1f} [{100 * lo:.0f}, {100 * hi:.0f}]")
             means[k].append(per_photo[:, k].mean())
         if len(folders) == 2:
             diff = per_photo[:, 1] - per_photo[:, 0]  # (P,) paired by photo
-            lo, hi = interval(diff)
+            lo, hi = bootstrap_mean(diff)
             cells.append(f"{100 * diff.mean():+.1f} [{100 * lo:+.0f}, {100 * hi:+.0f}]")
         print(f"| {name or 'plain'} | {len(per_photo)} | " + " | ".join(cells) + " |")
     for k, f in enumerate(folders):
