@@ -142,5 +142,6 @@ def test_shipped_cards_keep_their_first_run(attention: str) -> None:
     for part in (runs[:cut], runs[cut:]):
         assert [r["val_acc"] for r in part] == sorted((r["val_acc"] for r in part), reverse=True)
     assert runs[-1]["training"]["lr"] in (1e-3, 2e-3)  # the first run on this backbone (README, "Training")
-    if attention == "coord":  # 1 epoch, then 2 + 2 + 2 more (README, "Training")
-        assert [r["training"]["epochs"] for r in runs] == [2, 2, 2, 1]
+    if attention == "coord":  # 1 epoch, then 2 + 2 + 2 more, then 1 on the retrained backbone (README, "Training")
+        assert [r["training"]["epochs"] for r in runs] == [1, 2, 2, 2, 1]
+        assert [bool(r.get("other_backbone")) for r in runs] == [False, True, False, False, False]
