@@ -141,7 +141,7 @@ def test_shipped_cards_keep_their_first_run(attention: str) -> None:
     cut = next((i for i, r in enumerate(runs) if r.get("other_backbone")), len(runs))
     for part in (runs[:cut], runs[cut:]):
         assert [r["val_acc"] for r in part] == sorted((r["val_acc"] for r in part), reverse=True)
-    assert runs[-1]["training"]["lr"] in (1e-3, 2e-3)  # the first run on this backbone (README, "Training")
+    assert runs[-1]["training"]["lr"] in (1e-3, 2e-3)  # the block's first run (README, "Training")
     if attention == "coord":  # 1 epoch, then 2 + 2 + 2 more, then 1 on the retrained backbone (README, "Training")
         assert [r["training"]["epochs"] for r in runs] == [1, 2, 2, 2, 1]
         assert [bool(r.get("other_backbone")) for r in runs] == [False, True, False, False, False]
