@@ -108,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photo-paste", type=float, default=0.0, help="share of photo-like rectangular pastes")
     p.add_argument("--blur", type=float, default=0.0, help="share of blurred training scenes")
     p.add_argument("--closeup", type=float, default=0.0, help="share of close-ups (the object fills the frame)")
+    p.add_argument(
+        "--randconv", type=float, default=0.0, help="share of images through a random convolution (Xu et al. 2021)"
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=1, help="scene-drawing workers")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: the local GPU, else CPU)")
@@ -159,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 num_workers=args.workers,
                 distill=args.distill,
+                randconv=args.randconv,
             )
             base = None
             if args.continue_from:  # a second schedule on a trained backbone; its first run is kept in the card
@@ -186,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                 batch_size=args.batch_size,
                 num_workers=args.workers,
                 distill=args.distill,
+                randconv=args.randconv,
             )
             base = backbone
         print(f"== {name}: {cfg}", flush=True)

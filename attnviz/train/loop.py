@@ -33,6 +33,7 @@ from ..data.teacher import soft_cross_entropy
 from ..pipeline.distributed import backend_for, resolve_device, torchrun_env
 from ..sources.checkpoint import read_checkpoint, save_checkpoint, tensors_sha256
 from ..sources.own import attention_modules
+from .augment import random_convolution
 
 __all__ = [
     "TrainConfig",
@@ -62,6 +63,7 @@ class TrainConfig:
     seed: int = 0
     half_checkpoint: bool = False
     distill: float = 0.0  # weight a of the soft-target term: (1 - a) * CE(label) + a * CE(teacher's target)
+    randconv: float = 0.0  # share of training images passed through a random convolution (attnviz.train.augment)
 
 
 def freeze_for_attention(model: nn.Module) -> list[str]:
@@ -268,6 +270,8 @@ def _fit(
         for batch in train_loader:
             x = batch[0].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = batch[1].to(device, non_blocking=True)
+            if config.randconv > 0:
+                x = random_convolution(x, config.randconv).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = net(_normalize(x, mean, std))
                 loss = loss_fn(logits, y)
