@@ -23,7 +23,7 @@ from attnviz.pipeline.image import decode_image
 from attnviz.stats import read_report
 from attnviz.stats.accumulate import accumulate, finalize, merge, new_partial
 from attnviz.stats.data import chunks, list_data, shard
-from attnviz.stats.localisation import aggregate, block_maps, centre_prior, score_maps
+from attnviz.stats.localisation import TIE, aggregate, block_maps, centre_prior, score_maps
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ["--arch", "resnet18", "--attention", "se", "--weights", "random", "--size", "32", "--workers", "0"]
@@ -91,6 +91,15 @@ def test_merge_adds_sums_and_keeps_extremes() -> None:
     assert merged["sites"]["s"]["meta"]["stage"] is None  # meta kept, never added
 
 
+def _near_tie(maps: torch.Tensor) -> bool:
+    """Whether a (1, H, W) map has a value within float noise of score_maps' tie threshold (TIE * spread below
+    the maximum), where whether it counts as a peak depends on the order of float reductions."""
+    flat = maps.reshape(-1).double()
+    top, spread = flat.max(), flat.max() - flat.min()
+    gap = (top - flat) / spread.clamp(min=1e-12)  # 0 at the maximum
+    return bool(((gap > TIE / 3) & (gap < 3 * TIE)).any())
+
+
 def test_statistics_equal_a_direct_computation(scenes, tmp_path) -> None:
     """The CLI's numbers equal ones computed image by image with the recorder: class means, their correlation,
     the pointing game of every stage and the centre prior (through the score_maps evaluate uses)."""
@@ -106,6 +115,7 @@ def test_statistics_equal_a_direct_computation(scenes, tmp_path) -> None:
     model = build(model_request("resnet18", "se", "random")).eval()
     per_class: dict[int, list[np.ndarray]] = {}
     hits: dict[str, list[float]] = {}
+    near: dict[str, list[bool]] = {}  # images with a value so close to the tie threshold that float noise decides
     for rel, y in zip(listing.files, listing.labels, strict=True):
         image = decode_image(scenes / "images" / rel).image
         x = model_input(image, model.weights_meta, 32)
@@ -116,7 +126,9 @@ def test_statistics_equal_a_direct_computation(scenes, tmp_path) -> None:
         mask = torch.from_numpy(np.asarray(Image.open(scenes / "masks" / rel)) > 0)[None]
         for name, img in aggregate(block_maps(rec), (32, 32)).items():
             hits.setdefault(name, []).append(float(score_maps(img, mask, round(0.05 * 32))[0]))
+            near.setdefault(name, []).append(_near_tie(img))
         hits.setdefault("centre prior", []).append(float(score_maps(centre_prior((32, 32))[None], mask, 2)[0]))
+        near.setdefault("centre prior", []).append(_near_tie(centre_prior((32, 32))[None]))
     means = np.stack([np.mean(v, 0) for _, v in sorted(per_class.items())])
     r = np.corrcoef(means)
     expected = r[np.triu_indices(3, 1)].mean()
@@ -126,7 +138,10 @@ def test_statistics_equal_a_direct_computation(scenes, tmp_path) -> None:
     got = prof[(prof["site"] == site.name) & (prof["class"] == listing.classes[0])]["mean"].to_numpy()
     assert got == pytest.approx(means[0], abs=1e-5)
     for name in ("stage1", "stage2", "average", "centre prior"):  # stage 4 is 1 x 1 at 32 px: flat, ties
-        assert loc.loc[name, "pointing"] == pytest.approx(np.mean(hits[name])), name
+        # equal, except that an image whose map has a value at the tie threshold (batched and single-image
+        # convolutions differ in the last bits) may score a different share of tied peaks: at most 1 each
+        slack = sum(near[name]) / len(near[name])
+        assert abs(loc.loc[name, "pointing"] - np.mean(hits[name])) <= slack + 1e-6, (name, slack)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["images"] == 18 and summary["scored_images"] == 18 and summary["unreadable"] == 0
     report = (out / "report.md").read_text()
