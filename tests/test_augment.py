@@ -20,10 +20,11 @@ def _square_batch(b: int = 6, size: int = 24) -> torch.Tensor:
     return x
 
 
-def test_p_zero_is_the_identity_and_p_one_changes_every_image() -> None:
-    x = _square_batch()
+def test_p_zero_is_the_identity_and_p_one_changes_every_image(device: torch.device) -> None:
+    x = _square_batch().to(device)
     assert random_convolution(x, 0.0) is x
-    y = random_convolution(x, 1.0, generator=torch.Generator().manual_seed(1))
+    y = random_convolution(x, 1.0, generator=torch.Generator(device).manual_seed(1))
+    assert y.device.type == device.type
     assert y.shape == x.shape and y.dtype == x.dtype
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0
     changed = (y - x).abs().flatten(1).amax(1) > 1e-3  # (B,)
@@ -54,10 +55,10 @@ def test_a_one_by_one_kernel_is_a_colour_map() -> None:
     assert float((outside - outside[..., :1]).abs().max()) < 1e-5
 
 
-def test_a_kernel_of_size_k_sees_k_over_2_pixels() -> None:
+def test_a_kernel_of_size_k_sees_k_over_2_pixels(device: torch.device) -> None:
     """k = 5: pixels more than 2 away from the square's edge and the image border keep one colour per region."""
-    x = _square_batch()
-    y = random_convolution(x, 1.0, kernel_sizes=(5,), generator=torch.Generator().manual_seed(6))
+    x = _square_batch().to(device)
+    y = random_convolution(x, 1.0, kernel_sizes=(5,), generator=torch.Generator(device).manual_seed(6)).cpu()
     core = y[:, :, 10:14, 10:14].flatten(2)  # inside the square, 2 px from its edge
     far = y[:, :, 2:6, 2:22].flatten(2)  # background, 2 px from the border and the square
     assert float((core - core[..., :1]).abs().max()) < 1e-5
