@@ -45,10 +45,12 @@ def random_convolution(
         raise ValueError(f"expected (B, C, H, W), got {tuple(x.shape)}")
     if any(k < 1 or k % 2 == 0 for k in kernel_sizes):
         raise ValueError(f"kernel sizes must be odd and positive, got {kernel_sizes}")
+    if p == 0.0:
+        return x
     b, c, h, w = x.shape
     dev = x.device
     chosen = torch.rand(b, generator=generator, device=dev) < p  # (B,)
-    if p == 0.0 or not bool(chosen.any()):
+    if not bool(chosen.any()):
         return x
     idx = chosen.nonzero().flatten()  # (N,)
     xs = x[idx].float()  # (N, C, H, W)

@@ -268,10 +268,11 @@ def _fit(
         running = torch.zeros(2, device=device, dtype=torch.float64)  # (loss sum, samples): no sync per step
         bar = _progress(steps_per_epoch, f"epoch {epoch + 1}/{config.epochs}", rank == 0)
         for batch in train_loader:
-            x = batch[0].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-            y = batch[1].to(device, non_blocking=True)
+            x = batch[0].to(device, non_blocking=True)
             if config.randconv > 0:
-                x = random_convolution(x, config.randconv).contiguous(memory_format=torch.channels_last)
+                x = random_convolution(x, config.randconv)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = batch[1].to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 logits = net(_normalize(x, mean, std))
                 loss = loss_fn(logits, y)
